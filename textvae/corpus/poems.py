@@ -1,0 +1,197 @@
+"""Read the chinese-poetry corpus and keep the regular forms: 五言/七言 × 绝句 (4 lines) / 律诗 (8 lines).
+
+A source is the npm tarball, its extracted folder, or a clone of the upstream GitHub repository
+(`全唐诗/poet.tang.<N>.json`, ...). Poems are cleaned of editorial marks, split into lines at ，。？！；,
+rewritten in the canonical punctuation (，after odd lines, 。after even ones), and deduplicated by text.
+"""
+
+import json
+import re
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from textvae.errors import TextVAEError
+
+FORMS = {"5x4": "五言绝句", "7x4": "七言绝句", "5x8": "五言律诗", "7x8": "七言律诗"}
+DYNASTIES = ("tang", "song")
+
+_POEM_FILE = re.compile(r"poet\.(tang|song)\.(\d+)\.json$")
+_POEM_DIRS = {"quantangshi", "全唐诗"}
+_NOTES = re.compile(r"（[^（）]*）|\([^()]*\)|〔[^〔〕]*〕")  # editors' notes: drop with their content
+_RARE = re.compile(r"\{[^{}]*\}")  # a described rare character: the character itself is missing
+_MARKS = str.maketrans("", "", "《》「」『』〖〗〈〉")  # quotation and title marks: keep the content
+_LINE_END = re.compile(r"[，。？！；]")
+_CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3FFFF))
+
+
+@dataclass
+class Corpus:
+    """Kept poems plus the bookkeeping `prepare` reports."""
+    poems: list[dict]
+    dropped: Counter = field(default_factory=Counter)
+    files: int = 0
+
+
+def is_cjk(char: str) -> bool:
+    code = ord(char)
+    return any(lo <= code <= hi for lo, hi in _CJK_RANGES)
+
+
+def split_lines(text: str) -> list[str]:
+    """Split at the line-ending punctuation ，。？！；, dropping empty pieces."""
+    return [line for line in _LINE_END.split(text) if line]
+
+
+def clean(paragraphs: list[str]) -> str:
+    """Join a poem's paragraphs and strip editorial marks; a described rare character becomes □."""
+    text = "".join(paragraphs).replace(" ", "").replace("\u3000", "")
+    return _NOTES.sub("", _RARE.sub("□", text)).translate(_MARKS)
+
+
+def form_of(lines: list[str]) -> str | None:
+    """'5x4', '7x4', '5x8' or '7x8' when the lines make a regular form, else None."""
+    lengths = {len(line) for line in lines}
+    if len(lengths) != 1 or len(lines) not in (4, 8):
+        return None
+    form = f"{lengths.pop()}x{len(lines)}"
+    return form if form in FORMS else None
+
+
+def join_lines(lines: list[str]) -> str:
+    """Canonical text: ，after the first line of each couplet, 。after the second."""
+    return "".join(line + ("，" if i % 2 == 0 else "。") for i, line in enumerate(lines))
+
+
+def _drop_reason(lines: list[str]) -> str | None:
+    if any("□" in line for line in lines):
+        return "missing character (□ or {…})"
+    if not lines or not all(is_cjk(c) for line in lines for c in line):
+        return "non-CJK character"
+    if form_of(lines) is None:
+        return "irregular form"
+    return None
+
+
+def _poem_key(parts: tuple[str, ...]) -> tuple[str, int] | None:
+    match = _POEM_FILE.match(parts[-1])
+    if match is None or "error" in parts:
+        return None
+    if len(parts) >= 2 and parts[-2] in _POEM_DIRS or "strains" in parts:
+        return match.group(1), int(match.group(2))
+    return None
+
+
+def read_source(source: Path) -> tuple[dict, dict]:
+    """Raw JSON bytes of the poem files and the strains files, keyed by (dynasty, number)."""
+    poems, strains = {}, {}
+    for parts, read in _members(Path(source)):
+        key = _poem_key(parts)
+        if key is not None:
+            (strains if "strains" in parts else poems)[key] = (read(), "/".join(parts))
+    if not poems:
+        raise TextVAEError(
+            f"no poem files (quantangshi/poet.tang.<N>.json or 全唐诗/poet.tang.<N>.json) found in "
+            f"{source}. Pass the chinese-poetry tarball, its extracted folder, or a repository clone."
+        )
+    return poems, strains
+
+
+def _members(source: Path):
+    if source.is_dir():
+        for path in sorted(source.rglob("*.json")):
+            yield path.relative_to(source).parts, path.read_bytes
+    elif source.is_file():
+        try:
+            with tarfile.open(source, "r:*") as tar:
+                for member in tar:
+                    if member.isfile() and member.name.endswith(".json"):
+                        data = tar.extractfile(member).read()
+                        yield tuple(member.name.split("/")), (lambda data=data: data)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise TextVAEError(f"{source} is not a readable tarball ({e}). Pass the chinese-poetry "
+                               "tarball, its extracted folder, or a repository clone.") from e
+    else:
+        raise TextVAEError(f"--source {source} does not exist.")
+
+
+def _load_json(data: bytes, name: str) -> list[dict]:
+    try:
+        records = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TextVAEError(f"{name} is not valid JSON ({e}); the corpus copy is corrupt: "
+                           "delete it and download it again.") from e
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise TextVAEError(f"{name} is not a list of poem objects; is this the chinese-poetry corpus?")
+    return records
+
+
+def _paragraphs(record: dict, name: str) -> list[str]:
+    paragraphs = record.get("paragraphs", record.get("strains"))
+    if not isinstance(paragraphs, list) or not all(isinstance(p, str) for p in paragraphs):
+        raise TextVAEError(f"{name}: a record has no list of strings under 'paragraphs' "
+                           f"(id {record.get('id')!r}); the file is not in the chinese-poetry layout.")
+    return paragraphs
+
+
+def _strains_by_id(strains: dict) -> dict[str, list[str]]:
+    by_id = {}
+    for data, name in strains.values():
+        for record in _load_json(data, name):
+            by_id[record.get("id")] = split_lines(clean(_paragraphs(record, name)))
+    return by_id
+
+
+def _aligned(strain_lines: list[str] | None, lines: list[str]) -> list[str]:
+    """The poem's 平仄 lines when they align character for character, else []."""
+    if strain_lines and [len(s) for s in strain_lines] == [len(line) for line in lines]:
+        return strain_lines
+    return []
+
+
+def parse(source: Path, to_simplified=None) -> Corpus:
+    """Read, clean, filter and deduplicate the regular-form poems of a corpus source."""
+    poems, strains = read_source(source)
+    tones = _strains_by_id(strains)
+    corpus, seen = Corpus(poems=[]), set()
+    for (dynasty, _), (data, name) in tqdm(sorted(poems.items(), key=lambda kv: (DYNASTIES.index(kv[0][0]), kv[0][1])),
+                                          desc="parsing", unit="file", leave=False):
+        corpus.files += 1
+        for record in _load_json(data, name):
+            lines = split_lines(clean(_paragraphs(record, name)))
+            reason = _drop_reason(lines)
+            if reason:
+                corpus.dropped[reason] += 1
+                continue
+            corpus.poems.append(dict(
+                text=join_lines(lines), lines=lines, form=form_of(lines), dynasty=dynasty,
+                author=str(record.get("author") or ""), title=str(record.get("title") or ""),
+                id=str(record.get("id") or ""), strains=_aligned(tones.get(record.get("id")), lines)))
+    if to_simplified is not None:
+        _convert(corpus.poems, to_simplified)
+    kept = _dedupe(corpus.poems)
+    corpus.dropped["duplicate text"] = len(corpus.poems) - len(kept)
+    corpus.poems = kept
+    return corpus
+
+
+def _dedupe(poems: list[dict]) -> list[dict]:
+    seen, kept = set(), []
+    for poem in poems:
+        if poem["text"] not in seen:
+            seen.add(poem["text"])
+            kept.append(poem)
+    return kept
+
+
+def _convert(poems: list[dict], convert) -> None:
+    """Apply a str -> str converter (OpenCC t2s) to the text fields, one call per field for speed."""
+    for key in ("text", "title", "author"):
+        converted = convert("\n".join(p[key].replace("\n", " ") for p in poems)).split("\n")
+        for poem, value in zip(poems, converted):
+            poem[key] = value
+    for poem in poems:
+        poem["lines"] = split_lines(poem["text"])

@@ -1,0 +1,35 @@
+"""Read a plain one-sentence-per-line corpus (any language) for `textvae prepare text`."""
+
+from collections import Counter
+from pathlib import Path
+
+from textvae.corpus.poems import Corpus
+from textvae.errors import TextVAEError
+
+
+def parse_text_files(paths: list[Path]) -> Corpus:
+    """Each non-empty line of each UTF-8 file is one example; duplicate lines are kept once."""
+    corpus, seen = Corpus(poems=[], dropped=Counter()), set()
+    for path in map(Path, paths):
+        corpus.files += 1
+        for number, line in enumerate(_read_lines(path), start=1):
+            text = line.strip()
+            if not text:
+                corpus.dropped["empty line"] += 1
+            elif text in seen:
+                corpus.dropped["duplicate text"] += 1
+            else:
+                seen.add(text)
+                corpus.poems.append(dict(text=text, source=f"{path.name}:{number}"))
+    return corpus
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as e:
+        raise TextVAEError(f"{path} does not exist.") from e
+    except UnicodeDecodeError as e:
+        raise TextVAEError(f"{path} is not UTF-8 text ({e}); convert it, e.g. with iconv.") from e
+    except OSError as e:
+        raise TextVAEError(f"cannot read {path}: {e}") from e

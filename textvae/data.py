@@ -1,0 +1,109 @@
+"""Prepared datasets: deterministic splits, Arrow storage with HF `datasets`, atomic writes.
+
+A prepared dataset is a folder `data/<name>/` holding `dataset/` (a `DatasetDict.save_to_disk` with the
+splits train / validation / test), `tokenizer.model` and `manifest.json` (counts, source, options).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import datasets
+from datasets import Dataset, DatasetDict, load_from_disk
+
+from textvae.errors import TextVAEError
+from textvae.tokenizer import Tokenizer
+
+SPLITS = ("train", "validation", "test")
+datasets.disable_progress_bars()  # our own bars say what is happening; its per-shard bars are noise
+
+
+def split_of(text: str) -> str:
+    """About 98 / 1 / 1 by a stable hash of the text, so a text always lands in the same split."""
+    bucket = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") % 100
+    return "validation" if bucket == 0 else "test" if bucket == 1 else "train"
+
+
+def split_records(records: list[dict]) -> dict[str, list[dict]]:
+    splits = {name: [] for name in SPLITS}
+    for record in records:
+        splits[split_of(record["text"])].append(record)
+    return splits
+
+
+def build(records: list[dict], kind: str, vocab_size: int) -> tuple[DatasetDict, Tokenizer]:
+    """Split, train the tokenizer on the training split, and attach token ids to every record."""
+    if not records:
+        raise TextVAEError("the corpus is empty after filtering: nothing to prepare. Check the source "
+                           "files (the table above says why each text was dropped).")
+    splits = split_records(records)
+    if not splits["train"]:
+        raise TextVAEError("every text hashed into validation/test: give the corpus more texts.")
+    tokenizer = Tokenizer.train([r["text"] for r in splits["train"]], kind=kind, vocab_size=vocab_size)
+    parts = {}
+    for name, rows in splits.items():
+        ids = tokenizer.encode_batch([r["text"] for r in rows])
+        parts[name] = Dataset.from_list([dict(r, ids=i) for r, i in zip(rows, ids)]) if rows else \
+            Dataset.from_dict({key: [] for key in [*records[0], "ids"]})
+    return DatasetDict(parts), tokenizer
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail before hours of work rather than after: can a folder be created beside `out_dir`?"""
+    try:
+        Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(dir=Path(out_dir).parent).cleanup()
+    except OSError as e:
+        raise TextVAEError(f"cannot write to {Path(out_dir).parent}: {e}. Pass --out with a writable folder.") from e
+
+
+def save(dataset: DatasetDict, tokenizer: Tokenizer, manifest: dict, out_dir: Path) -> None:
+    """Write the folder under a temporary name beside it, then swap it in: never half-written."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    except OSError as e:
+        raise TextVAEError(f"cannot write to {out_dir.parent}: {e}. Pass --out with a writable folder.") from e
+    try:
+        dataset.save_to_disk(str(tmp / "dataset"))
+        tokenizer.save(tmp / "tokenizer.model")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
+        _swap_in(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}-old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load(data_dir: str | Path) -> tuple[DatasetDict, Tokenizer]:
+    """Open a prepared dataset folder (`textvae prepare` output)."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "dataset").is_dir() or not (data_dir / "tokenizer.model").is_file():
+        raise TextVAEError(f"{data_dir} is not a prepared dataset (it needs dataset/ and tokenizer.model): "
+                           "run `textvae prepare poems` (or `prepare text`) first.")
+    try:
+        dataset = load_from_disk(str(data_dir / "dataset"))
+    except Exception as e:  # datasets raises several types for a damaged folder
+        raise TextVAEError(f"{data_dir}/dataset cannot be read ({e}); run `textvae prepare` again.") from e
+    return dataset, Tokenizer.load(data_dir / "tokenizer.model")
+
+
+def count_table(records: list[dict], rows: str, columns: str) -> dict[str, dict[str, int]]:
+    """Counts of records by two fields, e.g. dynasty × form."""
+    counts = Counter((r[rows], r[columns]) for r in records)
+    return {row: {col: counts[row, col] for col in sorted({c for _, c in counts})}
+            for row in sorted({r for r, _ in counts})}
