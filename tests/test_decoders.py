@@ -1,0 +1,143 @@
+import pytest
+import torch
+
+from textvae.decoders import DECODERS, GRUDecoder, TransformerDecoder, word_dropout
+
+V, PAD, UNK, BOS = 20, 0, 1, 2
+TINY = {
+    GRUDecoder: {"embed_dim": 12, "hidden_dim": 16, "num_layers": 2},
+    TransformerDecoder: {"d_model": 16, "num_layers": 2, "num_heads": 2, "max_len": 16},
+}
+CLASSES = [GRUDecoder, TransformerDecoder]
+both = pytest.mark.parametrize("cls", CLASSES)
+latents = pytest.mark.parametrize("latent_dim", [0, 8])
+
+
+def make(cls, latent_dim, **kwargs):
+    torch.manual_seed(0)
+    return cls(V, latent_dim=latent_dim, pad_id=PAD, unk_id=UNK, **TINY[cls], **kwargs).eval()
+
+
+def inputs(B=3, T=6, latent_dim=8):
+    """BOS + random tokens -> z (B, D) or None, ids (B, T)."""
+    ids = torch.randint(3, V, (B, T))
+    ids[:, 0] = BOS
+    z = torch.randn(B, latent_dim) if latent_dim > 0 else None
+    return z, ids
+
+
+def decode_stepwise(dec, z, ids):
+    """Logits from init_state + one step per input token -> (B, T, V)."""
+    state = dec.init_state(z, ids.size(0))
+    logits = []
+    for t in range(ids.size(1)):
+        logits_t, state = dec.step(ids[:, t], state)
+        logits.append(logits_t)
+    return torch.stack(logits, dim=1), state
+
+
+def test_registry():
+    assert DECODERS == {"gru": GRUDecoder, "transformer": TransformerDecoder}
+
+
+@both
+@latents
+def test_output_shape(cls, latent_dim):
+    dec = make(cls, latent_dim)
+    z, ids = inputs(latent_dim=latent_dim)
+    assert dec(z, ids).shape == (3, 6, V)
+
+
+@both
+@latents
+def test_causality(cls, latent_dim):
+    dec = make(cls, latent_dim)
+    z, ids = inputs(latent_dim=latent_dim)
+    logits = dec(z, ids)
+    for t in range(ids.size(1) - 1):
+        changed = ids.clone()
+        changed[:, t + 1] = torch.where(ids[:, t + 1] == 3, 4, 3)
+        logits_changed = dec(z, changed)
+        torch.testing.assert_close(logits_changed[:, :t + 1], logits[:, :t + 1], atol=1e-6, rtol=0)
+        assert (logits_changed[:, t + 1] - logits[:, t + 1]).abs().max() > 1e-5
+
+
+@both
+@latents
+def test_stepwise_decoding_matches_forward(cls, latent_dim):
+    dec = make(cls, latent_dim)
+    z, ids = inputs(latent_dim=latent_dim)
+    stepwise, _ = decode_stepwise(dec, z, ids)
+    torch.testing.assert_close(stepwise, dec(z, ids), atol=1e-5, rtol=0)
+
+
+@both
+def test_z_influences_every_position(cls):
+    dec = make(cls, latent_dim=8)
+    z, ids = inputs()
+    diff = (dec(z, ids) - dec(torch.randn_like(z), ids)).abs().amax(dim=(0, 2))  # (T,)
+    assert (diff > 1e-4).all()
+
+
+@both
+def test_gradient_reaches_z(cls):
+    dec = make(cls, latent_dim=8)
+    z, ids = inputs()
+    z.requires_grad_(True)
+    logits = dec(z, ids)
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
+    loss.backward()
+    assert z.grad is not None and (z.grad.abs().sum(dim=1) > 0).all()
+
+
+def test_word_dropout_rate_and_what_it_spares():
+    torch.manual_seed(0)
+    ids = torch.randint(3, V, (400, 50))
+    ids[:, 0] = BOS
+    ids[:, 40:] = PAD
+    dropped = word_dropout(ids, 0.3, UNK, PAD)
+    changed = dropped != ids
+    assert (dropped[changed] == UNK).all()
+    assert not changed[:, 0].any() and not changed[:, 40:].any()
+    assert abs(changed[:, 1:40].float().mean().item() - 0.3) < 0.02
+    assert word_dropout(ids, 0.0, UNK, PAD) is ids
+
+
+@both
+@latents
+def test_word_dropout_applies_in_training_only(cls, latent_dim):
+    # with p = 1 every eligible token becomes unk, so training mode must equal eval on the all-unk inputs
+    dec = make(cls, latent_dim, word_dropout=1.0)
+    z, ids = inputs(latent_dim=latent_dim)
+    ids[:, 4:] = PAD
+    all_unk = ids.clone()
+    all_unk[:, 1:4] = UNK
+    reference = dec(z, all_unk)
+    with torch.no_grad():
+        dec.train()
+        trained = dec(z, ids)
+        dec.eval()
+    torch.testing.assert_close(trained, reference)
+    dec.word_dropout = 0.0
+    untouched = dec(z, ids)
+    dec.word_dropout = 1.0
+    torch.testing.assert_close(dec(z, ids), untouched)
+
+
+@both
+@latents
+def test_reorder_state_selects_rows(cls, latent_dim):
+    dec = make(cls, latent_dim)
+    z, ids = inputs(latent_dim=latent_dim)
+    index = torch.tensor([2, 0, 2, 1])  # a beam step: rows may repeat and drop out
+    _, state = decode_stepwise(dec, z, ids[:, :4])
+    logits, _ = dec.step(ids[index, 4], dec.reorder_state(state, index))
+    _, reference_state = decode_stepwise(dec, None if z is None else z[index], ids[index, :4])
+    reference, _ = dec.step(ids[index, 4], reference_state)
+    torch.testing.assert_close(logits, reference, atol=1e-6, rtol=0)
+
+
+def test_transformer_refuses_inputs_past_max_len():
+    dec = make(TransformerDecoder, latent_dim=0)
+    with pytest.raises(ValueError):
+        dec(None, torch.full((1, 17), BOS))

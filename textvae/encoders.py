@@ -1,0 +1,91 @@
+"""
+Sentence encoders: token ids -> one fixed-size vector per sentence, which a posterior head turns into q(z|x).
+
+Shapes: B batch, T tokens, E embedding size, H hidden size. Every encoder takes `ids` (B, T) LongTensor and
+`mask` (B, T) bool (True = real token, padding on the right), returns (B, output_dim), and ignores masked
+positions entirely, so appending padding never changes the result. Each row needs at least one real token.
+
+References: Bowman et al. 2016 (recurrent encoder of a text VAE); Dauphin et al. 2017, "Language Modeling
+with Gated Convolutional Networks" (GLU convolutions).
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
+
+# -----------------------------------------------------------------------------
+# Bidirectional GRU
+
+
+class GRUEncoder(nn.Module):
+    """Bidirectional GRU; the sentence vector is the top layer's last forward and last backward state."""
+
+    def __init__(self, vocab_size, embed_dim=256, hidden_dim=256, num_layers=1, dropout=0.0, pad_id=0):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.drop = nn.Dropout(dropout)
+        # nn.GRU applies its own dropout between stacked layers only, and warns if asked to with one layer
+        self.rnn = nn.GRU(embed_dim, hidden_dim, num_layers, batch_first=True, bidirectional=True,
+                          dropout=dropout if num_layers > 1 else 0.0)
+        self.output_dim = 2 * hidden_dim
+
+    def forward(self, ids, mask):
+        x = self.drop(self.embed(ids))  # (B, T, E)
+        # packing makes the backward direction start at each row's last real token instead of at the
+        # padding; the lengths must live on the CPU
+        lengths = mask.sum(dim=1).cpu()  # (B,)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, h = self.rnn(packed)  # (num_layers * 2, B, H), already back in the input's row order
+        return torch.cat([h[-2], h[-1]], dim=-1)  # (B, 2H): top layer, forward then backward
+
+# -----------------------------------------------------------------------------
+# Gated convolutions
+
+
+def masked_mean_max(x, mask):
+    """Mean and max over the real positions of x (B, H, T), concatenated -> (B, 2H)."""
+    m = mask[:, None, :]  # (B, 1, T)
+    mean = x.masked_fill(~m, 0.0).sum(dim=2) / m.sum(dim=2)  # (B, H)
+    max_ = x.masked_fill(~m, float("-inf")).amax(dim=2)  # (B, H)
+    return torch.cat([mean, max_], dim=1)
+
+
+class GatedConvLayer(nn.Module):
+    """One residual GLU convolution: x + a * sigmoid(b), where a and b are the two halves of one conv."""
+
+    def __init__(self, hidden_dim, kernel_size, dropout):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.conv = nn.Conv1d(hidden_dim, 2 * hidden_dim, kernel_size, padding="same")
+
+    def forward(self, x, mask):
+        # zeroing the padding before the conv makes a padded position look exactly like the conv's own
+        # zero padding past the end of the sentence, so a real position sees the same input however
+        # much padding follows it
+        h = self.drop(x.masked_fill(~mask[:, None, :], 0.0))  # (B, H, T)
+        return x + F.glu(self.conv(h), dim=1)  # (B, H, T)
+
+
+class GCNNEncoder(nn.Module):
+    """Gated convolutions (Dauphin et al. 2017) over the projected embeddings, then mean- and max-pooling."""
+
+    def __init__(self, vocab_size, embed_dim=256, hidden_dim=256, num_layers=4, kernel_size=3, dropout=0.0,
+                 pad_id=0):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.drop = nn.Dropout(dropout)
+        self.proj = nn.Linear(embed_dim, hidden_dim)
+        self.layers = nn.ModuleList(GatedConvLayer(hidden_dim, kernel_size, dropout) for _ in range(num_layers))
+        self.output_dim = 2 * hidden_dim
+
+    def forward(self, ids, mask):
+        x = self.proj(self.drop(self.embed(ids)))  # (B, T, H)
+        x = x.transpose(1, 2)  # (B, H, T): Conv1d wants channels first
+        for layer in self.layers:
+            x = layer(x, mask)
+        return masked_mean_max(x, mask)  # (B, 2H)
+
+# -----------------------------------------------------------------------------
+
+ENCODERS = {"gru": GRUEncoder, "gcnn": GCNNEncoder}
