@@ -13,10 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 import datasets
+import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from textvae.errors import TextVAEError
-from textvae.tokenizer import Tokenizer
+from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 SPLITS = ("train", "validation", "test")
 datasets.disable_progress_bars()  # our own bars say what is happening; its per-shard bars are noise
@@ -107,3 +108,17 @@ def count_table(records: list[dict], rows: str, columns: str) -> dict[str, dict[
     counts = Counter((r[rows], r[columns]) for r in records)
     return {row: {col: counts[row, col] for col in sorted({c for _, c in counts})}
             for row in sorted({r for r, _ in counts})}
+
+
+def pad_batch(sequences: list[list[int]], max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> ids (B, T) as BOS + text + EOS padded on the right, and mask (B, T).
+
+    A text longer than max_len - 2 tokens is cut (its EOS kept) so the model never sees more than max_len.
+    """
+    if max_len is not None:
+        sequences = [s[: max_len - 2] for s in sequences]
+    width = max(len(s) for s in sequences) + 2
+    ids = torch.full((len(sequences), width), PAD_ID, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq) + 2] = torch.tensor([BOS_ID, *seq, EOS_ID])
+    return ids, ids != PAD_ID

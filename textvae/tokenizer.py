@@ -17,6 +17,7 @@ from textvae.errors import TextVAEError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 _META_SPACE = "\u2581"
+_MIN_VOCAB = 262
 _MODEL_TYPES = {"char": "char", "unigram": "unigram"}
 
 
@@ -35,6 +36,9 @@ class Tokenizer:
         """Train on `texts`; `vocab_size` is an upper bound (a small corpus gets fewer pieces)."""
         if kind not in _MODEL_TYPES:
             raise TextVAEError(f"tokenizer kind must be one of {sorted(_MODEL_TYPES)}, not {kind!r}")
+        if vocab_size < _MIN_VOCAB:
+            raise TextVAEError(f"vocab_size must be at least {_MIN_VOCAB} (256 byte pieces, 4 special ids, the "
+                               f"space piece and some characters), not {vocab_size}")
         if not any(texts):
             raise TextVAEError("cannot train a tokenizer on an empty corpus")
         model = io.BytesIO()
