@@ -1,13 +1,20 @@
 """The `textvae` command: argparse subcommands, each a short function that wires library calls."""
 
 import argparse
+import contextlib
+import dataclasses
+import inspect
 import json
+import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from textvae import corpus, data
+from textvae import corpus, data, generate
 from textvae.errors import TextVAEError
+from textvae.train import PRESETS, TrainConfig, train
+from textvae.vae import VAEConfig
 
 
 def _print_counts(parsed: corpus.Corpus, table: dict[str, dict[str, int]] | None) -> None:
@@ -21,8 +28,8 @@ def _print_counts(parsed: corpus.Corpus, table: dict[str, dict[str, int]] | None
         print(f"  {n:>9,}  {reason}")
 
 
-def _finish_prepare(parsed: corpus.Corpus, kind: str, args, manifest: dict, started: float) -> None:
-    table = data.count_table(parsed.poems, "dynasty", "form") if kind == "char" else None
+def _finish_prepare(parsed: corpus.Corpus, kind: str, args, manifest: dict, started: float,
+                    table: dict | None = None) -> None:
     _print_counts(parsed, table)
     dataset, tokenizer = data.build(parsed.poems, kind=kind, vocab_size=args.vocab_size)
     out_dir = Path(args.out) / args.name
@@ -47,7 +54,7 @@ def cmd_prepare_poems(args) -> None:
     print(f"reading {source}")
     parsed = corpus.parse(source, to_simplified=convert)
     manifest = dict(corpus="chinese-poetry@2.0.1", source=str(source), simplified=args.simplified)
-    _finish_prepare(parsed, "char", args, manifest, started)
+    _finish_prepare(parsed, "char", args, manifest, started, data.count_table(parsed.poems, "dynasty", "form"))
 
 
 def cmd_prepare_text(args) -> None:
@@ -79,10 +86,189 @@ def _add_prepare(sub) -> None:
         p.add_argument("--out", default="data", help="parent folder of the dataset (default data/)")
 
 
+def _field_comments(cls) -> dict[str, str]:
+    """The one-line comment after each dataclass field: the flag's help text, so it lives in one place."""
+    pattern = re.compile(r"^\s+(\w+): [^=]+= .*?#\s*(.+)$")
+    return {m.group(1): m.group(2) for line in inspect.getsource(cls).splitlines() if (m := pattern.match(line))}
+
+
+def _add_dataclass_flags(parser, cls, skip=()) -> None:
+    group = parser.add_argument_group(cls.__name__)
+    comments = _field_comments(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag, help_text = "--" + f.name.replace("_", "-"), f"{comments.get(f.name, '')} (default: {f.default})"
+        if isinstance(f.default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, type=type(f.default), default=None, metavar=f.name.upper(), help=help_text)
+
+
+def _flags_set(args, cls) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+
+
+def _read_run_config(path: Path) -> dict:
+    try:
+        config = json.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise TextVAEError(f"config file {path} does not exist") from e
+    except json.JSONDecodeError as e:
+        raise TextVAEError(f"config file {path} is not valid JSON ({e})") from e
+    unknown = set(config) - {"model", "train"}
+    if unknown:
+        raise TextVAEError(f"config file {path}: unknown sections {sorted(unknown)} (expected 'model' and 'train')")
+    return config
+
+
+def _make_configs(model: dict, training: dict):
+    for cls, values in ((VAEConfig, model), (TrainConfig, training)):
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TextVAEError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    return VAEConfig(**model), TrainConfig(**training)
+
+
+def train_configs(args):
+    """preset < --config file < explicit flags; with --resume, the run's saved config < flags."""
+    model_flags, train_flags = _flags_set(args, VAEConfig), _flags_set(args, TrainConfig)
+    if args.resume:
+        if model_flags:
+            raise TextVAEError(f"--resume continues a run with its saved model; drop {sorted(model_flags)}")
+        run_dir = Path(train_flags.get("run_dir") or f"runs/{args.preset or 'poem'}")
+        saved = _read_run_config(run_dir / "run_config.json")
+        return _make_configs(saved["model"], {**saved["train"], **train_flags})
+    model, training = {}, {}
+    if args.preset:
+        model, training = dict(PRESETS[args.preset][0]), dict(PRESETS[args.preset][1])
+        training["run_dir"] = f"runs/{args.preset}"
+    if args.config:
+        saved = _read_run_config(args.config)
+        model, training = {**model, **saved.get("model", {})}, {**training, **saved.get("train", {})}
+    return _make_configs({**model, **model_flags}, {**training, **train_flags})
+
+
+def cmd_train(args) -> None:
+    model_config, train_config = train_configs(args)
+    figures = train(model_config, train_config, resume=args.resume)
+    if figures:
+        print("validation: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in figures.items()))
+    print(f"model saved in {Path(train_config.run_dir) / 'best'} (best validation ELBO) and "
+          f"{Path(train_config.run_dir) / 'last'} (last step)")
+
+
+def _add_train(sub) -> None:
+    parser = sub.add_parser("train", help="train a VAE on a prepared dataset",
+                            description="Train a text VAE. Flags override --config, which overrides --preset.")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="named model + training settings")
+    parser.add_argument("--config", type=Path, help="a run_config.json ({'model': {...}, 'train': {...}})")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly")
+    _add_dataclass_flags(parser, TrainConfig)
+    _add_dataclass_flags(parser, VAEConfig, skip=("vocab_size",))
+    parser.set_defaults(func=cmd_train)
+
+
+@contextlib.contextmanager
+def _plain_warnings():
+    """Library warnings (unknown characters, truncation) as one 'warning: ...' line each on stderr."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
+
+
+def _generation_options(args, **defaults) -> dict:
+    decoding = generate.Decoding(**{**defaults, **_flags_set(args, generate.Decoding)})
+    return dict(decoding=decoding, form=args.form, acrostic=args.acrostic, rhyme=args.rhyme, seed=args.seed)
+
+
+def _read_texts(texts: list[str]) -> list[str]:
+    """The texts as given, or with `-` one per line from standard input."""
+    return [line for line in sys.stdin.read().splitlines() if line.strip()] if texts == ["-"] else texts
+
+
+def _show(args, records: list[dict], lines: list[str]) -> None:
+    print(json.dumps(records, ensure_ascii=False, indent=1) if args.json else "\n".join(lines))
+
+
+def cmd_sample(args) -> None:
+    with _plain_warnings():
+        model = generate.load_model(args.model_dir)
+        texts = generate.sample(model, args.n, **_generation_options(args, strategy="sample"))
+    _show(args, [{"text": t} for t in texts], texts)
+
+
+def cmd_reconstruct(args) -> None:
+    with _plain_warnings():
+        model = generate.load_model(args.model_dir)
+        texts = _read_texts(args.texts)
+        outputs = generate.reconstruct(model, texts, samples=args.samples, **_generation_options(args))
+    _show(args, [{"text": t, "reconstructions": out} for t, out in zip(texts, outputs)],
+          ["\t".join([t.strip(), *out]) for t, out in zip(texts, outputs)])
+
+
+def cmd_interpolate(args) -> None:
+    if len(args.texts) not in (0, 2):
+        raise TextVAEError(f"interpolate takes two texts A B, or none for two prior samples; got {len(args.texts)}")
+    with _plain_warnings():
+        model = generate.load_model(args.model_dir)
+        texts = generate.interpolate(model, *args.texts, steps=args.steps, **_generation_options(args))
+    _show(args, [{"t": i / (len(texts) - 1), "text": t} for i, t in enumerate(texts)], texts)
+
+
+def cmd_vary(args) -> None:
+    with _plain_warnings():
+        model = generate.load_model(args.model_dir)
+        texts = generate.vary(model, args.text, args.n, **_generation_options(args))
+    _show(args, [{"text": t} for t in texts], texts)
+
+
+def _add_generate(sub) -> None:
+    verbs = {
+        "sample": ("texts decoded from prior samples z ~ p(z), one per line", cmd_sample),
+        "reconstruct": ("encode texts and decode them from the posterior mean (or --samples draws)", cmd_reconstruct),
+        "interpolate": ("decode points on the path between the latents of A and B (or two prior samples)",
+                        cmd_interpolate),
+        "vary": ("texts like TEXT: decodings of draws from q(z|TEXT)", cmd_vary),
+    }
+    for name, (help_text, func) in verbs.items():
+        parser = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        parser.add_argument("model_dir", type=Path, help="a saved model (config.json, model.safetensors, tokenizer.model)")
+        if name == "sample":
+            parser.add_argument("-n", type=int, default=10, help="how many texts (default 10)")
+        if name == "reconstruct":
+            parser.add_argument("texts", nargs="+", metavar="TEXT", help="texts to reconstruct; - reads stdin, one a line")
+            parser.add_argument("--samples", type=int, default=0, help="decode k draws z ~ q(z|x) instead of the mean")
+        if name == "interpolate":
+            parser.add_argument("texts", nargs="*", metavar="A B", help="two texts (none: two prior samples)")
+            parser.add_argument("--steps", type=int, default=5, help="points on the path, endpoints included (default 5)")
+        if name == "vary":
+            parser.add_argument("text")
+            parser.add_argument("-n", type=int, default=5, help="how many variations (default 5)")
+        poem = parser.add_argument_group("poems")
+        poem.add_argument("--form", choices=list(corpus.FORMS), help="characters x lines: every output has exactly "
+                                                                     "this shape (default: the model decides)")
+        poem.add_argument("--acrostic", default="", metavar="CHARS", help="藏头诗: the first character of each line "
+                                                                        "(without --form: 7-character lines)")
+        poem.add_argument("--rhyme", nargs="?", const="auto", metavar="GROUP",
+                          help="end the even lines in one 平水韻 group: the one line 2 ends in (no value), random, "
+                               "or a group (下平聲七陽, 七陽, 陽) or a character in it (without --form: 7x4)")
+        parser.add_argument("--seed", type=int, help="seed for reproducible outputs (default: fresh randomness)")
+        parser.add_argument("--json", action="store_true", help="print a JSON list for programs")
+        _add_dataclass_flags(parser, generate.Decoding)
+        parser.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textvae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
+    _add_train(sub)
+    _add_generate(sub)
     return parser
 
 

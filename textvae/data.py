@@ -6,16 +6,16 @@ splits train / validation / test), `tokenizer.model` and `manifest.json` (counts
 
 import hashlib
 import json
-import os
-import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 
+from textvae.atomic import atomic_directory
 from textvae.errors import TextVAEError
 from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
@@ -63,31 +63,12 @@ def check_writable(out_dir: Path) -> None:
 
 
 def save(dataset: DatasetDict, tokenizer: Tokenizer, manifest: dict, out_dir: Path) -> None:
-    """Write the folder under a temporary name beside it, then swap it in: never half-written."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    except OSError as e:
-        raise TextVAEError(f"cannot write to {out_dir.parent}: {e}. Pass --out with a writable folder.") from e
-    try:
-        dataset.save_to_disk(str(tmp / "dataset"))
+    """Write dataset/, tokenizer.model and manifest.json; the folder appears whole or not at all."""
+    with atomic_directory(out_dir) as tmp:
+        # one shard per split: datasets writes no file at all for an empty split with the default sharding
+        dataset.save_to_disk(str(tmp / "dataset"), num_shards={name: 1 for name in dataset})
         tokenizer.save(tmp / "tokenizer.model")
         (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}-old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load(data_dir: str | Path) -> tuple[DatasetDict, Tokenizer]:
@@ -122,3 +103,51 @@ def pad_batch(sequences: list[list[int]], max_len: int | None = None) -> tuple[t
     for row, seq in enumerate(sequences):
         ids[row, : len(seq) + 2] = torch.tensor([BOS_ID, *seq, EOS_ID])
     return ids, ids != PAD_ID
+
+
+class Batches:
+    """Deterministic training batches: batch `step` is a pure function of (seed, step), so an exact
+    resume needs only the step. Each epoch is a seeded shuffle; within windows of 50 batches examples are
+    sorted by length (less padding), and the batch order is shuffled again. With several processes each
+    global batch of `batch_size × world_size` examples is dealt out round-robin, one share per rank.
+    """
+
+    def __init__(self, sequences: list[list[int]], batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, max_len: int | None = None):
+        self.sequences, self.seed, self.max_len = sequences, seed, max_len
+        self.rank, self.world_size = rank, world_size
+        self.global_size = batch_size * world_size
+        self.lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        if len(sequences) < self.global_size:
+            raise TextVAEError(f"the training split has {len(sequences)} examples, fewer than one batch "
+                               f"({self.global_size}): lower batch_size or prepare more data")
+        self._epoch, self._plan = None, None
+
+    def __len__(self) -> int:
+        return len(self.sequences) // self.global_size
+
+    def _epoch_plan(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.sequences))
+        window = self.global_size * 50
+        batches = []
+        for start in range(0, len(order), window):
+            chunk = order[start:start + window]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + self.global_size] for i in range(0, len(chunk) - self.global_size + 1, self.global_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def indices(self, step: int) -> np.ndarray:
+        """This rank's example indices for a step."""
+        epoch, index = divmod(step, len(self))
+        if epoch != self._epoch:
+            self._epoch, self._plan = epoch, self._epoch_plan(epoch)
+        return self._plan[index][self.rank::self.world_size]
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return pad_batch([self.sequences[i] for i in self.indices(step)], self.max_len)
+
+
+def token_ids(split: Dataset) -> list[list[int]]:
+    """The `ids` column as Python lists, read straight from Arrow (much faster than row access)."""
+    return split.data.column("ids").to_pylist()

@@ -11,9 +11,6 @@ References: Bowman et al. 2016 (the text VAE); Kingma & Welling 2014 (reparamete
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch.distributions import Distribution, kl_divergence
 
+from textvae.atomic import atomic_directory
 from textvae.decoders import DECODERS
 from textvae.encoders import ENCODERS
 from textvae.errors import TextVAEError
@@ -163,22 +161,15 @@ class TextVAE(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write config.json, model.safetensors and tokenizer.model to a temporary folder, then rename."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-        try:
-            (tmp / "config.json").write_text(self.config.to_json())
-            save_model(self, str(tmp / "model.safetensors"))
-            if self.tokenizer is not None:
-                self.tokenizer.save(tmp / "tokenizer.model")
-            old = directory.with_name(f".{directory.name}-old-{os.getpid()}")
-            if directory.exists():
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with atomic_directory(directory) as tmp:
+            self.write_to(tmp)
+
+    def write_to(self, directory: Path) -> None:
+        """The files of a saved model, written into an existing folder (the caller makes it atomic)."""
+        (directory / "config.json").write_text(self.config.to_json())
+        save_model(self, str(directory / "model.safetensors"))
+        if self.tokenizer is not None:
+            self.tokenizer.save(directory / "tokenizer.model")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TextVAE":

@@ -23,7 +23,7 @@ _POEM_FILE = re.compile(r"poet\.(tang|song)\.(\d+)\.json$")
 _POEM_DIRS = {"quantangshi", "全唐诗"}
 _NOTES = re.compile(r"（[^（）]*）|\([^()]*\)|〔[^〔〕]*〕")  # editors' notes: drop with their content
 _RARE = re.compile(r"\{[^{}]*\}")  # a described rare character: the character itself is missing
-_MARKS = str.maketrans("", "", "《》「」『』〖〗〈〉")  # quotation and title marks: keep the content
+_MARKS = str.maketrans("", "", "《》「」『』〖〗〈〉[]")  # quotation/title marks, [restored] characters: keep the content
 _LINE_END = re.compile(r"[，。？！；]")
 _CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3FFFF))
 
@@ -48,8 +48,10 @@ def split_lines(text: str) -> list[str]:
 
 def clean(paragraphs: list[str]) -> str:
     """Join a poem's paragraphs and strip editorial marks; a described rare character becomes □."""
-    text = "".join(paragraphs).replace(" ", "").replace("\u3000", "")
-    return _NOTES.sub("", _RARE.sub("□", text)).translate(_MARKS)
+    text = _RARE.sub("□", "".join(paragraphs).replace(" ", "").replace("\u3000", ""))
+    while (stripped := _NOTES.sub("", text)) != text:  # nested notes go from the inside out
+        text = stripped
+    return text.translate(_MARKS)
 
 
 def form_of(lines: list[str]) -> str | None:

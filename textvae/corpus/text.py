@@ -26,7 +26,7 @@ def parse_text_files(paths: list[Path]) -> Corpus:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()  # utf-8-sig: a byte-order mark is not text
     except FileNotFoundError as e:
         raise TextVAEError(f"{path} does not exist.") from e
     except UnicodeDecodeError as e:

@@ -1,0 +1,243 @@
+"""Evaluation metrics as pure functions of tensors, log-densities and strings; the model-level loops that
+feed them live in evaluate.py.
+
+Shapes: K importance samples, B batch, N examples (M of them in a chunk of rows), D latent.
+References: Burda et al. 2016 (importance-weighted bound, active units); Hoffman & Johnson 2016 (MI term
+of the ELBO); Papineni et al. 2002 and Post 2018 (BLEU, sacrebleu); Zhu et al. 2018, Texygen (Self-BLEU);
+Li et al. 2016 (distinct-n); Wang Li 王力, 《漢語詩律學》 1958 (the regulated-verse tonal patterns).
+"""
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+
+import sacrebleu
+import torch
+from sacrebleu.metrics import BLEU
+from sacrebleu.metrics.helpers import extract_all_word_ngrams
+
+from textvae.corpus.poems import form_of
+from textvae.rhyme import OBLIQUE
+
+# -----------------------------------------------------------------------------
+# likelihood
+
+
+def perplexity(nll, ntokens) -> float:
+    """exp(Σ nll / Σ tokens): per-token perplexity from per-sentence NLLs (nats) and token counts.
+
+    With nll = rec + KL this is the ELBO-PPL (an upper bound on the true perplexity); with the IW-NLL it
+    is the IW-PPL. Tokens count EOS and exclude BOS, as `VAEOutput.ntokens` does.
+    """
+    return math.exp(float(torch.as_tensor(nll, dtype=torch.float64).sum())
+                    / float(torch.as_tensor(ntokens, dtype=torch.float64).sum()))
+
+
+def iw_nll(log_joint: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Importance-weighted NLL (Burda et al. 2016), (K, B) -> (B,) nats.
+
+        IW-NLL(x) = -log (1/K) Σ_k p(x, z_k) / q(z_k|x),   z_k ~ q(z|x) independently,
+
+    with log_joint[k, b] = log p(x_b|z_k) + log p(z_k) and log_q[k, b] = log q(z_k|x_b). Its expectation
+    is an upper bound on -log p(x) that does not increase with K, equals -ELBO (with a one-sample KL) at
+    K = 1, and tends to -log p(x) as K -> ∞. The log-mean-exp runs in float64.
+    """
+    log_w = log_joint.double() - log_q.double()
+    return math.log(log_w.shape[0]) - torch.logsumexp(log_w, dim=0)
+
+
+def log_aggregate_posterior(log_q: torch.Tensor) -> torch.Tensor:
+    """log q(z_m) = log (1/N) Σ_n q(z_m|x_n) for a chunk of rows: (M, N) -> (M,), where
+    log_q[m, n] = log q(z_m|x_n) over all N posteriors of the evaluation set."""
+    return torch.logsumexp(log_q.double(), dim=1) - math.log(log_q.shape[1])
+
+
+def mutual_information(log_q: torch.Tensor) -> float:
+    """I_q(x; z) (Hoffman & Johnson 2016) estimated from one z_n ~ q(z|x_n) per example, (N, N) -> nats:
+
+        MI = (1/N) Σ_n [log q(z_n|x_n) - log q(z_n)],   q(z) = (1/N) Σ_m q(z|x_m),
+
+    where log_q[n, m] = log q(z_n|x_m), so the diagonal holds the own posteriors. The aggregate posterior
+    is taken over the whole set passed in: restricted to one mini-batch of B the estimate is capped at
+    log B. Since q(z_n) >= q(z_n|x_n) / N, the estimate never exceeds log N; the true MI is at most the
+    mean KL(q(z|x) || p(z)), as KL = MI + KL(q(z) || p(z)).
+    """
+    return float((log_q.diagonal().double() - log_aggregate_posterior(log_q)).mean())
+
+
+def active_units(means: torch.Tensor, threshold: float = 0.01) -> int:
+    """Active units (Burda et al. 2016): dimensions j with Cov_x(E_{q(z|x)}[z_j]) > threshold.
+
+    `means` (N, D) holds E_q[z] per example (μ for Gaussian heads, A_D(κ)·μ for vMF); the variance is
+    the population variance over the N examples.
+    """
+    return int((means.double().var(dim=0, unbiased=False) > threshold).sum())
+
+
+def effective_units(means: torch.Tensor, share: float = 0.99, principal: bool = False) -> int:
+    """A scale-free count of used dimensions: the fewest dimensions that together carry `share` of the
+    total variance Σ_j Var_x(E_q[z_j]) of the posterior means (N, D), largest first.
+
+    With principal=False the dimensions are the coordinate axes (what `active_units` thresholds); with
+    principal=True they are the principal axes (eigenvalues of the covariance), so means that vary along
+    few directions count as few units even when batch-norm gives every axis the same variance. Unlike the
+    0.01 threshold this does not depend on the latent's scale (a vMF sphere spreads unit variance over D
+    axes; BN fixes each axis's). Zero total variance gives 0.
+    """
+    centred = means.double() - means.double().mean(dim=0)
+    if principal:
+        variances = torch.linalg.eigvalsh(centred.T @ centred / means.shape[0]).clamp_min(0)
+    else:
+        variances = centred.pow(2).mean(dim=0)
+    total = variances.sum()
+    if total <= 0:
+        return 0
+    carried = variances.sort(descending=True).values.cumsum(0)
+    return int((carried < share * total * (1 - 1e-12)).sum()) + 1
+
+
+# -----------------------------------------------------------------------------
+# text
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "zh") -> float:
+    """Corpus BLEU (sacrebleu, 0-100) of hypotheses against one reference each. The "zh" tokenizer
+    splits Chinese into characters and tokenises other text as sacrebleu's default 13a does."""
+    return sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize).score
+
+
+def self_bleu(texts: Sequence[str], tokenize: str = "zh") -> float:
+    """Self-BLEU (Zhu et al. 2018): the mean over texts of the sentence BLEU (sacrebleu's, 4-grams,
+    exponential smoothing, effective order) of each text against all the others as references.
+    100 means every text repeats the others; lower means more diverse.
+
+    Computed exactly but without sacrebleu's N² reference passes: a hypothesis n-gram's clip count against
+    "all others" is the largest count among the other texts, so the two largest counts per n-gram (and
+    who holds the first) give every leave-one-out maximum; likewise for the closest reference length.
+    """
+    if len(texts) < 2:
+        raise ValueError("Self-BLEU needs at least two texts")
+    scorer = BLEU(tokenize=tokenize, effective_order=True)
+    grams, lengths = zip(*(extract_all_word_ngrams(scorer._preprocess_segment(t), 1, 4) for t in texts))
+    top: dict[tuple, list] = {}  # n-gram -> [largest count, its holder, second largest count]
+    for i, counts in enumerate(grams):
+        for gram, c in counts.items():
+            best = top.setdefault(gram, [0, -1, 0])
+            if c > best[0]:
+                best[:] = [c, i, best[0]]
+            elif c > best[2]:
+                best[2] = c
+    length_counts = Counter(lengths)
+    scores = []
+    for i, (counts, length) in enumerate(zip(grams, lengths)):
+        correct, total = [0] * 4, [0] * 4
+        for gram, c in counts.items():
+            first, holder, second = top[gram]
+            total[len(gram) - 1] += c
+            correct[len(gram) - 1] += min(c, second if holder == i else first)
+        others = [n for n, k in length_counts.items() if k > (n == length)]
+        ref_len = min(others, key=lambda n: (abs(n - length), n))  # sacrebleu: closest, then shortest
+        scores.append(BLEU.compute_bleu(correct, total, length, ref_len, smooth_method="exp",
+                                        effective_order=True).score)
+    return sum(scores) / len(scores)
+
+
+def distinct_n(sequences: Iterable[Sequence[str]], n: int) -> float:
+    """distinct-n (Li et al. 2016): distinct n-grams / all n-grams, n-grams taken within each sequence
+    (a poem line, or a sentence's words) and pooled over all sequences. 0 when there are none."""
+    grams = Counter(tuple(s[i:i + n]) for s in sequences for i in range(len(s) - n + 1))
+    total = sum(grams.values())
+    return len(grams) / total if total else 0.0
+
+
+def copy_rate(texts: Sequence[str], training: set[str] | frozenset[str]) -> float:
+    """Share of texts found verbatim in the training set (a set of texts, or of lines): 0 = all novel."""
+    return sum(t in training for t in texts) / len(texts) if texts else 0.0
+
+
+# -----------------------------------------------------------------------------
+# poems: form, rhyme, tonal patterns
+
+
+def form_compliance(poems: Sequence[Sequence[str]]) -> float:
+    """Share of poems (each a list of lines) of a regular form: 4 or 8 lines, all of 5 or all of 7
+    characters (`corpus.poems.form_of`)."""
+    return sum(form_of(list(lines)) is not None for lines in poems) / len(poems) if poems else 0.0
+
+
+def rhymes(lines: Sequence[str], rhyme_groups: Callable[[str], Iterable[str]]) -> bool | None:
+    """Whether the last characters of the even lines (2nd, 4th, ...) share one 平水韻 rhyme group, as
+    `rhyme_groups(char)` gives them (a character with several readings is in several groups). None when
+    one of those characters is in no group (the table cannot judge it). False with fewer than two even
+    lines."""
+    even = lines[1::2]
+    if len(even) < 2 or not all(even):
+        return False
+    ends = [set(rhyme_groups(line[-1])) for line in even]
+    if not all(ends):
+        return None
+    return bool(set.intersection(*ends))
+
+
+def rhyme_rate(poems: Sequence[Sequence[str]], rhyme_groups: Callable[[str], Iterable[str]]) -> tuple[float, float]:
+    """(rhyme rate, judged share): the share of poems that rhyme (`rhymes`) among those the table can
+    judge, and the share of poems it can judge."""
+    verdicts = [rhymes(lines, rhyme_groups) for lines in poems]
+    judged = [v for v in verdicts if v is not None]
+    return (sum(judged) / len(judged) if judged else 0.0), (len(judged) / len(poems) if poems else 0.0)
+
+
+_A, _B, _C, _D = "仄仄平平仄", "平平仄仄平", "平平平仄仄", "仄仄仄平平"  # the four five-character line types
+_QUATRAINS = ((_A, _B, _C, _D), (_D, _B, _C, _D), (_C, _D, _A, _B), (_B, _D, _A, _B))
+
+
+def tonal_patterns(chars: int, lines: int) -> list[tuple[str, ...]]:
+    """The four standard 近體詩 patterns for a form (5 or 7 characters, 4 or 8 lines), one string of
+    平/仄 per line: 仄起 or 平起 (the tone of the 2nd character of a five-character first line), with the
+    first line rhyming (首句入韻) or not. A regulated verse (律詩) continues its quatrain with the
+    non-rhyming quatrain of the same start; a seven-character line puts before the five-character one
+    two characters of the opposite tone (仄仄平平仄 -> 平平仄仄平平仄)."""
+    patterns = []
+    for quatrain in _QUATRAINS:
+        poem = quatrain
+        if lines == 8:
+            poem += _QUATRAINS[0] if quatrain[1] == _B else _QUATRAINS[2]
+        if chars == 7:
+            poem = tuple(("平平" if line[0] == OBLIQUE else "仄仄") + line for line in poem)
+        patterns.append(poem)
+    return patterns
+
+
+def follows_tonal_pattern(lines: Sequence[str], tones: Callable[[str], Iterable[str]]) -> bool:
+    """Whether a poem fits one of the four standard 近體詩 patterns of its form (`tonal_patterns`).
+
+    The rule: every character must have its pattern's tone except at the free positions of
+    一三五不論 — the 1st and 3rd characters of a five-character line, the 1st, 3rd and 5th of a
+    seven-character line — while the 2nd, 4th, (6th) and last are fixed (二四六分明). `tones(char)` gives
+    the tones a character can take ({平}, {仄}, both for a character with readings in both, as 看 or 思,
+    and none when unknown); a character with both tones, or none known, fits either. The whole poem,
+    all lines, must follow one pattern (the 粘對 alternation is built into the patterns). The finer
+    rules (孤平, 三平尾, 拗救) are not checked. A poem of no regular form does not comply.
+    """
+    form = form_of(list(lines))
+    if form is None:
+        return False
+    chars, count = (int(x) for x in form.split("x"))
+    free = {0, 2} if chars == 5 else {0, 2, 4}
+    known = [[set(tones(c)) for c in line] for line in lines]
+
+    def fits(line_tones, pattern):
+        return all(i in free or not t or pattern[i] in t for i, t in enumerate(line_tones))
+
+    return any(all(fits(t, p) for t, p in zip(known, pattern)) for pattern in tonal_patterns(chars, count))
+
+
+def tonal_compliance(poems: Sequence[Sequence[str]], tones: Callable[[str], Iterable[str]]) -> float:
+    """Share of poems that follow a standard tonal pattern (`follows_tonal_pattern`)."""
+    return sum(follows_tonal_pattern(lines, tones) for lines in poems) / len(poems) if poems else 0.0
+
+
+__all__ = ["active_units", "bleu", "copy_rate", "distinct_n", "effective_units",
+           "follows_tonal_pattern", "form_compliance", "iw_nll", "log_aggregate_posterior",
+           "mutual_information", "perplexity", "rhyme_rate", "rhymes", "self_bleu", "tonal_compliance",
+           "tonal_patterns"]

@@ -1,0 +1,372 @@
+"""Training: `TrainConfig`, presets, the KL-weight and learning-rate schedules, validation, and `train()`.
+
+Objective per batch: mean over sentences of rec + β·KL′, where KL′ is the KL with optional free bits.
+Resuming is exact: batches and random draws are pure functions of (seed, step, rank), so the step,
+weights and optimizer state saved in `last/` are all a resume needs. Shapes: B batch, T tokens, D latent.
+
+References: Bowman et al. 2016 (linear KL annealing, word dropout); Fu et al. 2019 (cyclical annealing);
+Kingma et al. 2016 (free bits); Burda et al. 2016 (active units); Loshchilov & Hutter 2019 (AdamW).
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributions import kl_divergence
+from tqdm import tqdm
+
+from textvae import data
+from textvae.atomic import atomic_directory, recover
+from textvae.errors import TextVAEError
+from textvae.metrics import active_units
+from textvae.vae import TextVAE, VAEConfig
+
+SCHEDULES = ("constant", "linear", "sigmoid", "cyclical")
+COLLAPSE_KL = 0.1  # nats: a validation KL below this means the decoder ignores z
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data_dir: str = "data/poems"  # a `textvae prepare` output folder
+    run_dir: str = "runs/poem"  # receives run_config.json, metrics.jsonl, last/ and best/
+    max_steps: int = 3000  # optimizer steps
+    batch_size: int = 128  # sentences per step and process
+    lr: float = 2e-3  # peak learning rate
+    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
+    warmup_steps: int = 100  # linear learning-rate warm-up
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    grad_clip: float = 1.0  # max global gradient norm
+    kl_schedule: str = "linear"  # β schedule: constant | linear | sigmoid | cyclical
+    kl_warmup_steps: int = 1000  # linear / sigmoid: steps until β reaches beta_max
+    kl_cycles: int = 4  # cyclical: number of cycles M over max_steps
+    kl_ratio: float = 0.5  # cyclical: share R of each cycle during which β rises
+    beta_max: float = 1.0  # final KL weight
+    free_bits: float = 0.0  # λ in nats (0 = off)
+    free_bits_mode: str = "sentence"  # sentence: max(λ, KL) per sentence | dimension: Σ_j max(λ, KL_j)
+    eval_every: int = 250  # steps between validations and checkpoints
+    eval_examples: int = 0  # validation sentences used (0 = all)
+    seed: int = 0  # seeds data order, initialisation and every random draw
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast; loss and softmax statistics stay fp32)
+    max_bad_steps: int = 5  # consecutive non-finite steps before stopping
+    collapse_evals: int = 3  # validations in a row with collapse before the warning
+    log_every: int = 10  # steps between metrics.jsonl records
+    tensorboard: bool = False  # also write TensorBoard logs to run_dir/tb
+
+    def __post_init__(self):
+        for name in ("max_steps", "batch_size", "eval_every", "log_every", "max_bad_steps", "collapse_evals",
+                     "kl_cycles"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise TextVAEError(f"TrainConfig.{name} must be a positive integer, not {getattr(self, name)!r}")
+        for name in ("warmup_steps", "kl_warmup_steps", "eval_examples", "seed"):
+            if getattr(self, name) < 0:
+                raise TextVAEError(f"TrainConfig.{name} must be >= 0, not {getattr(self, name)!r}")
+        for name in ("lr", "grad_clip"):
+            if getattr(self, name) <= 0:
+                raise TextVAEError(f"TrainConfig.{name} must be > 0, not {getattr(self, name)!r}")
+        for name in ("min_lr", "weight_decay", "beta_max", "free_bits"):
+            if getattr(self, name) < 0:
+                raise TextVAEError(f"TrainConfig.{name} must be >= 0, not {getattr(self, name)!r}")
+        choices = dict(kl_schedule=SCHEDULES, free_bits_mode=("sentence", "dimension"),
+                       precision=("auto", "fp32", "bf16"))
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise TextVAEError(f"TrainConfig.{name} must be one of {list(allowed)}, not {getattr(self, name)!r}")
+        if not 0 < self.kl_ratio <= 1:
+            raise TextVAEError(f"TrainConfig.kl_ratio must be in (0, 1], not {self.kl_ratio}")
+
+
+PRESETS = {
+    # a few minutes on a 2-core CPU: enough to see structure, rhyme and a used latent
+    "poem-small": (dict(embed_dim=128, encoder_hidden=128, decoder_hidden=256, latent_dim=32, posterior="bn"),
+                   dict(max_steps=600, batch_size=128, eval_every=200, kl_warmup_steps=300)),
+    # the default poem model
+    "poem-base": (dict(embed_dim=256, encoder_hidden=256, decoder_hidden=512, latent_dim=32, posterior="bn"),
+                  dict(max_steps=20000, batch_size=128, eval_every=1000, kl_warmup_steps=4000)),
+}
+
+
+def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
+    """Options that are valid alone but not together."""
+    if train.free_bits_mode == "dimension" and train.free_bits > 0 and model.posterior not in ("gaussian", "bn", "bn-tau"):
+        raise TextVAEError(f"TrainConfig.free_bits_mode 'dimension' needs a Gaussian posterior; the "
+                           f"{model.posterior!r} posterior has no per-dimension KL (use 'sentence')")
+    if train.free_bits > 0 and not model.has_latent:
+        raise TextVAEError("TrainConfig.free_bits needs a latent: the 'none' posterior has no KL")
+
+# -----------------------------------------------------------------------------
+# schedules: pure functions of the step
+
+
+def kl_weight(step: int, c: TrainConfig) -> float:
+    """β at a step: constant, linear warm-up, sigmoid warm-up, or cyclical (Fu et al. 2019)."""
+    if c.kl_schedule == "constant":
+        return c.beta_max
+    if c.kl_schedule == "linear":
+        return c.beta_max * min(1.0, step / max(1, c.kl_warmup_steps))
+    if c.kl_schedule == "sigmoid":  # centred at half the warm-up, 0.7 % / 99.3 % at its ends
+        return c.beta_max / (1.0 + math.exp(-10.0 * (step / max(1, c.kl_warmup_steps) - 0.5)))
+    period = c.max_steps / c.kl_cycles
+    phase = (step % period) / period
+    return c.beta_max * min(1.0, phase / c.kl_ratio)
+
+
+def lr_at(step: int, c: TrainConfig) -> float:
+    """Linear warm-up to lr, then cosine decay to min_lr at max_steps."""
+    if step < c.warmup_steps:
+        return c.lr * (step + 1) / c.warmup_steps
+    progress = min(1.0, (step - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps))
+    return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def regularised_kl(out, prior, c: TrainConfig) -> torch.Tensor:
+    """KL′ per sentence (B,): the KL, or its free-bits version."""
+    if c.free_bits == 0:
+        return out.kl
+    if c.free_bits_mode == "sentence":
+        return out.kl.clamp(min=c.free_bits)
+    per_dim = kl_divergence(out.q.base_dist, prior.base_dist).mean(dim=0)  # (D,) batch mean per dimension
+    return per_dim.clamp(min=c.free_bits).sum().expand_as(out.kl)
+
+# -----------------------------------------------------------------------------
+# helpers around the loop
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TextVAEError(f"TrainConfig.device is {name!r} but CUDA is not available here")
+    return torch.device(name)
+
+
+def autocast_for(precision: str, device: torch.device):
+    """bf16 autocast, or nothing. 'auto' uses bf16 on CUDA GPUs that support it and fp32 on CPU, where
+    the recurrent kernels gain little from bf16 (see scripts/benchmark.py)."""
+    use_bf16 = precision == "bf16" or (
+        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def seed_step(seed: int, step: int, rank: int) -> None:
+    """Every step's random draws (reparameterisation, dropout) depend only on (seed, step, rank)."""
+    torch.manual_seed((seed * 1_000_003 + step) * 1009 + rank)
+
+
+@torch.inference_mode()
+def evaluate(model: TextVAE, sequences: list[list[int]], batch_size: int = 256, seed: int = 0,
+             precision: str = "fp32") -> dict:
+    """Validation figures: ELBO, rec and KL per sentence, ELBO perplexity, active units (quick count)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    rec = kl = tokens = 0.0
+    means = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(sequences), batch_size):
+            ids, mask = data.pad_batch(sequences[start:start + batch_size], model.config.max_len)
+            with autocast_for(precision, device):
+                out = model(ids.to(device), mask.to(device))
+            rec, kl = rec + out.rec.sum().item(), kl + out.kl.sum().item()
+            tokens += out.ntokens.sum().item()
+            if out.q is not None:
+                means.append(out.q.mean.float().cpu())
+    model.train(was_training)
+    n = len(sequences)
+    units = active_units(torch.cat(means)) if means else 0
+    return dict(elbo=-(rec + kl) / n, rec=rec / n, kl=kl / n, ppl=math.exp((rec + kl) / tokens),
+                active_units=units)
+
+
+def collapse_warning(posterior: str) -> str:
+    return (f"warning: posterior collapse: validation KL has stayed under {COLLAPSE_KL} nats (or no latent "
+            f"unit is active) for several evaluations; the decoder is ignoring z (posterior {posterior!r}). "
+            "Remedies: KL annealing (--kl-schedule cyclical, or a longer --kl-warmup-steps), free bits "
+            "(--free-bits 0.5 [--free-bits-mode dimension]), word dropout (--word-dropout 0.3), batch-norm "
+            "on μ (--posterior bn --gamma 0.6, or --posterior bn-tau --tau 0.5), or the constant-KL vMF "
+            "posterior (--posterior vmf --kappa 50).")
+
+# -----------------------------------------------------------------------------
+# run directory: config, metrics log, checkpoints
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, model: TextVAE, trainer_state: dict) -> None:
+    """run_dir/last: a save_pretrained folder plus trainer_state.pt, swapped in whole."""
+    with atomic_directory(run_dir / "last") as tmp:
+        model.write_to(tmp)
+        torch.save(trainer_state, tmp / "trainer_state.pt")
+
+
+def load_checkpoint(run_dir: Path, device: torch.device) -> tuple[TextVAE, dict]:
+    recover(run_dir / "last")
+    last = run_dir / "last"
+    if not (last / "trainer_state.pt").is_file():
+        raise TextVAEError(f"cannot resume: {last} has no checkpoint (trainer_state.pt); start without --resume")
+    model = TextVAE.from_pretrained(last, device=device).train()
+    try:
+        state = torch.load(last / "trainer_state.pt", map_location=device, weights_only=True)
+    except Exception as e:  # torch raises several types for a damaged file
+        raise TextVAEError(f"{last}/trainer_state.pt is corrupt ({e}); start a new run") from e
+    return model, state
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """After a resume, forget records written past the checkpoint: they will be written again."""
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+# -----------------------------------------------------------------------------
+# distributed
+
+
+def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device); under torchrun this joins the process group (gloo on CPU, NCCL on GPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, resolve_device(device_name)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world_size, device
+
+def check_in_sync(model: TextVAE) -> None:
+    """Under DDP every rank must hold the same weights; compare a per-tensor checksum across ranks."""
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()])
+    gathered = [torch.empty_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    if any(not torch.equal(gathered[0], other) for other in gathered[1:]):
+        raise TextVAEError("distributed ranks hold different weights: the run is out of sync")
+
+# -----------------------------------------------------------------------------
+# the loop
+
+
+def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict:
+    """Train, validating and checkpointing every eval_every steps. Returns the last validation figures."""
+    check_compatible(model_config, c)
+    rank, world_size, device = init_distributed(c.device)
+    is_main = rank == 0
+    run_dir = Path(c.run_dir)
+    dataset, tokenizer = data.load(c.data_dir)
+    model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size)
+    if resume:
+        model, state = load_checkpoint(run_dir, device)
+    else:
+        if (run_dir / "last").exists():
+            raise TextVAEError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir")
+        torch.manual_seed(c.seed)
+        model, state = TextVAE(model_config, tokenizer).to(device).train(), None
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "run_config.json",
+                   dict(model=dataclasses.asdict(model.config), train=dataclasses.asdict(c)))
+    batches = data.Batches(data.token_ids(dataset["train"]), c.batch_size, seed=c.seed, rank=rank,
+                           world_size=world_size, max_len=model.config.max_len)
+    valid = data.token_ids(dataset["validation"])
+    valid = valid[:c.eval_examples] if c.eval_examples else valid
+    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    step, best_elbo, collapsed, warned = 0, -math.inf, 0, False
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        step, best_elbo, collapsed, warned = state["step"], state["best_elbo"], state["collapsed"], state["warned"]
+    trainer_state = lambda: dict(optimizer=optimizer.state_dict(), step=step, best_elbo=best_elbo,  # noqa: E731
+                                 collapsed=collapsed, warned=warned)
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    metrics_path = run_dir / "metrics.jsonl"
+    if is_main and resume:
+        trim_metrics(metrics_path, step)
+    writer = None
+    if is_main and c.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency: pip install tensorboard
+        writer = SummaryWriter(str(run_dir / "tb"))
+    log = open(metrics_path, "a") if is_main else None
+    bar = tqdm(total=c.max_steps, initial=step, desc="training", unit="step", disable=not is_main)
+    bad_steps, last_valid, tick, tokens_since = 0, {}, time.perf_counter(), 0
+    while step < c.max_steps:
+        lr, beta = lr_at(step, c), kl_weight(step, c)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        seed_step(c.seed, step, rank)
+        ids, mask = batches(step)
+        ids, mask = ids.to(device), mask.to(device)
+        with autocast_for(c.precision, device):
+            out = ddp_model(ids, mask)
+        prior = model.prior(ids.size(0))
+        kl_term = regularised_kl(out, prior, c) if out.q is not None else out.kl
+        loss = (out.rec + beta * kl_term).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            # with DDP the gradients are already averaged, so every rank takes the same decision
+            bad_steps += 1
+            if bad_steps >= c.max_bad_steps:
+                if is_main:
+                    save_checkpoint(run_dir, model, trainer_state())
+                raise TextVAEError(f"{bad_steps} non-finite losses or gradients in a row at step {step}: "
+                                   f"stopping. The weights are the last good ones, saved in {run_dir / 'last'}. "
+                                   "Try a lower --lr or --grad-clip, or --precision fp32.")
+            step += 1
+            continue
+        optimizer.step()
+        bad_steps = 0
+        step += 1
+        tokens_since += int(out.ntokens.sum()) * world_size
+        if is_main and (step % c.log_every == 0 or step == c.max_steps):
+            elapsed, tick = time.perf_counter() - tick, time.perf_counter()
+            record = dict(step=step, split="train", loss=loss.item(), rec=out.rec.mean().item(),
+                          kl=out.kl.mean().item(), beta=beta, lr=lr, tokens_per_s=tokens_since / elapsed)
+            tokens_since = 0
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{record['loss']:.2f}", rec=f"{record['rec']:.2f}", kl=f"{record['kl']:.2f}",
+                            beta=f"{beta:.2f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if writer:
+                for key in ("loss", "rec", "kl", "beta", "lr", "tokens_per_s"):
+                    writer.add_scalar(f"train/{key}", record[key], step)
+        bar.update(1)
+        if step % c.eval_every == 0 or step == c.max_steps:
+            if is_main:
+                last_valid = evaluate(model, valid, seed=c.seed, precision=c.precision)
+                log.write(json.dumps(dict(step=step, split="validation", **last_valid)) + "\n")
+                log.flush()
+                if writer:
+                    for key, value in last_valid.items():
+                        writer.add_scalar(f"validation/{key}", value, step)
+                collapsed = collapsed + 1 if model.config.has_latent and (
+                    last_valid["kl"] < COLLAPSE_KL or last_valid["active_units"] == 0) else 0
+                if collapsed >= c.collapse_evals and not warned:
+                    warned = True
+                    tqdm.write(collapse_warning(model.config.posterior))
+                if last_valid["elbo"] > best_elbo:
+                    best_elbo = last_valid["elbo"]
+                    model.save_pretrained(run_dir / "best")
+                save_checkpoint(run_dir, model, trainer_state())
+            if world_size > 1:
+                check_in_sync(model)
+            tick, tokens_since = time.perf_counter(), 0
+    bar.close()
+    if log:
+        log.close()
+    if writer:
+        writer.close()
+    return last_valid
