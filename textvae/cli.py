@@ -134,10 +134,11 @@ def train_configs(args):
     """preset < --config file < explicit flags; with --resume, the run's saved config < flags."""
     model_flags, train_flags = _flags_set(args, VAEConfig), _flags_set(args, TrainConfig)
     if args.resume:
-        if model_flags:
-            raise TextVAEError(f"--resume continues a run with its saved model; drop {sorted(model_flags)}")
         run_dir = Path(train_flags.get("run_dir") or f"runs/{args.preset or 'poem'}")
         saved = _read_run_config(run_dir / "run_config.json")
+        changed = sorted(k for k, v in model_flags.items() if saved["model"].get(k) != v)
+        if changed:
+            raise TextVAEError(f"--resume continues {run_dir} with its saved model; {changed} differ from it")
         return _make_configs(saved["model"], {**saved["train"], **train_flags})
     model, training = {}, {}
     if args.preset:
@@ -263,12 +264,50 @@ def _add_generate(sub) -> None:
         parser.set_defaults(func=func)
 
 
+def cmd_evaluate(args) -> None:
+    from textvae import evaluate  # matplotlib and the rhyme tables load only for this command
+
+    config = evaluate.EvalConfig(**_flags_set(args, evaluate.EvalConfig))
+    with _plain_warnings():
+        model, dataset = evaluate.load(args.model_dir, args.data, config.device)
+        report, means = evaluate.evaluate(model, dataset, config, progress=not args.json)
+    report = dict(model=str(args.model_dir), data=str(args.data)) | report
+    out = args.out or args.model_dir / "eval.json"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    print(json.dumps(report, ensure_ascii=False) if args.json else f"{evaluate.format_report(report)}\nwrote {out}")
+    if args.plots:
+        metrics_log = args.metrics or args.model_dir.parent / "metrics.jsonl"
+        written = evaluate.write_plots(report, means, evaluate.select_split(dataset, config), args.plots, metrics_log)
+        if not args.json:
+            print(f"plots: {', '.join(str(p) for p in written)}"
+                  + ("" if Path(metrics_log).is_file() else f" (no training curves: {metrics_log} not found)"))
+
+
+def _add_evaluate(sub) -> None:
+    from textvae.evaluate import EvalConfig
+
+    parser = sub.add_parser("evaluate", help="score a model on a split: IW-NLL, KL, MI, active units, text "
+                                             "and poem metrics; writes eval.json",
+                            description="Score a saved model on a dataset split and print a table.")
+    parser.add_argument("model_dir", type=Path, help="a saved model (config.json, model.safetensors, tokenizer.model)")
+    parser.add_argument("--data", type=Path, default=Path("data/poems"), help="the prepared dataset (default data/poems)")
+    parser.add_argument("--out", type=Path, help="where to write the report (default MODEL_DIR/eval.json)")
+    parser.add_argument("--plots", type=Path, metavar="DIR", help="also write PNG plots into DIR")
+    parser.add_argument("--metrics", type=Path, metavar="FILE",
+                        help="the run's metrics.jsonl for training curves (default MODEL_DIR/../metrics.jsonl)")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object, no progress bars")
+    _add_dataclass_flags(parser, EvalConfig)
+    parser.set_defaults(func=cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textvae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
     _add_train(sub)
     _add_generate(sub)
+    _add_evaluate(sub)
     return parser
 
 

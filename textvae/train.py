@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -356,7 +357,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
                     last_valid["kl"] < COLLAPSE_KL or last_valid["active_units"] == 0) else 0
                 if collapsed >= c.collapse_evals and not warned:
                     warned = True
-                    tqdm.write(collapse_warning(model.config.posterior))
+                    tqdm.write(collapse_warning(model.config.posterior), file=sys.stderr)
                 if last_valid["elbo"] > best_elbo:
                     best_elbo = last_valid["elbo"]
                     model.save_pretrained(run_dir / "best")

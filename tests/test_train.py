@@ -1,0 +1,301 @@
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from textvae import data, train as train_module
+from textvae.atomic import atomic_directory, recover
+from textvae.cli import main
+from textvae.errors import TextVAEError
+from textvae.train import TrainConfig, check_compatible, kl_weight, lr_at, regularised_kl, train
+from textvae.vae import TextVAE, VAEConfig
+
+TINY_MODEL = dict(embed_dim=16, encoder_hidden=16, decoder_hidden=32, latent_dim=4, num_heads=2, max_len=40)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A tiny prepared dataset: 300 short pseudo-sentences over 12 characters, char tokenizer."""
+    g = torch.Generator().manual_seed(0)
+    chars = "春夏秋冬山水風月花鳥雲雨"
+    texts = sorted({"".join(chars[i] for i in torch.randint(0, 12, (int(torch.randint(4, 12, (1,), generator=g)),),
+                                                             generator=g)) for _ in range(300)})
+    dataset, tokenizer = data.build([dict(text=t) for t in texts], kind="char", vocab_size=300)
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    data.save(dataset, tokenizer, {}, out)
+    return out
+
+
+def tiny_configs(data_dir, run_dir, model=None, **train_overrides):
+    training = dict(data_dir=str(data_dir), run_dir=str(run_dir), max_steps=20, batch_size=8, eval_every=5,
+                    log_every=1, warmup_steps=3, kl_warmup_steps=10, eval_examples=0, lr=3e-3)
+    return VAEConfig(**{**TINY_MODEL, **(model or {})}), TrainConfig(**{**training, **train_overrides})
+
+
+def train_losses(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
+
+# --- schedules ---------------------------------------------------------------------------------------------
+
+
+def test_constant_and_linear_schedules():
+    c = TrainConfig(kl_schedule="constant", beta_max=0.7)
+    assert [kl_weight(s, c) for s in (0, 10, 10_000)] == [0.7, 0.7, 0.7]
+    c = TrainConfig(kl_schedule="linear", kl_warmup_steps=100)
+    assert [kl_weight(s, c) for s in (0, 25, 50, 100, 500)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+
+
+def test_sigmoid_schedule_is_monotone_and_centred():
+    c = TrainConfig(kl_schedule="sigmoid", kl_warmup_steps=1000)
+    values = [kl_weight(s, c) for s in range(0, 1001, 50)]
+    assert all(a < b for a, b in zip(values, values[1:]))
+    assert kl_weight(500, c) == pytest.approx(0.5)
+    assert kl_weight(0, c) < 0.01 and kl_weight(1000, c) > 0.99
+
+
+def test_cyclical_schedule_follows_fu_et_al():
+    # M = 4 cycles of 250 steps; β rises linearly over the first R = 0.5 of each, then holds at 1
+    c = TrainConfig(kl_schedule="cyclical", max_steps=1000, kl_cycles=4, kl_ratio=0.5)
+    expected = {0: 0.0, 62: 62 / 125, 125: 1.0, 200: 1.0, 249: 1.0, 250: 0.0, 375: 1.0, 500: 0.0, 999: 1.0}
+    for step, beta in expected.items():
+        assert kl_weight(step, c) == pytest.approx(beta), step
+
+
+def test_learning_rate_warms_up_then_decays_by_cosine():
+    c = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
+    assert lr_at(0, c) == pytest.approx(1e-4)
+    assert lr_at(9, c) == pytest.approx(1e-3)
+    assert lr_at(60, c) == pytest.approx(1e-4 + 0.5 * 9e-4)
+    assert lr_at(110, c) == pytest.approx(1e-4)
+
+# --- free bits ---------------------------------------------------------------------------------------------
+
+
+def test_free_bits_per_sentence_and_per_dimension():
+    torch.manual_seed(0)
+    model = TextVAE(VAEConfig(vocab_size=300, **TINY_MODEL)).eval()
+    ids, mask = data.pad_batch([[5, 6, 7], [8, 9], [10, 11, 12, 13]])
+    out, prior = model(ids, mask), model.prior(3)
+    big = TrainConfig(free_bits=100.0)
+    assert regularised_kl(out, prior, big).tolist() == [100.0] * 3
+    assert torch.equal(regularised_kl(out, prior, TrainConfig()), out.kl)
+    lam = 0.05
+    q = out.q.base_dist
+    per_dim = (0.5 * (q.loc**2 + q.scale**2 - 2 * q.scale.log() - 1)).mean(0)  # (D,) batch mean
+    expected = torch.maximum(per_dim, torch.tensor(lam)).sum()
+    got = regularised_kl(out, prior, TrainConfig(free_bits=lam, free_bits_mode="dimension"))
+    torch.testing.assert_close(got, expected.expand(3), rtol=1e-5, atol=1e-6)
+
+
+def test_free_bits_gradient_vanishes_below_the_floor():
+    torch.manual_seed(0)
+    model = TextVAE(VAEConfig(vocab_size=300, **TINY_MODEL)).eval()
+    ids, mask = data.pad_batch([[5, 6, 7]])
+    out = model(ids, mask)
+    regularised_kl(out, model.prior(1), TrainConfig(free_bits=out.kl.item() + 1)).sum().backward()
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in model.head.parameters())
+
+# --- configuration -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad,field", [(dict(batch_size=-1), "batch_size"), (dict(lr=0.0), "lr"),
+                                       (dict(kl_schedule="cosine"), "kl_schedule"), (dict(kl_ratio=0.0), "kl_ratio"),
+                                       (dict(free_bits_mode="token"), "free_bits_mode"), (dict(max_steps=0), "max_steps"),
+                                       (dict(precision="fp16"), "precision")])
+def test_invalid_train_config_names_the_field(bad, field):
+    with pytest.raises(TextVAEError, match=field):
+        TrainConfig(**bad)
+
+
+def test_free_bits_per_dimension_is_refused_for_vmf():
+    with pytest.raises(TextVAEError, match="free_bits_mode"):
+        check_compatible(VAEConfig(posterior="vmf"), TrainConfig(free_bits=0.5, free_bits_mode="dimension"))
+
+
+@pytest.mark.parametrize("argv,words", [(["--preset", "poem-huge"], "invalid choice"),
+                                        (["--kappa", "0", "--posterior", "vmf"], "kappa"),
+                                        (["--latent-dim", "-3"], "latent_dim"),
+                                        (["--batch-size", "0"], "batch_size"),
+                                        (["--posterior", "vmf", "--free-bits", "1", "--free-bits-mode", "dimension"],
+                                         "free_bits_mode")])
+def test_cli_rejects_bad_configuration_before_any_work(tmp_path, capsys, argv, words):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data-dir", str(tmp_path / "missing"), "--run-dir", str(run_dir), *argv])
+    assert exit_info.value.code != 0
+    assert words in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+def test_cli_config_file_and_flags_override_the_preset(tmp_path):
+    from textvae.cli import build_parser, train_configs
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"model": {"latent_dim": 16}, "train": {"max_steps": 77, "lr": 0.01}}))
+    args = build_parser().parse_args(["train", "--preset", "poem-small", "--config", str(config), "--lr", "0.02"])
+    model, training = train_configs(args)
+    assert (model.latent_dim, model.decoder_hidden) == (16, 256)  # file, preset
+    assert (training.max_steps, training.lr, training.run_dir) == (77, 0.02, "runs/poem-small")
+    config.write_text(json.dumps({"model": {"latent": 16}}))
+    with pytest.raises(TextVAEError, match="latent"):
+        train_configs(build_parser().parse_args(["train", "--config", str(config)]))
+
+# --- the loop ----------------------------------------------------------------------------------------------
+
+
+def test_training_writes_run_config_metrics_and_checkpoints(data_dir, tmp_path):
+    model_config, c = tiny_configs(data_dir, tmp_path / "run")
+    figures = train(model_config, c)
+    run = tmp_path / "run"
+    saved = json.loads((run / "run_config.json").read_text())
+    assert saved["train"] == dataclasses.asdict(c) and saved["model"]["latent_dim"] == 4
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "validation"] == [5, 10, 15, 20]
+    assert {"elbo", "rec", "kl", "ppl", "active_units"} <= set(figures)
+    assert math.isclose(figures["elbo"], -(figures["rec"] + figures["kl"]), rel_tol=1e-9)
+    best = TextVAE.from_pretrained(run / "best")
+    assert best.config.vocab_size == best.tokenizer.vocab_size
+    assert (run / "last" / "trainer_state.pt").is_file()
+    with pytest.raises(TextVAEError, match="--resume"):
+        train(model_config, c)
+
+
+def test_training_lowers_the_validation_loss(data_dir, tmp_path):
+    model_config, c = tiny_configs(data_dir, tmp_path / "run", max_steps=60, eval_every=30)
+    dataset, tokenizer = data.load(data_dir)
+    valid = data.token_ids(dataset["validation"])
+    torch.manual_seed(c.seed)
+    untrained = TextVAE(dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size))
+    before = train_module.evaluate(untrained, valid)
+    after = train(model_config, c)
+    assert after["elbo"] > before["elbo"] + 5  # nats per sentence
+
+
+def test_resume_continues_exactly(data_dir, tmp_path, monkeypatch):
+    model_config, straight = tiny_configs(data_dir, tmp_path / "straight")
+    train(model_config, straight)
+    real_save = train_module.save_checkpoint
+
+    def save_then_crash(run_dir, model, state):
+        real_save(run_dir, model, state)
+        if state["step"] == 10:
+            raise KeyboardInterrupt("crash right after the step-10 checkpoint")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_crash)
+    _, interrupted = tiny_configs(data_dir, tmp_path / "halves")
+    with pytest.raises(KeyboardInterrupt):
+        train(model_config, interrupted)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    train(model_config, interrupted, resume=True)
+    assert train_losses(tmp_path / "halves") == train_losses(tmp_path / "straight")
+    a = TextVAE.from_pretrained(tmp_path / "straight" / "last").state_dict()
+    b = TextVAE.from_pretrained(tmp_path / "halves" / "last").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _train_command(data_dir, run_dir, *extra):
+    return [sys.executable, "-m", "textvae", "train", "--data-dir", str(data_dir), "--run-dir", str(run_dir),
+            "--max-steps", "20", "--batch-size", "8", "--eval-every", "5", "--log-every", "1", "--warmup-steps", "3",
+            "--kl-warmup-steps", "10", "--lr", "0.003", "--embed-dim", "16", "--encoder-hidden", "16",
+            "--decoder-hidden", "32", "--latent-dim", "4", "--num-heads", "2", "--max-len", "40", *extra]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_train_command(data_dir, tmp_path / "straight"), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_train_command(data_dir, tmp_path / "killed"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and any(json.loads(line)["step"] >= 12 for line in metrics.read_text().splitlines() if line):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(tmp_path / "killed" / "last" / "trainer_state.pt", weights_only=True)
+    assert state["step"] in (10, 15), "the kill should land after the step-10 checkpoint and before the end"
+    subprocess.run(_train_command(data_dir, tmp_path / "killed", "--resume"), check=True, env=env, capture_output=True)
+    assert train_losses(tmp_path / "killed") == train_losses(tmp_path / "straight")
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(data_dir, tmp_path, monkeypatch):
+    real_forward = TextVAE.forward
+    calls = {"n": 0}
+
+    def flaky_forward(self, ids, mask, sample=True):
+        out = real_forward(self, ids, mask, sample)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 3 or calls["n"] >= 8:  # one isolated bad step, then a run of them
+                return out._replace(rec=out.rec * float("nan"))
+        return out
+
+    monkeypatch.setattr(TextVAE, "forward", flaky_forward)
+    model_config, c = tiny_configs(data_dir, tmp_path / "run", max_bad_steps=3, eval_every=100)
+    with pytest.raises(TextVAEError, match="3 non-finite losses"):
+        train(model_config, c)
+    saved = TextVAE.from_pretrained(tmp_path / "run" / "last")
+    assert all(torch.isfinite(p).all() for p in saved.parameters())
+    steps = [s for s, _ in train_losses(tmp_path / "run")]
+    assert steps == [1, 2, 4, 5, 6, 7], "the isolated bad step is skipped and not logged"
+
+
+def test_collapse_warning_is_printed_once(data_dir, tmp_path, monkeypatch, capsys):
+    collapsed = dict(elbo=-10.0, rec=10.0, kl=0.01, ppl=5.0, active_units=0)
+    monkeypatch.setattr(train_module, "evaluate", lambda *args, **kwargs: dict(collapsed))
+    model_config, c = tiny_configs(data_dir, tmp_path / "run", eval_every=2, collapse_evals=3)
+    train(model_config, c)
+    err = capsys.readouterr().err
+    assert err.count("posterior collapse") == 1
+    assert "--free-bits" in err and "--kl-schedule cyclical" in err and "--posterior vmf" in err
+
+# --- checkpoints -------------------------------------------------------------------------------------------
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path):
+    target = tmp_path / "last"
+    with atomic_directory(target) as tmp:
+        (tmp / "weights").write_text("good")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert (target / "weights").read_text() == "good"
+    assert [p.name for p in tmp_path.iterdir()] == ["last"]
+
+
+def test_recover_restores_a_swap_cut_between_its_renames(tmp_path):
+    target = tmp_path / "last"
+    old = tmp_path / ".last-old-1234"
+    old.mkdir()
+    (old / "weights").write_text("previous")
+    recover(target)  # the process died after moving the old checkpoint aside, before the new one landed
+    assert (target / "weights").read_text() == "previous"
+    (tmp_path / ".last-old-999").mkdir()
+    recover(target)  # died after the swap, before deleting the old copy
+    assert [p.name for p in tmp_path.iterdir()] == ["last"]
+
+# --- distributed -------------------------------------------------------------------------------------------
+
+
+def test_two_process_ddp_trains_in_sync_and_resumes(data_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
+    command = _train_command(data_dir, tmp_path / "ddp", "--max-steps", "10")[1:]  # drop the interpreter
+    first = subprocess.run(torchrun + command, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    resumed = subprocess.run(torchrun + command[:-2] + ["--max-steps", "15", "--resume"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    steps = [s for s, _ in train_losses(tmp_path / "ddp")]
+    assert steps == list(range(1, 16)), "only rank 0 logs, once per step"
+    state = torch.load(tmp_path / "ddp" / "last" / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 15
