@@ -228,40 +228,43 @@ def cmd_vary(args) -> None:
     _show(args, [{"text": t} for t in texts], texts)
 
 
+def _add_generation_flags(parser, func) -> None:
+    """What every generation verb takes after its own arguments: poem constraints, seed, output, decoding."""
+    poem = parser.add_argument_group("poems")
+    poem.add_argument("--form", choices=list(corpus.FORMS),
+                      help="characters x lines: every output has exactly this shape (default: the model decides)")
+    poem.add_argument("--acrostic", default="", metavar="CHARS",
+                      help="藏头诗: the first character of each line (without --form: 7-character lines)")
+    poem.add_argument("--rhyme", nargs="?", const="auto", metavar="GROUP",
+                      help="end the even lines in one 平水韻 group: the one line 2 ends in (no value), random, or "
+                           "a group (下平聲七陽, 七陽, 陽) or a character in it (without --form: 7x4)")
+    parser.add_argument("--seed", type=int, help="seed for reproducible outputs (default: fresh randomness)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list for programs")
+    _add_dataclass_flags(parser, generate.Decoding)
+    parser.set_defaults(func=func)
+
+
 def _add_generate(sub) -> None:
-    verbs = {
-        "sample": ("texts decoded from prior samples z ~ p(z), one per line", cmd_sample),
-        "reconstruct": ("encode texts and decode them from the posterior mean (or --samples draws)", cmd_reconstruct),
-        "interpolate": ("decode points on the path between the latents of A and B (or two prior samples)",
-                        cmd_interpolate),
-        "vary": ("texts like TEXT: decodings of draws from q(z|TEXT)", cmd_vary),
-    }
-    for name, (help_text, func) in verbs.items():
-        parser = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
-        parser.add_argument("model_dir", type=Path, help="a saved model (config.json, model.safetensors, tokenizer.model)")
-        if name == "sample":
-            parser.add_argument("-n", type=int, default=10, help="how many texts (default 10)")
-        if name == "reconstruct":
-            parser.add_argument("texts", nargs="+", metavar="TEXT", help="texts to reconstruct; - reads stdin, one a line")
-            parser.add_argument("--samples", type=int, default=0, help="decode k draws z ~ q(z|x) instead of the mean")
-        if name == "interpolate":
-            parser.add_argument("texts", nargs="*", metavar="A B", help="two texts (none: two prior samples)")
-            parser.add_argument("--steps", type=int, default=5, help="points on the path, endpoints included (default 5)")
-        if name == "vary":
-            parser.add_argument("text")
-            parser.add_argument("-n", type=int, default=5, help="how many variations (default 5)")
-        poem = parser.add_argument_group("poems")
-        poem.add_argument("--form", choices=list(corpus.FORMS), help="characters x lines: every output has exactly "
-                                                                     "this shape (default: the model decides)")
-        poem.add_argument("--acrostic", default="", metavar="CHARS", help="藏头诗: the first character of each line "
-                                                                        "(without --form: 7-character lines)")
-        poem.add_argument("--rhyme", nargs="?", const="auto", metavar="GROUP",
-                          help="end the even lines in one 平水韻 group: the one line 2 ends in (no value), random, "
-                               "or a group (下平聲七陽, 七陽, 陽) or a character in it (without --form: 7x4)")
-        parser.add_argument("--seed", type=int, help="seed for reproducible outputs (default: fresh randomness)")
-        parser.add_argument("--json", action="store_true", help="print a JSON list for programs")
-        _add_dataclass_flags(parser, generate.Decoding)
-        parser.set_defaults(func=func)
+    model_help = "a saved model (config.json, model.safetensors, tokenizer.model)"
+    sample = sub.add_parser("sample", help="texts decoded from prior samples z ~ p(z), one per line")
+    sample.add_argument("model_dir", type=Path, help=model_help)
+    sample.add_argument("-n", type=int, default=10, help="how many texts (default 10)")
+    _add_generation_flags(sample, cmd_sample)
+    rec = sub.add_parser("reconstruct", help="encode texts and decode them from the posterior mean")
+    rec.add_argument("model_dir", type=Path, help=model_help)
+    rec.add_argument("texts", nargs="+", metavar="TEXT", help="texts to reconstruct; - reads stdin, one a line")
+    rec.add_argument("--samples", type=int, default=0, help="decode k draws z ~ q(z|x) instead of the mean")
+    _add_generation_flags(rec, cmd_reconstruct)
+    path = sub.add_parser("interpolate", help="decode points on the path between the latents of A and B")
+    path.add_argument("model_dir", type=Path, help=model_help)
+    path.add_argument("texts", nargs="*", metavar="A B", help="two texts (none: two prior samples)")
+    path.add_argument("--steps", type=int, default=5, help="points on the path, endpoints included (default 5)")
+    _add_generation_flags(path, cmd_interpolate)
+    vary = sub.add_parser("vary", help="texts like TEXT: decodings of draws from q(z|TEXT)")
+    vary.add_argument("model_dir", type=Path, help=model_help)
+    vary.add_argument("text")
+    vary.add_argument("-n", type=int, default=5, help="how many variations (default 5)")
+    _add_generation_flags(vary, cmd_vary)
 
 
 def cmd_evaluate(args) -> None:

@@ -1,0 +1,75 @@
+"""Poems per second for batched, form-constrained sampling from the prior, in fp32 and bf16.
+
+    python scripts/bench_sample.py runs/poem/best                      # a trained model
+    python scripts/bench_sample.py --untrained --data data/poems       # VAEConfig() defaults, real tokenizer
+
+bf16 runs a bfloat16 copy of the weights (sampling statistics stay fp32); `--precisions autocast` measures
+torch.autocast over the fp32 weights instead, which re-casts every weight at every step. Each figure is
+the best of --repeats timed runs of `generate.sample(n, form=...)`, text included, after one warm-up batch.
+"""
+
+import argparse
+import time
+
+import torch
+
+from textvae.corpus import form_of, split_lines
+from textvae.generate import Decoding, load_model, sample
+from textvae.tokenizer import Tokenizer
+from textvae.vae import TextVAE, VAEConfig
+
+
+def build_model(args) -> TextVAE:
+    if not args.untrained:
+        return load_model(args.model_dir)
+    tokenizer = Tokenizer.load(f"{args.data}/tokenizer.model")
+    torch.manual_seed(0)
+    return TextVAE(VAEConfig(vocab_size=tokenizer.vocab_size), tokenizer).eval()
+
+
+def poems_per_second(model, form: str, precision: str, args) -> float:
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "autocast")
+    decoding = Decoding(strategy="sample", temperature=args.temperature)
+    with autocast:
+        sample(model, min(args.batch, args.n), decoding=decoding, form=form, seed=0, batch_size=args.batch)
+        best = float("inf")
+        for repeat in range(args.repeats):
+            start = time.perf_counter()
+            texts = sample(model, args.n, decoding=decoding, form=form, seed=repeat, batch_size=args.batch)
+            best = min(best, time.perf_counter() - start)
+    assert all(form_of(split_lines(t)) == form for t in texts), "a sample broke the form"
+    return args.n / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", nargs="?", help="a save_pretrained directory")
+    parser.add_argument("--untrained", action="store_true", help="benchmark an untrained VAEConfig() model")
+    parser.add_argument("--data", default="data/poems", help="prepared dataset whose tokenizer --untrained uses")
+    parser.add_argument("--forms", nargs="+", default=["5x4", "7x8"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "autocast"])
+    parser.add_argument("--n", type=int, default=4000, help="poems per timed run")
+    parser.add_argument("--batch", type=int, default=1000, help="poems decoded together")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if (args.model_dir is None) == (not args.untrained):
+        parser.error("give a model directory or --untrained")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fp32 = build_model(args)
+    models = {"fp32": fp32, "autocast": fp32, "bf16": None}
+    print(f"{'untrained' if args.untrained else args.model_dir}: {fp32.config.decoder} decoder "
+          f"{fp32.config.decoder_hidden}, vocab {fp32.config.vocab_size}; {torch.get_num_threads()} threads, "
+          f"batch {args.batch}, {args.n} poems per run")
+    for precision in args.precisions:
+        if precision == "bf16" and models["bf16"] is None:
+            models["bf16"] = build_model(args).to(torch.bfloat16)
+        for form in args.forms:
+            rate = poems_per_second(models[precision], form, precision, args)
+            print(f"{precision:>8}  {form}  {rate:8,.0f} poems/s")
+
+
+if __name__ == "__main__":
+    main()

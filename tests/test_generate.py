@@ -1,0 +1,367 @@
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from textvae import generate, rhyme
+from textvae.cli import main
+from textvae.corpus.poems import form_of, is_cjk, join_lines, split_lines
+from textvae.data import pad_batch
+from textvae.errors import TextVAEError
+from textvae.generate import Decoding
+from textvae.tokenizer import EOS_ID, Tokenizer
+from textvae.vae import TextVAE, VAEConfig
+
+POEMS = [
+    "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。",
+    "春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。",
+    "白日依山盡，黃河入海流。欲窮千里目，更上一層樓。",
+    "千山鳥飛絕，萬徑人蹤滅。孤舟蓑笠翁，獨釣寒江雪。",
+    "紅豆生南國，春來發幾枝。願君多采擷，此物最相思。",
+    "朝辭白帝彩雲間，千里江陵一日還。兩岸猿聲啼不住，輕舟已過萬重山。",
+    "月落烏啼霜滿天，江楓漁火對愁眠。姑蘇城外寒山寺，夜半鐘聲到客船。",
+    "國破山河在，城春草木深。感時花濺淚，恨別鳥驚心。"
+    "烽火連三月，家書抵萬金。白頭搔更短，渾欲不勝簪。",
+]
+A, B = POEMS[0], POEMS[1]
+TINY = dict(embed_dim=32, encoder_hidden=32, decoder_hidden=64, latent_dim=8, num_heads=2, max_len=80)
+FORMS = ["5x4", "7x4", "5x8", "7x8"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine threads spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.train(POEMS, kind="char", vocab_size=1000)
+
+
+def tiny(tok, seed=0, **config):
+    torch.manual_seed(seed)
+    return TextVAE(VAEConfig(vocab_size=tok.vocab_size, **{**TINY, **config}), tok).eval()
+
+
+@pytest.fixture(scope="module")
+def trained(tok):
+    """Gaussian and vMF models that reconstruct the poems, so greedy decoding has clear winners."""
+    models = {}
+    for posterior in ("gaussian", "vmf"):
+        model = tiny(tok, posterior=posterior, kappa=20.0).train()
+        ids, mask = pad_batch(tok.encode_batch(POEMS))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(100):
+            out = model(ids, mask)
+            loss = (out.rec + 0.1 * out.kl).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        models[posterior] = model.eval()
+    return models
+
+
+def assert_poem(text, form, tok):
+    lines = split_lines(text)
+    assert form_of(lines) == form, text
+    assert join_lines(lines) == text  # ，and 。 exactly where they belong, nothing else
+    assert all(is_cjk(c) and tok.piece_to_id(c) != tok.unk_id for line in lines for c in line), text
+
+
+# -----------------------------------------------------------------------------
+# constrained decoding
+
+
+@pytest.mark.parametrize("decoder", ["gru", "transformer"])
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), form=st.sampled_from(FORMS), temperature=st.floats(0.5, 5.0))
+def test_every_sample_of_an_untrained_model_has_the_form(tok, decoder, seed, form, temperature):
+    model = tiny(tok, decoder=decoder)
+    decoding = Decoding(strategy="sample", temperature=temperature)  # hot: wander over the whole vocabulary
+    for text in generate.sample(model, 16, decoding=decoding, form=form, seed=seed):
+        assert_poem(text, form, tok)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_the_form_holds_against_a_model_that_wants_specials_bytes_and_punctuation(tok, strategy):
+    model = tiny(tok)
+    with torch.no_grad():  # push the untrained decoder towards everything a poem must not contain
+        bias = model.decoder.lm_head.bias
+        bias[[0, 1, 2, EOS_ID, tok.piece_to_id("，"), tok.piece_to_id("。")]] = 40.0
+        bias[[i for i in range(tok.vocab_size) if tok.is_byte(i)]] = 30.0
+    for form in FORMS:
+        for text in generate.sample(model, 8, decoding=Decoding(strategy=strategy), form=form, seed=0):
+            assert_poem(text, form, tok)
+
+
+@pytest.mark.parametrize("form,acrostic", [("5x4", "春花山月"), ("7x8", "白日依山黃河入海"),
+                                           (None, "千山鳥飛")])
+def test_acrostic_characters_start_the_lines(tok, form, acrostic):
+    model = tiny(tok)
+    for strategy in ("sample", "beam"):
+        for text in generate.sample(model, 6, decoding=Decoding(strategy=strategy), form=form, acrostic=acrostic,
+                                    seed=1):
+            assert_poem(text, form or "7x4", tok)
+            assert "".join(line[0] for line in split_lines(text)) == acrostic
+
+
+def rhyme_chars(text):
+    return [line[-1] for line in split_lines(text)[1::2]]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_auto_rhyme_ends_the_even_lines_in_one_level_group_without_repeats(tok, form):
+    model = tiny(tok, decoder="transformer")
+    for text in generate.sample(model, 16, form=form, rhyme="auto", seed=2):
+        ends = rhyme_chars(text)
+        shared = set.intersection(*(set(rhyme.rhyme_groups(c)) for c in ends))
+        assert any(rhyme.tone_of(g) == rhyme.LEVEL for g in shared), text
+        # the first group a line-2 character belongs to decides; it has enough characters here for no repeats
+        group = min(shared, key=list(rhyme.rhyme_table()).index)
+        available = {c for c in rhyme.rhyme_table()[group] if tok.piece_to_id(c) != tok.unk_id}
+        assert len(set(ends)) == min(len(ends), len(available)), text
+
+
+def test_a_named_group_constrains_every_even_line_and_repeats_only_when_it_runs_out(tok):
+    group = rhyme.rhyme_table()["上平聲五微"]
+    available = {c for c in group if tok.piece_to_id(c) != tok.unk_id}
+    assert 2 <= len(available) < 4  # fewer than the 4 rhymes of a 5x8: the last ones must repeat
+    for text in generate.sample(tiny(tok), 16, form="5x8", rhyme="微", seed=3):
+        ends = rhyme_chars(text)
+        assert set(ends) <= group and len(set(ends)) == len(available), text
+
+
+def test_random_rhyme_groups_rhyme_and_differ_between_poems(tok):
+    texts = generate.sample(tiny(tok), 32, form="7x4", rhyme="random", seed=4)
+    assert all(rhyme.rhymes(rhyme_chars(t)) for t in texts)
+    assert len({frozenset(rhyme.rhyme_groups(rhyme_chars(t)[0])) for t in texts}) > 1
+
+
+def test_a_group_missing_from_the_vocabulary_warns_and_leaves_rhymes_to_the_model(tok):
+    with pytest.warns(UserWarning, match="下平聲十五咸"):
+        texts = generate.sample(tiny(tok), 4, form="5x4", rhyme="咸", seed=0)
+    assert all(form_of(split_lines(t)) == "5x4" for t in texts)
+
+
+# -----------------------------------------------------------------------------
+# strategies
+
+
+def test_sampler_matches_the_distribution_and_never_draws_a_masked_token():
+    torch.manual_seed(0)
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
+    draws = generate._inverse_cdf(probs.expand(40000, -1).clone())
+    freq = torch.bincount(draws, minlength=5) / draws.numel()
+    assert freq[1] == freq[4] == 0
+    assert torch.allclose(freq, probs, atol=0.01)
+
+
+def test_top_k_and_top_p_keep_what_a_direct_implementation_keeps():
+    logits = torch.log(torch.tensor([[0.05, 0.4, 0.1, 0.3, 0.15]]))
+    kept = lambda out: set(torch.isfinite(out[0]).nonzero()[:, 0].tolist())  # noqa: E731
+    assert kept(generate._filter_top_k_top_p(logits, 2, 1.0)) == {1, 3}
+    assert kept(generate._filter_top_k_top_p(logits, 0, 0.7)) == {1, 3}  # 0.4 + 0.3 reaches 0.7
+    assert kept(generate._filter_top_k_top_p(logits, 0, 0.71)) == {1, 3, 4}
+    assert kept(generate._filter_top_k_top_p(logits, 0, 0.01)) == {1}  # the top token always stays
+
+
+def modes(model, texts):
+    """Posterior modes: latents the trained model decodes with clear margins (no near-ties to flip)."""
+    ids, mask = pad_batch(model.tokenizer.encode_batch(texts))
+    with torch.no_grad():
+        return model.encode(ids, mask).mode
+
+
+@pytest.mark.parametrize("form", [None, "5x4"])
+def test_beam_of_width_one_top_k_one_and_tiny_top_p_are_greedy(trained, form):
+    model = trained["gaussian"]
+    z = modes(model, POEMS)  # poems of three forms: free-form rows end at different steps
+    greedy = generate.decode(model, z, form=form)
+    for decoding in (Decoding(strategy="beam", beam=1), Decoding(strategy="sample", top_k=1),
+                     Decoding(strategy="sample", top_p=1e-6)):
+        assert generate.decode(model, z, decoding=decoding, form=form) == greedy
+
+
+def test_beam_search_finds_the_reconstruction_of_a_trained_model(trained):
+    model = trained["gaussian"]
+    assert generate.reconstruct(model, POEMS, decoding=Decoding(strategy="beam", beam=3)) == [[p] for p in POEMS]
+
+
+def test_decoding_in_chunks_changes_nothing(trained):
+    model = trained["gaussian"]
+    z = modes(model, POEMS)
+    assert generate.decode(model, z, batch_size=3) == generate.decode(model, z) == POEMS
+
+
+def test_max_tokens_bounds_free_form_output(tok):
+    texts = generate.sample(tiny(tok), 5, decoding=Decoding(strategy="sample", max_tokens=6), seed=0)
+    assert all(1 <= len(t) <= 6 for t in texts)  # a token decodes to at most one character
+
+
+# -----------------------------------------------------------------------------
+# verbs
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "vmf"])
+def test_interpolation_endpoints_are_the_reconstructions(trained, posterior):
+    model = trained[posterior]
+    assert generate.reconstruct(model, [A, B]) == [[A], [B]]  # the model has learnt them
+    path = generate.interpolate(model, A, B, steps=5)
+    assert len(path) == 5 and path[0] == A and path[-1] == B
+    assert generate.interpolate(model, A, B, steps=4, form="5x4")[::3] == [A, B]
+
+
+def test_slerp_path_stays_on_the_sphere_and_the_gaussian_path_is_straight(trained):
+    sphere = generate.latent_path(trained["vmf"], A, B, steps=9)
+    assert torch.allclose(sphere.norm(dim=-1), torch.ones(9), atol=1e-5)
+    line = generate.latent_path(trained["gaussian"], A, B, steps=9)
+    assert torch.allclose(line[4], (line[0] + line[-1]) / 2, atol=1e-5)
+    prior = generate.latent_path(trained["vmf"], steps=3)
+    assert torch.allclose(prior.norm(dim=-1), torch.ones(3), atol=1e-5)
+
+
+def test_seeds_reproduce_outputs_and_leave_the_global_generator_alone(tok, trained):
+    model = tiny(tok)
+    state = torch.random.get_rng_state()
+    first = generate.sample(model, 6, form="5x4", rhyme="random", seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert generate.sample(model, 6, form="5x4", rhyme="random", seed=7) == first
+    assert generate.sample(model, 6, form="5x4", rhyme="random", seed=8) != first
+    vmf = trained["vmf"]
+    assert generate.vary(vmf, A, 4, seed=1) == generate.vary(vmf, A, 4, seed=1)
+    assert generate.interpolate(vmf, steps=3, seed=2) == generate.interpolate(vmf, steps=3, seed=2)
+
+
+def test_vary_and_reconstruct_samples_draw_from_the_posterior(trained):
+    model = trained["vmf"]
+    out = generate.reconstruct(model, [A, B], samples=3, form="5x4", seed=0)
+    assert [len(texts) for texts in out] == [3, 3]
+    assert len(generate.vary(model, A, 5, seed=0)) == 5
+
+
+def test_a_model_without_latent_samples_like_a_language_model_and_refuses_the_rest(tok):
+    model = tiny(tok, posterior="none")
+    for text in generate.sample(model, 4, form="7x4", seed=0):
+        assert_poem(text, "7x4", tok)
+    for call in (lambda: generate.reconstruct(model, [A]), lambda: generate.interpolate(model, A, B),
+                 lambda: generate.vary(model, A)):
+        with pytest.raises(TextVAEError, match="plain language model"):
+            call()
+
+
+# -----------------------------------------------------------------------------
+# bad input
+
+
+def test_unknown_characters_are_named_in_a_warning(tok):
+    with pytest.warns(UserWarning, match="x 龘"):
+        out = generate.reconstruct(tiny(tok), ["龘床前x"])
+    assert len(out) == 1
+
+
+def test_an_over_long_text_is_cut_with_a_warning(tok):
+    with pytest.warns(UserWarning, match="only the first 78"):
+        generate.reconstruct(tiny(tok), ["".join(POEMS)])
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda m: generate.reconstruct(m, ["  "]), "empty text"),
+    (lambda m: generate.vary(m, ""), "empty text"),
+    (lambda m: generate.reconstruct(m, [A], form="7x4"), "does not fit the form 7x4"),
+    (lambda m: generate.interpolate(m, A, POEMS[-1], form="5x4"), "does not fit the form 5x4"),
+    (lambda m: generate.sample(m, 1, form="5x4", acrostic="春夏秋"), "has 3 characters"),
+    (lambda m: generate.sample(m, 1, acrostic="春夏"), "4 or 8 lines"),
+    (lambda m: generate.sample(m, 1, form="5x4", acrostic="春花山龘"), "'龘' is not a Chinese character in"),
+    (lambda m: generate.sample(m, 1, form="6x4"), "form must be one of"),
+    (lambda m: generate.sample(m, 1, form="5x4", rhyme="xyz"), "neither a 平水韻"),
+    (lambda m: generate.sample(m, 0), ">= 1"),
+    (lambda m: generate.interpolate(m, A), "two texts"),
+    (lambda m: generate.interpolate(m, A, B, steps=1), "steps must be >= 2"),
+    (lambda m: Decoding(strategy="nucleus"), "strategy must be one of"),
+    (lambda m: Decoding(temperature=0), "temperature must be > 0"),
+    (lambda m: Decoding(top_p=0), "top_p"),
+])
+def test_bad_requests_fail_with_a_clear_message(tok, call, message):
+    with pytest.raises(TextVAEError, match=message):
+        call(tiny(tok))
+
+
+def test_missing_or_corrupt_model_directories(tok, tmp_path):
+    with pytest.raises(TextVAEError, match="config.json is missing"):
+        generate.load_model(tmp_path / "nowhere")
+    tiny(tok).save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "tokenizer.model").unlink()
+    with pytest.raises(TextVAEError, match="no tokenizer.model"):
+        generate.load_model(tmp_path / "m")
+    (tmp_path / "m" / "tokenizer.model").write_bytes(b"garbage")
+    with pytest.raises(TextVAEError, match="not a SentencePiece model"):
+        generate.load_model(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"\0" * 100)
+    with pytest.raises(TextVAEError, match="corrupt"):
+        generate.load_model(tmp_path / "m")
+
+
+def test_a_tokenizer_from_another_model_is_refused(tok, tmp_path):
+    other = Tokenizer.train(POEMS[:2], kind="char", vocab_size=1000)
+    model = tiny(tok)
+    model.tokenizer = other
+    model.save_pretrained(tmp_path / "m")
+    with pytest.raises(TextVAEError, match="different models"):
+        generate.load_model(tmp_path / "m")
+
+
+# -----------------------------------------------------------------------------
+# command line
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "model"
+    trained["gaussian"].save_pretrained(path)
+    return str(path)
+
+
+def run(capsys, *argv):
+    main(list(argv))
+    return capsys.readouterr()
+
+
+def test_cli_sample_prints_one_poem_a_line_or_json(capsys, model_dir, tok):
+    lines = run(capsys, "sample", model_dir, "-n", "3", "--form", "5x4", "--acrostic", "春花山月", "--rhyme",
+                "--seed", "0").out.splitlines()
+    assert len(lines) == 3 and all(split_lines(t)[0][0] == "春" for t in lines)
+    records = json.loads(run(capsys, "sample", model_dir, "-n", "2", "--strategy", "beam", "--json").out)
+    assert len(records) == 2 and all(isinstance(r["text"], str) for r in records)
+
+
+def test_cli_reconstruct_interpolate_vary(capsys, model_dir):
+    assert run(capsys, "reconstruct", model_dir, A, B).out.splitlines() == [f"{A}\t{A}", f"{B}\t{B}"]
+    lines = run(capsys, "interpolate", model_dir, A, B, "--steps", "4").out.splitlines()
+    assert len(lines) == 4 and lines[0] == A and lines[-1] == B
+    records = json.loads(run(capsys, "interpolate", model_dir, "--steps", "3", "--seed", "1", "--json").out)
+    assert [r["t"] for r in records] == [0.0, 0.5, 1.0]
+    assert len(run(capsys, "vary", model_dir, A, "-n", "3", "--seed", "0").out.splitlines()) == 3
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["reconstruct", "MODEL", "床前明月光x"], "warning: not in the model's vocabulary"),
+    (["vary", "MODEL", A, "--form", "7x8"], "error: '床前明月光"),
+    (["sample", "MODEL", "--acrostic", "春夏秋"], "error: the acrostic"),
+    (["interpolate", "MODEL", A], "error: interpolate takes two texts"),
+    (["sample", "nowhere"], "error: nowhere is not a saved textvae model"),
+])
+def test_cli_bad_input_exits_non_zero_with_the_reason(capsys, model_dir, argv, message):
+    argv = [model_dir if a == "MODEL" else a for a in argv]
+    if message.startswith("warning"):
+        assert message in run(capsys, *argv).err
+        return
+    with pytest.raises(SystemExit) as exit_info:
+        run(capsys, *argv)
+    assert exit_info.value.code == 1
+    assert message in capsys.readouterr().err
