@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command: install textvae, prepare the poem corpus, train the `poem-small` preset,
-# then print samples from it. Run from anywhere; it works in the repository root. Re-running reuses the
-# prepared corpus and starts the quickstart run (runs/quickstart) afresh.
+# then print prior samples in each form and one interpolation. It works in the repository root wherever
+# it is called from. Re-running reuses the prepared corpus and starts the quickstart run afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pip install torch==2.13.0
@@ -11,3 +11,13 @@ if [ ! -f data/poems/manifest.json ]; then
 fi
 rm -rf runs/quickstart
 textvae train --preset poem-small --run-dir runs/quickstart
+model=runs/quickstart/best
+for form in 5x4 7x4 5x8 7x8; do
+    echo "== prior samples, $form (rhyme-steered)"
+    textvae sample "$model" -n 3 --form "$form" --rhyme --seed 0
+done
+echo "== acrostic 春夏秋冬"
+textvae sample "$model" -n 2 --acrostic 春夏秋冬 --rhyme --seed 0
+echo "== interpolation: 靜夜思 -> 春曉"
+textvae interpolate "$model" 床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。 \
+    春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。 --steps 5 --form 5x4
