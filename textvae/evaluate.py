@@ -241,7 +241,7 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
     `select_split` (for plots)."""
     split = select_split(dataset, config)
     model = model.to(config.device).eval()
-    sequences = split.data.column("ids").to_pylist()
+    sequences = data.token_ids(split)
     report = dict(split=config.split, seed=config.seed, posterior=model.config.posterior,
                   config=dataclasses.asdict(config), seconds={})
     tick = time.perf_counter()
