@@ -12,12 +12,13 @@ fi
 rm -rf runs/quickstart
 textvae train --preset poem-small --run-dir runs/quickstart
 model=runs/quickstart/best
+seed=0
 for form in 5x4 7x4 5x8 7x8; do
     echo "== prior samples, $form (rhyme-steered)"
-    textvae sample "$model" -n 3 --form "$form" --rhyme --seed 0
+    textvae sample "$model" -n 3 --form "$form" --rhyme --temperature 0.8 --top-p 0.9 --seed $((seed++))
 done
 echo "== acrostic 春夏秋冬"
-textvae sample "$model" -n 2 --acrostic 春夏秋冬 --rhyme --seed 0
+textvae sample "$model" -n 2 --acrostic 春夏秋冬 --rhyme --temperature 0.8 --top-p 0.9 --seed 0
 echo "== interpolation: 靜夜思 -> 春曉"
 textvae interpolate "$model" 床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。 \
     春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。 --steps 5 --form 5x4
