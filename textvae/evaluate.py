@@ -393,15 +393,16 @@ def _training_curves(plt, records: list[dict]):
         steps = [r["step"] for r in rows]
         for ax, key in zip(axes[:2], ("rec", "kl")):
             ax.plot(steps, [r.get(key) for r in rows], style, label=split, ms=3)
-        if split == "validation":
-            axes[2].plot(steps, [r.get("ppl") for r in rows], style, ms=3, label="validation ELBO-PPL")
-        else:
+        axes[2].plot(steps, [r.get("ppl") for r in rows], style, ms=3, label=f"{split} ELBO-PPL")
+        if split == "train":
             twin = axes[1].twinx()
             twin.plot(steps, [r.get("beta") for r in rows], "k:", lw=1)
             twin.set_ylabel("β (dotted)")
     for ax, title in zip(axes, ("rec (nats / sentence)", "KL (nats / sentence)", "perplexity")):
         ax.set(xlabel="step", title=title)
         ax.legend()
+    axes[2].set_yscale("log")
+    fig.tight_layout()
     return fig
 
 

@@ -334,15 +334,17 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         tokens_since += int(out.ntokens.sum()) * world_size
         if is_main and (step % c.log_every == 0 or step == c.max_steps):
             elapsed, tick = time.perf_counter() - tick, time.perf_counter()
+            # per-token ELBO perplexity of the batch: per-sentence figures swing with the batch's poem length
+            ppl = math.exp(((out.rec + out.kl).sum() / out.ntokens.sum()).item())
             record = dict(step=step, split="train", loss=loss.item(), rec=out.rec.mean().item(),
-                          kl=out.kl.mean().item(), beta=beta, lr=lr, tokens_per_s=tokens_since / elapsed)
+                          kl=out.kl.mean().item(), ppl=ppl, beta=beta, lr=lr, tokens_per_s=tokens_since / elapsed)
             tokens_since = 0
             log.write(json.dumps(record) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{record['loss']:.2f}", rec=f"{record['rec']:.2f}", kl=f"{record['kl']:.2f}",
                             beta=f"{beta:.2f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if writer:
-                for key in ("loss", "rec", "kl", "beta", "lr", "tokens_per_s"):
+                for key in ("loss", "rec", "kl", "ppl", "beta", "lr", "tokens_per_s"):
                     writer.add_scalar(f"train/{key}", record[key], step)
         bar.update(1)
         if step % c.eval_every == 0 or step == c.max_steps:
