@@ -191,6 +191,14 @@ def test_evaluate_reports_every_figure_and_the_corpus_reference(tokenizer, datas
     assert report["seed"] == 0 and set(report["seconds"]) == {"latent", "iw_nll", "text"}
 
 
+def test_form_constrained_prior_samples_are_all_well_formed_and_rhyme(tokenizer, dataset):
+    config = EvalConfig(iw_samples=0, num_samples=8, batch_size=4, form="5x4", rhyme="auto")
+    report, _ = evaluate(tiny(tokenizer), dataset, config)
+    sampled = report["text"]["samples"]
+    assert sampled["form"] == 1.0 and sampled["constrained_form"] == "5x4"
+    assert sampled["rhyme"] == 1.0  # an untrained model, steered: every judged poem rhymes
+
+
 def test_evaluate_is_reproducible_under_its_seed(tokenizer, dataset):
     config = EvalConfig(iw_samples=3, num_samples=2, batch_size=4)
     first, _ = evaluate(tiny(tokenizer), dataset, config)

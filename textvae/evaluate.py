@@ -38,6 +38,8 @@ class EvalConfig:
     iw_rows: int = 256  # decoder rows per IW pass (samples x examples); bounds memory
     num_samples: int = 1000  # prior samples for the text and poem metrics (0 skips them)
     strategy: str = "sample"  # decoding of prior samples: sample (ancestral) | greedy
+    form: str = ""  # prior samples constrained to a form: 5x4 | 7x4 | 5x8 | 7x8 ("" = free)
+    rhyme: str = ""  # prior samples rhyme-steered: auto | random | a group or character ("" = off)
     max_examples: int = 0  # score a seeded random subset of N examples of the split (0: all)
     seed: int = 0  # seeds every random draw
     bf16: bool = False  # bf16 autocast for the IW decoder passes (log-softmax stays fp32)
@@ -281,8 +283,10 @@ def _text_metrics(model: TextVAE, dataset: DatasetDict, split, stats: dict, conf
     if config.num_samples and model.tokenizer is not None:
         if progress:
             print(f"decoding {config.num_samples} prior samples ...", flush=True)
-        samples = sample(model, config.num_samples, decoding=Decoding(strategy=config.strategy), seed=config.seed)
-        out["samples"] = text_report(samples, train_texts, train_lines, poems) | dict(examples=samples[:10])
+        samples = sample(model, config.num_samples, decoding=Decoding(strategy=config.strategy),
+                         form=config.form or None, rhyme=config.rhyme or None, seed=config.seed)
+        out["samples"] = text_report(samples, train_texts, train_lines, poems) | dict(
+            examples=samples[:10], constrained_form=config.form or "free", rhyme_steering=config.rhyme or "off")
     reference = _subsample(texts, config.num_samples or len(texts), config.seed)
     out["corpus"] = text_report(reference, train_texts, train_lines, poems)
     return out
@@ -327,7 +331,8 @@ def format_report(report: dict) -> str:
                   ("tonal", "tonal pattern", ".1%")]
     for key, label, spec in names:
         rows.append(f"  {label:26}{_fmt(sampled.get(key), spec):>10}{_fmt(corpus.get(key), spec):>10}")
-    rows.append(f"  ({sampled.get('count', 0):,} prior samples, {text['strategy']} decoding; corpus: "
+    rows.append(f"  ({sampled.get('count', 0):,} prior samples, {text['strategy']} decoding, form "
+                f"{sampled.get('constrained_form', 'free')}, rhyme steering {sampled.get('rhyme_steering', 'off')}; corpus: "
                 f"{corpus['count']:,} texts of the {report['split']} split)")
     return "\n".join(rows)
 
