@@ -299,7 +299,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
     if is_main and c.tensorboard:
         from torch.utils.tensorboard import SummaryWriter  # optional dependency: pip install tensorboard
         writer = SummaryWriter(str(run_dir / "tb"))
-    log = open(metrics_path, "a") if is_main else None
+    log = open(metrics_path, "a" if resume else "w") if is_main else None  # a fresh run starts a fresh log
     bar = tqdm(total=c.max_steps, initial=step, desc="training", unit="step", disable=not is_main)
     bad_steps, last_valid, tick, tokens_since = 0, {}, time.perf_counter(), 0
     while step < c.max_steps:
