@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pip install torch==2.13.0
 pip install -e .
-if [ ! -f data/poems/manifest.json ]; then
+if [ ! -d data/poems/dataset ]; then
     textvae prepare poems
 fi
 rm -rf runs/quickstart
