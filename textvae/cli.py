@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from textvae import corpus, data, generate
+from textvae.atomic import write_text
 from textvae.errors import TextVAEError
 from textvae.train import PRESETS, TrainConfig, train
 from textvae.vae import VAEConfig
@@ -276,8 +277,7 @@ def cmd_evaluate(args) -> None:
         report, means = evaluate.evaluate(model, dataset, config, progress=not args.json)
     report = dict(model=str(args.model_dir), data=str(args.data)) | report
     out = args.out or args.model_dir / "eval.json"
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    write_text(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     print(json.dumps(report, ensure_ascii=False) if args.json else f"{evaluate.format_report(report)}\nwrote {out}")
     if args.plots:
         metrics_log = args.metrics or args.model_dir.parent / "metrics.jsonl"

@@ -24,7 +24,7 @@ from torch.distributions import kl_divergence
 from tqdm import tqdm
 
 from textvae import data
-from textvae.atomic import atomic_directory, recover
+from textvae.atomic import atomic_directory, recover, write_text
 from textvae.errors import TextVAEError
 from textvae.metrics import active_units
 from textvae.vae import TextVAE, VAEConfig
@@ -199,12 +199,6 @@ def collapse_warning(posterior: str) -> str:
 # run directory: config, metrics log, checkpoints
 
 
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def save_checkpoint(run_dir: Path, model: TextVAE, trainer_state: dict) -> None:
     """run_dir/last: a save_pretrained folder plus trainer_state.pt, swapped in whole."""
     with atomic_directory(run_dir / "last") as tmp:
@@ -229,7 +223,7 @@ def trim_metrics(path: Path, step: int) -> None:
     """After a resume, forget records written past the checkpoint: they will be written again."""
     if path.exists():
         keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in keep))
+        write_text(path, "".join(line + "\n" for line in keep))
 
 # -----------------------------------------------------------------------------
 # distributed
@@ -278,8 +272,8 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         model, state = TextVAE(model_config, tokenizer).to(device).train(), None
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "run_config.json",
-                   dict(model=dataclasses.asdict(model.config), train=dataclasses.asdict(c)))
+        config = dict(model=dataclasses.asdict(model.config), train=dataclasses.asdict(c))
+        write_text(run_dir / "run_config.json", json.dumps(config, indent=2) + "\n")
     batches = data.Batches(data.token_ids(dataset["train"]), c.batch_size, seed=c.seed, rank=rank,
                            world_size=world_size, max_len=model.config.max_len)
     valid = data.token_ids(dataset["validation"])
