@@ -183,7 +183,11 @@ class TextVAE(nn.Module):
         except (json.JSONDecodeError, TypeError) as e:
             raise TextVAEError(f"{directory}/config.json is corrupt ({e}).") from e
         tokenizer_path = directory / "tokenizer.model"
-        model = cls(config, Tokenizer.load(tokenizer_path) if tokenizer_path.exists() else None)
+        tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path.exists() else None
+        if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
+            raise TextVAEError(f"{directory}: tokenizer.model has {tokenizer.vocab_size} pieces but config.json "
+                               f"says vocab_size {config.vocab_size}; the files come from different models")
+        model = cls(config, tokenizer)
         try:
             load_model(model, str(directory / "model.safetensors"), device=str(device))
         except (SafetensorError, RuntimeError, OSError) as e:
