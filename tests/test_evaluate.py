@@ -5,10 +5,10 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
-from textvae import data
+from textvae import data, metrics
 from textvae.cli import main
 from textvae.corpus.poems import form_of, split_lines
-from textvae.evaluate import (EvalConfig, aggregate_mutual_information, evaluate, format_report, iw_nll, iw_nll_batch,
+from textvae.evaluate import (EvalConfig, evaluate, format_report, iw_nll, iw_nll_batch,
                               latent_pass, latent_report)
 from textvae.metrics import mutual_information
 from textvae.tokenizer import Tokenizer
@@ -153,7 +153,7 @@ def test_chunked_aggregate_mutual_information_equals_the_whole_matrix(tokenizer)
         torch.cat([p.base_dist.loc for p in stats["posteriors"]]),
         torch.cat([p.base_dist.scale for p in stats["posteriors"]])), 1)
     whole = mutual_information(q.log_prob(stats["z"][:, None, :].float()))
-    chunked = aggregate_mutual_information(stats["posteriors"], stats["z"], stats["log_q_own"], rows=5)
+    chunked = metrics.aggregate_mutual_information(stats["posteriors"], stats["z"], stats["log_q_own"], rows=5)
     assert chunked == pytest.approx(whole, abs=1e-5)
 
 

@@ -18,7 +18,6 @@ import pytest
 from textvae import corpus, data
 from textvae.cli import main
 from textvae.corpus import npm
-from textvae.errors import TextVAEError
 
 COLUMNS = {"text", "lines", "form", "dynasty", "author", "title", "id", "ids"}
 POOL = "天地日月星辰山川江河湖海雨雪春夏秋冬花草木石竹松梅菊西南北青白金玉"  # the same in traditional and simplified

@@ -14,6 +14,7 @@ from textvae import data, train as train_module
 from textvae.atomic import atomic_directory, recover
 from textvae.cli import main
 from textvae.errors import TextVAEError
+from textvae.metrics import mutual_information
 from textvae.train import TrainConfig, check_compatible, kl_weight, lr_at, regularised_kl, train
 from textvae.vae import TextVAE, VAEConfig
 
@@ -176,6 +177,22 @@ def test_training_lowers_the_validation_loss(data_dir, tmp_path):
     before = train_module.evaluate(untrained, valid)
     after = train(model_config, c)
     assert after["elbo"] > before["elbo"] + 5  # nats per sentence
+
+
+def test_validation_mutual_information_is_the_whole_set_estimate(data_dir, tmp_path):
+    model_config, _ = tiny_configs(data_dir, tmp_path / "run")
+    dataset, tokenizer = data.load(data_dir)
+    valid = data.token_ids(dataset["validation"])
+    torch.manual_seed(0)
+    model = TextVAE(dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size)).eval()
+    figures = train_module.evaluate(model, valid, batch_size=4, seed=3)
+    torch.manual_seed(3)  # the same draws, in the same order, as evaluate makes them
+    with torch.no_grad():
+        outs = [model(*data.pad_batch(valid[i:i + 4], model_config.max_len)) for i in range(0, len(valid), 4)]
+    z = torch.cat([o.z for o in outs])  # (N, D)
+    log_q = torch.cat([o.q.log_prob(z[:, None, :]) for o in outs], dim=1)  # (N, N): [n, m] = log q(z_n|x_m)
+    assert figures["mi"] == pytest.approx(mutual_information(log_q), abs=1e-4)
+    assert 0 <= figures["mi"] <= math.log(len(valid)) + 1e-9
 
 
 def test_resume_continues_exactly(data_dir, tmp_path, monkeypatch):

@@ -147,20 +147,6 @@ def latent_pass(model: TextVAE, sequences: list[list[int]], batch_size: int = 64
     return stats | dict(posteriors=posteriors, mi_batches=mi_batches)
 
 
-@torch.no_grad()
-def aggregate_mutual_information(posteriors: list, z: torch.Tensor, log_q_own: torch.Tensor,
-                                 rows: int = 256) -> float:
-    """MI with q(z) = (1/N) Σ_m q(z|x_m) over all N posteriors (given as per-batch distributions) and one
-    z_n ~ q(z|x_n) per example (`metrics.mutual_information`, without holding the N x N matrix)."""
-    agg = []
-    for start in range(0, z.size(0), rows):
-        zs = z[start:start + rows, None, :]  # (M, 1, D)
-        log_q = torch.cat([q.log_prob(zs.to(q.mode.device, q.mode.dtype)).double().cpu() for q in posteriors],
-                          dim=1)  # (M, N)
-        agg.append(metrics.log_aggregate_posterior(log_q))
-    return float((log_q_own - torch.cat(agg)).mean())
-
-
 def latent_report(model: TextVAE, stats: dict) -> dict:
     """ELBO terms, KL, MI (whole set and per mini-batch), active and effective units, decoder reliance."""
     rec, kl, ntokens = stats["rec"], stats["kl"], stats["ntokens"]
@@ -174,7 +160,7 @@ def latent_report(model: TextVAE, stats: dict) -> dict:
     reliance = stats["rec_shuffled"] - rec
     return report | dict(
         kl_per_dim=None if stats["kl_dim"] is None else stats["kl_dim"].mean(dim=0).tolist(),
-        mi=aggregate_mutual_information(stats["posteriors"], stats["z"], stats["log_q_own"]),
+        mi=metrics.aggregate_mutual_information(stats["posteriors"], stats["z"], stats["log_q_own"]),
         mi_minibatch=sum(mi * b for mi, b in batches) / sum(b for _, b in batches) if batches else None,
         log_n=math.log(n), latent_dim=mean.size(1), variance_per_dim=variances.tolist(),
         active_units=metrics.active_units(mean), effective_units=metrics.effective_units(mean),
@@ -426,6 +412,6 @@ def _projection(plt, means: torch.Tensor, labels: dict[str, list[str]]):
     return fig
 
 
-__all__ = ["EvalConfig", "aggregate_mutual_information", "evaluate", "format_report", "iw_nll", "iw_nll_batch",
+__all__ = ["EvalConfig", "evaluate", "format_report", "iw_nll", "iw_nll_batch",
            "latent_pass", "latent_report", "load", "read_metrics_log", "select_split", "text_report",
            "write_plots"]

@@ -65,6 +65,20 @@ def mutual_information(log_q: torch.Tensor) -> float:
     return float((log_q.diagonal().double() - log_aggregate_posterior(log_q)).mean())
 
 
+@torch.no_grad()
+def aggregate_mutual_information(posteriors: list, z: torch.Tensor, log_q_own: torch.Tensor,
+                                 rows: int = 256) -> float:
+    """MI with q(z) = (1/N) Σ_m q(z|x_m) over all N posteriors (given as per-batch distributions) and one
+    z_n ~ q(z|x_n) per example (`metrics.mutual_information`, without holding the N x N matrix)."""
+    agg = []
+    for start in range(0, z.size(0), rows):
+        zs = z[start:start + rows, None, :]  # (M, 1, D)
+        log_q = torch.cat([q.log_prob(zs.to(q.mode.device, q.mode.dtype)).double().cpu() for q in posteriors],
+                          dim=1)  # (M, N)
+        agg.append(log_aggregate_posterior(log_q))
+    return float((log_q_own - torch.cat(agg)).mean())
+
+
 def active_units(means: torch.Tensor, threshold: float = 0.01) -> int:
     """Active units (Burda et al. 2016): dimensions j with Cov_x(E_{q(z|x)}[z_j]) > threshold.
 
@@ -237,7 +251,7 @@ def tonal_compliance(poems: Sequence[Sequence[str]], tones: Callable[[str], Iter
     return sum(follows_tonal_pattern(lines, tones) for lines in poems) / len(poems) if poems else 0.0
 
 
-__all__ = ["active_units", "bleu", "copy_rate", "distinct_n", "effective_units",
+__all__ = ["active_units", "aggregate_mutual_information", "bleu", "copy_rate", "distinct_n", "effective_units",
            "follows_tonal_pattern", "form_compliance", "iw_nll", "log_aggregate_posterior",
            "mutual_information", "perplexity", "rhyme_rate", "rhymes", "self_bleu", "tonal_compliance",
            "tonal_patterns"]

@@ -158,7 +158,7 @@ def parse(source: Path, to_simplified=None) -> Corpus:
     """Read, clean, filter and deduplicate the regular-form poems of a corpus source."""
     poems, strains = read_source(source)
     tones = _strains_by_id(strains)
-    corpus, seen = Corpus(poems=[]), set()
+    corpus = Corpus(poems=[])
     for (dynasty, _), (data, name) in tqdm(sorted(poems.items(), key=lambda kv: (DYNASTIES.index(kv[0][0]), kv[0][1])),
                                           desc="parsing", unit="file", leave=False):
         corpus.files += 1
