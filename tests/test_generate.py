@@ -193,6 +193,23 @@ def test_beam_search_finds_the_reconstruction_of_a_trained_model(trained):
     assert generate.reconstruct(model, POEMS, decoding=Decoding(strategy="beam", beam=3)) == [[p] for p in POEMS]
 
 
+@pytest.mark.parametrize("decoder", ["gru", "transformer"])
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_bf16_decoding_keeps_the_form_and_leaves_the_model_in_fp32(tok, decoder, strategy):
+    model = tiny(tok, decoder=decoder)
+    decoding = Decoding(strategy=strategy, precision="bf16")
+    for form in FORMS:
+        for text in generate.sample(model, 8, decoding=decoding, form=form, rhyme="auto", seed=0):
+            assert_poem(text, form, tok)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_bf16_decoding_of_a_trained_model_reconstructs_like_fp32(trained):
+    model = trained["gaussian"]
+    z = modes(model, POEMS)
+    assert generate.decode(model, z, decoding=Decoding(precision="bf16")) == generate.decode(model, z) == POEMS
+
+
 def test_decoding_in_chunks_changes_nothing(trained):
     model = trained["gaussian"]
     z = modes(model, POEMS)
@@ -286,6 +303,7 @@ def test_an_over_long_text_is_cut_with_a_warning(tok):
     (lambda m: Decoding(strategy="nucleus"), "strategy must be one of"),
     (lambda m: Decoding(temperature=0), "temperature must be > 0"),
     (lambda m: Decoding(top_p=0), "top_p"),
+    (lambda m: Decoding(precision="fp16"), "precision must be one of"),
 ])
 def test_bad_requests_fail_with_a_clear_message(tok, call, message):
     with pytest.raises(TextVAEError, match=message):

@@ -6,7 +6,10 @@ L layers.
 `forward(z, ids) -> logits (B, T, V)`, where ids (B, T) are the decoder inputs (BOS + tokens, padding on
 the right) and logits[:, t] predicts token t + 1. z is (B, D), or None when latent_dim == 0 (the plain
 language-model baseline). Generation runs one token at a time: `init_state(z, batch_size)`, then
-`step(ids_t, state) -> (logits (B, V), state)`; `reorder_state(state, index)` picks batch rows for beam search.
+`step(ids_t, state) -> (logits (B, V), state)`, which is `advance(ids_t, state) -> (features (B, H or C),
+state)` followed by `output(features) -> logits`: a caller that already knows the next token (a forced
+position of a poem form) skips the output layer, the largest matrix product of a step.
+`reorder_state(state, index)` picks batch rows for beam search.
 
 References: Bowman et al. 2016 (z initialises the RNN and joins every input; word dropout);
 Radford et al. 2019, GPT-2 (pre-LN causal transformer); Li et al. 2020, Optimus (z as a memory vector that
@@ -86,10 +89,16 @@ class GRUDecoder(nn.Module):
             h = h.view(batch_size, self.num_layers, self.hidden_dim).transpose(0, 1).contiguous()  # (L, B, H)
         return {"h": h, "z": z}
 
-    def step(self, ids_t, state):
+    def advance(self, ids_t, state):
         out, h = self.rnn(self._inputs(state["z"], ids_t[:, None]), state["h"])  # (B, 1, H), (L, B, H)
-        logits = self.lm_head(self.drop(out[:, 0]))  # (B, V)
-        return logits, {"h": h, "z": state["z"]}
+        return out[:, 0], {"h": h, "z": state["z"]}
+
+    def output(self, features):
+        return self.lm_head(self.drop(features))  # (B, V)
+
+    def step(self, ids_t, state):
+        features, state = self.advance(ids_t, state)
+        return self.output(features), state
 
     def reorder_state(self, state, index):
         z = state["z"]
@@ -230,7 +239,7 @@ class TransformerDecoder(nn.Module):
             kv.append(layer_kv)
         return {"kv": kv, "pos": 0, "z_emb": self.z_to_embed(z)}
 
-    def step(self, ids_t, state):
+    def advance(self, ids_t, state):
         pos = state["pos"]
         if pos >= self.max_len:
             raise ValueError(f"cannot decode past max_len = {self.max_len}")
@@ -242,8 +251,14 @@ class TransformerDecoder(nn.Module):
         for block, past in zip(self.blocks, state["kv"]):
             x, layer_kv = block(x, past)
             kv.append(layer_kv)
-        logits = self.lm_head(self.ln_f(x[:, 0]))  # (B, V)
-        return logits, {"kv": kv, "pos": pos + 1, "z_emb": state["z_emb"]}
+        return x[:, 0], {"kv": kv, "pos": pos + 1, "z_emb": state["z_emb"]}
+
+    def output(self, features):
+        return self.lm_head(self.ln_f(features))  # (B, V)
+
+    def step(self, ids_t, state):
+        features, state = self.advance(ids_t, state)
+        return self.output(features), state
 
     def reorder_state(self, state, index):
         z_emb = state["z_emb"]
