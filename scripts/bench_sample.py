@@ -3,7 +3,8 @@
     python scripts/bench_sample.py runs/poem/best                      # a trained model
     python scripts/bench_sample.py --untrained --data data/poems       # VAEConfig() defaults, real tokenizer
 
-bf16 runs a bfloat16 copy of the weights (sampling statistics stay fp32); `--precisions autocast` measures
+bf16 decodes with `Decoding(precision="bf16")`, a bfloat16 copy of the decoder (sampling statistics stay
+fp32); `--precisions autocast` measures
 torch.autocast over the fp32 weights instead, which re-casts every weight at every step. Each figure is
 the best of --repeats timed runs of `generate.sample(n, form=...)`, text included, after one warm-up batch.
 """
@@ -29,7 +30,8 @@ def build_model(args) -> TextVAE:
 
 def poems_per_second(model, form: str, precision: str, args) -> float:
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "autocast")
-    decoding = Decoding(strategy="sample", temperature=args.temperature)
+    decoding = Decoding(strategy="sample", temperature=args.temperature,
+                        precision="bf16" if precision == "bf16" else "fp32")
     with autocast:
         sample(model, min(args.batch, args.n), decoding=decoding, form=form, seed=0, batch_size=args.batch)
         best = float("inf")
@@ -58,16 +60,13 @@ def main() -> None:
         parser.error("give a model directory or --untrained")
     if args.threads:
         torch.set_num_threads(args.threads)
-    fp32 = build_model(args)
-    models = {"fp32": fp32, "autocast": fp32, "bf16": None}
-    print(f"{'untrained' if args.untrained else args.model_dir}: {fp32.config.decoder} decoder "
-          f"{fp32.config.decoder_hidden}, vocab {fp32.config.vocab_size}; {torch.get_num_threads()} threads, "
+    model = build_model(args)
+    print(f"{'untrained' if args.untrained else args.model_dir}: {model.config.decoder} decoder "
+          f"{model.config.decoder_hidden}, vocab {model.config.vocab_size}; {torch.get_num_threads()} threads, "
           f"batch {args.batch}, {args.n} poems per run")
     for precision in args.precisions:
-        if precision == "bf16" and models["bf16"] is None:
-            models["bf16"] = build_model(args).to(torch.bfloat16)
         for form in args.forms:
-            rate = poems_per_second(models[precision], form, precision, args)
+            rate = poems_per_second(model, form, precision, args)
             print(f"{precision:>8}  {form}  {rate:8,.0f} poems/s")
 
 

@@ -22,7 +22,6 @@ import os
 import platform
 import resource
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from textvae import data
+from textvae.atomic import write_text
 from textvae.evaluate import EvalConfig, iw_nll
 from textvae.generate import Decoding, sample
 from textvae.train import DEFAULT_PRESET, PRESETS
@@ -324,16 +324,6 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates it private
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/poems", help="a prepared dataset (default data/poems)")
@@ -384,7 +374,7 @@ def main() -> None:
     print()
     print(format_table(report))
     if args.out:
-        write_json_atomic(args.out, report)
+        write_text(args.out, json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {args.out}")
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from textvae.atomic import write_text
 from textvae.train import COLLAPSE_KL
 
 SEEDS = (0, 1)
@@ -119,13 +120,10 @@ def execute(run: Run, args) -> Run:
         evaluate = command("evaluate", str(run.run_dir / "last"), "--data", str(args.data),
                            "--iw-samples", str(args.iw_samples), "--max-examples", str(args.examples),
                            "--num-samples", str(args.samples), "--bf16", "--seed", "0",
-                           "--out", str(run.run_dir / "eval.tmp.json"), "--json")
+                           "--out", str(run.run_dir / "evaluate.json"), "--json")
         call(evaluate, run.run_dir / "evaluate.log", env)
-        report = json.loads((run.run_dir / "eval.tmp.json").read_text())
-        report["train_seconds"] = seconds
-        tmp = run.run_dir / "eval.tmp.json"
-        tmp.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-        tmp.replace(eval_path)
+        report = json.loads((run.run_dir / "evaluate.json").read_text()) | dict(train_seconds=seconds)
+        write_text(eval_path, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     run.result = json.loads(eval_path.read_text())
     return run
 
@@ -321,9 +319,7 @@ dimension, sorted; a unit is active above the dotted 0.01.
 ![Per-dimension variance of E_q[z]](figures/{figures[1].name})
 """
     path = args.docs / "results.md"
-    tmp = path.with_name(".results.md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text(path, text)
     return path
 
 

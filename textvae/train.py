@@ -9,6 +9,7 @@ Kingma et al. 2016 (free bits); Burda et al. 2016 (active units); Loshchilov & H
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -85,11 +86,11 @@ class TrainConfig:
 
 
 PRESETS = {
-    # a few minutes on a 2-core CPU: enough to see structure, rhyme and a used latent
+    # ~10 minutes on a 2-core CPU: enough to see poem structure and a used latent
     "poem-small": (dict(embed_dim=128, encoder_hidden=128, decoder_hidden=256, latent_dim=32, posterior="bn"),
                    dict(max_steps=600, batch_size=128, eval_every=200, kl_warmup_steps=300)),
     # the default poem model (data/pretrained): the collapse study's pick (docs/results.md), BN-VAE with
-    # γ = 0.6 and no annealing, trained for 1,000 steps (128,000 poems, ~0.57 epoch; ~37 min on one core)
+    # γ = 0.6 and no annealing, trained for 1,000 steps (128,000 poems, ~0.57 epoch; 25 min on one core)
     "poem-base": (dict(embed_dim=128, encoder_hidden=128, decoder_hidden=256, latent_dim=32, posterior="bn",
                        gamma=0.6),
                   dict(max_steps=1000, batch_size=128, eval_every=250, kl_schedule="constant")),
@@ -151,6 +152,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@functools.cache  # autocast_for runs every step: read /proc/cpuinfo once
 def cpu_has_bf16() -> bool:
     """True on CPUs with native bf16 dot products (AVX512-BF16 or AMX), where a bf16 matmul beats fp32."""
     try:
@@ -183,7 +185,7 @@ def evaluate(model: TextVAE, sequences: list[list[int]], batch_size: int = 256, 
     model.eval()
     device = next(model.parameters()).device
     rec = kl = tokens = 0.0
-    means, posteriors, z, log_q_own = [], [], [], []
+    posteriors, z, log_q_own = [], [], []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(sequences), batch_size):
@@ -193,17 +195,17 @@ def evaluate(model: TextVAE, sequences: list[list[int]], batch_size: int = 256, 
             rec, kl = rec + out.rec.sum().item(), kl + out.kl.sum().item()
             tokens += out.ntokens.sum().item()
             if out.q is not None:
-                means.append(out.q.mean.float().cpu())
                 posteriors.append(out.q)
                 z.append(out.z)
                 log_q_own.append(out.q.log_prob(out.z).double().cpu())
     model.train(was_training)
     n = len(sequences)
     figures = dict(elbo=-(rec + kl) / n, rec=rec / n, kl=kl / n, ppl=math.exp((rec + kl) / tokens))
-    if not means:
+    if not posteriors:
         return figures | dict(active_units=0)
+    means = torch.cat([q.mean.float().cpu() for q in posteriors])  # (N, D)
     mi = aggregate_mutual_information(posteriors, torch.cat(z), torch.cat(log_q_own))
-    return figures | dict(active_units=active_units(torch.cat(means)), mi=mi)
+    return figures | dict(active_units=active_units(means), mi=mi)
 
 
 def collapse_warning(posterior: str) -> str:
