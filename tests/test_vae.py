@@ -108,7 +108,11 @@ def test_config_json_round_trip_and_unknown_keys_fail():
 @pytest.mark.parametrize("bad,field", [(dict(encoder="lstm"), "encoder"), (dict(posterior="normal"), "posterior"),
                                        (dict(latent_dim=0), "latent_dim"), (dict(kappa=0.0), "kappa"),
                                        (dict(tau=1.0), "tau"), (dict(vocab_size=-5), "vocab_size"),
-                                       (dict(decoder="transformer", decoder_hidden=30, num_heads=4), "decoder_hidden")])
+                                       (dict(decoder="transformer", decoder_hidden=30, num_heads=4), "decoder_hidden"),
+                                       (dict(output_layer="hierarchical"), "output_layer"),
+                                       (dict(output_layer="adaptive", adaptive_cutoffs=(3000, 1000)), "adaptive_cutoffs"),
+                                       (dict(output_layer="adaptive", vocab_size=900), "adaptive_cutoffs"),
+                                       (dict(output_layer="adaptive", adaptive_div=0), "adaptive_div")])
 def test_invalid_config_names_the_field(bad, field):
     with pytest.raises(TextVAEError, match=field):
         VAEConfig(**bad)
@@ -129,6 +133,35 @@ def test_from_pretrained_rejects_missing_and_corrupt_directories(tmp_path):
     (tmp_path / "m" / "config.json").write_text("{")
     with pytest.raises(TextVAEError, match="corrupt"):
         TextVAE.from_pretrained(tmp_path / "m")
+
+
+def test_adaptive_model_round_trips_through_json_and_safetensors(tmp_path):
+    torch.manual_seed(0)
+    config = VAEConfig(**{**TINY, "vocab_size": 60}, output_layer="adaptive", adaptive_cutoffs=(20, 40), adaptive_div=2)
+    model = TextVAE(config).eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = TextVAE.from_pretrained(tmp_path / "m")
+    assert loaded.config == config and loaded.config.adaptive_cutoffs == (20, 40)
+    ids, mask = pad_batch(sentences(3))
+    z = model.encode(ids, mask).mean
+    torch.testing.assert_close(loaded.decoder(z, ids), model.decoder(z, ids), rtol=0, atol=0)
+
+
+def test_rec_of_an_adaptive_model_is_the_nll_of_its_full_distribution():
+    torch.manual_seed(0)
+    model = TextVAE(VAEConfig(**{**TINY, "vocab_size": 60}, posterior="none", output_layer="adaptive",
+                              adaptive_cutoffs=(20, 40), adaptive_div=2)).eval()
+    seqs = [[5, 25, 45, 59], [30, 7]]
+    ids, mask = pad_batch(seqs)
+    logp = model.decoder(None, ids[:, :-1])  # (B, T, V) log-probabilities
+    for row, seq in enumerate(seqs):
+        by_hand = -sum(logp[row, t, ids[row, t + 1]] for t in range(len(seq) + 1))
+        torch.testing.assert_close(model(ids, mask).rec[row], by_hand, rtol=1e-5, atol=1e-5)
+
+
+def test_config_saved_before_output_layers_loads_as_full_softmax():
+    old = {k: v for k, v in dataclasses.asdict(VAEConfig(**TINY)).items() if not k.startswith(("output", "adaptive"))}
+    assert VAEConfig.from_json(json.dumps(old)).output_layer == "full"
 
 
 def test_pad_batch_adds_bos_eos_and_truncates():

@@ -4,8 +4,9 @@ Autoregressive decoders p(x|z): a latent z and teacher-forced inputs -> next-tok
 Shapes: B batch, T tokens, V vocab, E embedding size, H hidden size, C transformer width, D latent size,
 L layers.
 `forward(z, ids) -> logits (B, T, V)`, where ids (B, T) are the decoder inputs (BOS + tokens, padding on
-the right) and logits[:, t] predicts token t + 1. z is (B, D), or None when latent_dim == 0 (the plain
-language-model baseline). Generation runs one token at a time: `init_state(z, batch_size)`, then
+the right) and logits[:, t] predicts token t + 1; `features(z, ids) -> (B, T, H or C)` stops before the
+output layer `lm_head`, whose `nll(features, targets)` scores targets without all V logits where it
+can. z is (B, D), or None when latent_dim == 0 (the plain language-model baseline). Generation runs one token at a time: `init_state(z, batch_size)`, then
 `step(ids_t, state) -> (logits (B, V), state)`, which is `advance(ids_t, state) -> (features (B, H or C),
 state)` followed by `output(features) -> logits`: a caller that already knows the next token (a forced
 position of a poem form) skips the output layer, the largest matrix product of a step.
@@ -14,7 +15,8 @@ position of a poem form) skips the output layer, the largest matrix product of a
 References: Bowman et al. 2016 (z initialises the RNN and joins every input; word dropout);
 Radford et al. 2019, GPT-2 (pre-LN causal transformer); Li et al. 2020, Optimus (z as a memory vector that
 every position attends to, and added to the embeddings; here the memory is one prefix token run through
-the blocks rather than a separate key/value projection per layer); Press & Wolf 2017 (tied output layer).
+the blocks rather than a separate key/value projection per layer); Press & Wolf 2017 (tied output layer);
+Grave et al. 2017 (adaptive softmax).
 """
 
 import torch
@@ -39,6 +41,77 @@ def word_dropout(ids, p, unk_id, pad_id):
     return ids.masked_fill(drop, unk_id)
 
 # -----------------------------------------------------------------------------
+# Output layers: features (..., H) -> next-token distribution over V. `forward` gives logits whose softmax is
+# the model's distribution (log-probabilities for the adaptive layer); `nll(features, targets)` gives the
+# per-token NLL in fp32 without building all V logits where the layer can avoid it (the caller masks
+# padding).
+
+
+class FullSoftmax(nn.Linear):
+    """One linear map to all V logits (a subclass of nn.Linear, so saved models keep their keys)."""
+
+    def nll(self, features, targets):
+        return token_nll(self(features), targets)
+
+
+class AdaptiveSoftmax(nn.Module):
+    """
+    Adaptive softmax (Grave et al. 2017). Tokens below cutoffs[0] (the frequent ones: SentencePiece ids are
+    sorted by frequency) get a head logit each; each later band [cutoffs[i-1], cutoffs[i]) of rarer tokens
+    gets one head logit for the band and a tail: a projection to H / div^i and a softmax within the band.
+    p(token) = p_head(band) * p_tail(token | band), so the distribution is exact and normalised; training
+    computes a tail only for the rows whose target falls in its band.
+    """
+
+    def __init__(self, hidden_dim, vocab_size, cutoffs=(1000, 3000), div_value=4):
+        super().__init__()
+        self.bounds = [*cutoffs, vocab_size]  # band i covers [bounds[i], bounds[i+1])
+        self.shortlist = cutoffs[0]
+        self.head = nn.Linear(hidden_dim, self.shortlist + len(cutoffs))
+        self.tails = nn.ModuleList(
+            nn.Sequential(nn.Linear(hidden_dim, hidden_dim // div_value ** (i + 1), bias=False),
+                          nn.Linear(hidden_dim // div_value ** (i + 1), hi - lo, bias=False))
+            for i, (lo, hi) in enumerate(zip(self.bounds, self.bounds[1:])))
+
+    def forward(self, features):
+        """Log-probabilities (..., V) in fp32 over the whole vocabulary."""
+        head = F.log_softmax(self.head(features).float(), dim=-1)  # (..., shortlist + bands)
+        parts = [head[..., :self.shortlist]]
+        for i, tail in enumerate(self.tails):
+            parts.append(head[..., self.shortlist + i, None] + F.log_softmax(tail(features).float(), dim=-1))
+        return torch.cat(parts, dim=-1)
+
+    def nll(self, features, targets):
+        """-log p(targets) (...) in fp32; each tail runs only on the rows it is needed for."""
+        flat, goal = features.reshape(-1, features.size(-1)), targets.reshape(-1)  # (N, H), (N,)
+        head = F.log_softmax(self.head(flat).float(), dim=-1)  # (N, shortlist + bands)
+        band = torch.bucketize(goal, torch.tensor(self.bounds[:-1], device=goal.device), right=True)  # 0: head
+        column = torch.where(band == 0, goal, self.shortlist + band - 1)
+        logp = head.gather(1, column[:, None])[:, 0]  # (N,)
+        for i, tail in enumerate(self.tails):
+            rows = (band == i + 1).nonzero()[:, 0]
+            if rows.numel():
+                within = F.log_softmax(tail(flat[rows]).float(), dim=-1)  # (n, band size)
+                logp = logp.index_add(0, rows, within.gather(1, (goal[rows] - self.bounds[i])[:, None])[:, 0])
+        return -logp.view(targets.shape)
+
+
+def token_nll(logits, targets):
+    """Per-token NLL (...) in fp32 from logits (..., V): softmax statistics stay fp32 under bf16 autocast,
+    which would otherwise run log_softmax in bf16 on the CPU."""
+    nll = F.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), reduction="none")
+    return nll.view(targets.shape)
+
+
+OUTPUT_LAYERS = ("full", "adaptive")
+
+
+def output_layer(kind, hidden_dim, vocab_size, cutoffs, div_value):
+    if kind == "full":
+        return FullSoftmax(hidden_dim, vocab_size)
+    return AdaptiveSoftmax(hidden_dim, vocab_size, cutoffs, div_value)
+
+# -----------------------------------------------------------------------------
 # GRU decoder
 
 
@@ -50,7 +123,7 @@ class GRUDecoder(nn.Module):
     """
 
     def __init__(self, vocab_size, embed_dim=256, hidden_dim=512, latent_dim=32, num_layers=1, dropout=0.0,
-                 word_dropout=0.0, pad_id=0, unk_id=1):
+                 word_dropout=0.0, pad_id=0, unk_id=1, output="full", cutoffs=(1000, 3000), div_value=4):
         super().__init__()
         self.latent_dim = latent_dim
         self.num_layers = num_layers
@@ -63,7 +136,7 @@ class GRUDecoder(nn.Module):
         self.z_to_hidden = nn.Linear(latent_dim, num_layers * hidden_dim) if latent_dim > 0 else None
         self.rnn = nn.GRU(embed_dim + latent_dim, hidden_dim, num_layers, batch_first=True,
                           dropout=dropout if num_layers > 1 else 0.0)
-        self.lm_head = nn.Linear(hidden_dim, vocab_size)
+        self.lm_head = output_layer(output, hidden_dim, vocab_size, cutoffs, div_value)
 
     def _inputs(self, z, ids):
         """Embeddings of ids (B, T) with z appended to each -> (B, T, E + D)."""
@@ -72,17 +145,21 @@ class GRUDecoder(nn.Module):
             x = torch.cat([x, z[:, None, :].expand(-1, ids.size(1), -1)], dim=-1)  # (B, T, E + D)
         return x
 
-    def forward(self, z, ids):
+    def features(self, z, ids):
+        """The output layer's inputs (B, T, H) for teacher-forced ids (B, T)."""
         if self.training:
             ids = word_dropout(ids, self.word_dropout, self.unk_id, self.pad_id)
         h0 = self.init_state(z, ids.size(0))["h"]
         out, _ = self.rnn(self._inputs(z, ids), h0)  # (B, T, H)
-        return self.lm_head(self.drop(out))  # (B, T, V)
+        return self.drop(out)
+
+    def forward(self, z, ids):
+        return self.lm_head(self.features(z, ids))  # (B, T, V)
 
     def init_state(self, z, batch_size):
         assert (z is None) == (self.latent_dim == 0), "z must be given exactly when latent_dim > 0"
         if z is None:
-            h = self.lm_head.weight.new_zeros(self.num_layers, batch_size, self.hidden_dim)
+            h = self.embed.weight.new_zeros(self.num_layers, batch_size, self.hidden_dim)
         else:
             assert z.size(0) == batch_size
             h = torch.tanh(self.z_to_hidden(z))  # (B, L * H)
@@ -180,7 +257,8 @@ class TransformerDecoder(nn.Module):
     """
 
     def __init__(self, vocab_size, d_model=256, num_layers=4, num_heads=4, latent_dim=32, max_len=128,
-                 dropout=0.0, word_dropout=0.0, pad_id=0, unk_id=1):
+                 dropout=0.0, word_dropout=0.0, pad_id=0, unk_id=1, output="full", cutoffs=(1000, 3000),
+                 div_value=4):
         super().__init__()
         self.latent_dim = latent_dim
         self.max_len = max_len
@@ -195,9 +273,12 @@ class TransformerDecoder(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d_model, num_heads, dropout) for _ in range(num_layers))
         self.ln_f = nn.LayerNorm(d_model)
-        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
-        # tying saves V * C parameters, most of a small model's, and tends to help perplexity
-        self.lm_head.weight = self.embed.weight
+        if output == "full":
+            self.lm_head = FullSoftmax(d_model, vocab_size, bias=False)
+            # tying saves V * C parameters, most of a small model's, and tends to help perplexity
+            self.lm_head.weight = self.embed.weight
+        else:
+            self.lm_head = output_layer(output, d_model, vocab_size, cutoffs, div_value)
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
@@ -207,7 +288,8 @@ class TransformerDecoder(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, z, ids):
+    def features(self, z, ids):
+        """The output layer's inputs (B, T, C) for teacher-forced ids (B, T)."""
         assert (z is None) == (self.latent_dim == 0), "z must be given exactly when latent_dim > 0"
         B, T = ids.shape
         if T > self.max_len:
@@ -221,8 +303,10 @@ class TransformerDecoder(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x, _ = block(x)
-        x = self.ln_f(x[:, -T:])  # (B, T, C): the prefix predicts nothing
-        return self.lm_head(x)  # (B, T, V)
+        return self.ln_f(x[:, -T:])  # (B, T, C): the prefix predicts nothing
+
+    def forward(self, z, ids):
+        return self.lm_head(self.features(z, ids))  # (B, T, V)
 
     def init_state(self, z, batch_size):
         assert (z is None) == (self.latent_dim == 0), "z must be given exactly when latent_dim > 0"
