@@ -1,5 +1,5 @@
 """Benchmark IW-NLL (Burda et al. 2016) over a dataset split: wall time, decoded tokens per second, and
-how much bf16 autocast moves the estimate.
+how much bf16 moves the estimate.
 
     python scripts/bench_iwnll.py --data /tmp/tvdata/poems                       # untrained default model
     python scripts/bench_iwnll.py --model runs/poem-base/best --data data/poems  # a trained one
@@ -7,8 +7,9 @@ how much bf16 autocast moves the estimate.
 
 Without --model the model is an untrained `VAEConfig()` (the default size) with the dataset's tokenizer.
 With --max-examples the subset is a seeded random sample and the full-split time is projected from the
-tokens it decoded. --compare-bf16 N scores N examples in fp32 and in bf16 under the same seed and prints
-the difference per sentence.
+tokens it decoded. --precision is the package's one setting (auto | fp32 | bf16, see textvae.precision).
+--compare-bf16 N scores N examples in fp32 and in bf16 under the same seed and prints the difference per
+sentence.
 """
 
 import argparse
@@ -19,6 +20,7 @@ import torch
 from textvae import data
 from textvae.evaluate import EvalConfig, iw_nll, load, select_split
 from textvae.metrics import perplexity
+from textvae.precision import PRECISIONS, resolve_precision
 from textvae.vae import TextVAE, VAEConfig
 
 
@@ -32,11 +34,11 @@ def build_model(args):
     return model, dataset
 
 
-def run(model, sequences, args, bf16: bool) -> tuple[torch.Tensor, float]:
+def run(model, sequences, args, precision: str) -> tuple[torch.Tensor, float]:
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
-    nll = iw_nll(model, sequences, args.k, args.rows, args.batch_size, bf16, args.seed, progress=True)
+    nll = iw_nll(model, sequences, args.k, args.rows, args.batch_size, precision, args.seed, progress=True)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     return nll, time.perf_counter() - start
@@ -51,7 +53,8 @@ def main():
     parser.add_argument("--rows", type=int, default=EvalConfig.iw_rows, help="decoder rows per pass")
     parser.add_argument("--batch-size", type=int, default=EvalConfig.batch_size, help="examples per encoder pass")
     parser.add_argument("--max-examples", type=int, default=0, help="a random subset of the split (0: all)")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the decoder")
+    parser.add_argument("--precision", choices=PRECISIONS, default=EvalConfig.precision,
+                        help=f"as `textvae evaluate --precision` (default {EvalConfig.precision})")
     parser.add_argument("--compare-bf16", type=int, default=0, metavar="N",
                         help="also score N examples in fp32 and bf16 and print the difference")
     parser.add_argument("--seed", type=int, default=0)
@@ -72,9 +75,9 @@ def main():
           f"V={c.vocab_size}, H={c.decoder_hidden}, D={c.latent_dim}); {sum(p.numel() for p in model.parameters()):,} "
           f"parameters; {torch.get_num_threads()} threads on {args.device}")
     print(f"{args.split}: {len(sequences):,} of {len(full):,} examples, {int(ntokens.sum()):,} tokens; K={args.k}, "
-          f"rows={args.rows}, bf16={args.bf16}")
+          f"rows={args.rows}, precision {args.precision} ({resolve_precision(args.precision, args.device)} here)")
 
-    nll, seconds = run(model, sequences, args, args.bf16)
+    nll, seconds = run(model, sequences, args, args.precision)
     decoded = int(ntokens.sum()) * args.k
     print(f"IW-NLL {nll.mean():.3f} nats/sentence, IW-PPL {perplexity(nll, ntokens):.2f}")
     print(f"time {seconds:.1f} s; {decoded / seconds:,.0f} decoded tokens/s")
@@ -83,8 +86,8 @@ def main():
 
     if args.compare_bf16:
         subset = sequences[:args.compare_bf16]
-        fp32, t32 = run(model, subset, args, bf16=False)
-        bf16, t16 = run(model, subset, args, bf16=True)
+        fp32, t32 = run(model, subset, args, "fp32")
+        bf16, t16 = run(model, subset, args, "bf16")
         diff = bf16 - fp32
         print(f"bf16 vs fp32 on {len(subset)} examples (same draws): mean difference {diff.mean():+.4f} "
               f"nats/sentence, max |difference| {diff.abs().max():.4f}; relative to the NLL "

@@ -4,9 +4,9 @@
     python scripts/bench_sample.py --untrained --data data/poems       # VAEConfig() defaults, real tokenizer
 
 bf16 decodes with `Decoding(precision="bf16")`, a bfloat16 copy of the decoder (sampling statistics stay
-fp32); `--precisions autocast` measures
-torch.autocast over the fp32 weights instead, which re-casts every weight at every step. Each figure is
-the best of --repeats timed runs of `generate.sample(n, form=...)`, text included, after one warm-up batch.
+fp32), auto with what `Decoding(precision="auto")` picks on this machine; `--precisions autocast` measures
+torch.autocast over the fp32 weights instead, which re-casts every weight at every step. Each figure is the
+best of --repeats timed runs of `generate.sample(n, form=...)`, text included, after one warm-up batch.
 """
 
 import argparse
@@ -16,6 +16,7 @@ import torch
 
 from textvae.corpus import form_of, split_lines
 from textvae.generate import Decoding, load_model, sample
+from textvae.precision import PRECISIONS
 from textvae.tokenizer import Tokenizer
 from textvae.vae import TextVAE, VAEConfig
 
@@ -31,7 +32,7 @@ def build_model(args) -> TextVAE:
 def poems_per_second(model, form: str, precision: str, args) -> float:
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "autocast")
     decoding = Decoding(strategy="sample", temperature=args.temperature,
-                        precision="bf16" if precision == "bf16" else "fp32")
+                        precision="fp32" if precision == "autocast" else precision)
     with autocast:
         sample(model, min(args.batch, args.n), decoding=decoding, form=form, seed=0, batch_size=args.batch)
         best = float("inf")
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--untrained", action="store_true", help="benchmark an untrained VAEConfig() model")
     parser.add_argument("--data", default="data/poems", help="prepared dataset whose tokenizer --untrained uses")
     parser.add_argument("--forms", nargs="+", default=["5x4", "7x8"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "autocast"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=[*PRECISIONS, "autocast"])
     parser.add_argument("--n", type=int, default=4000, help="poems per timed run")
     parser.add_argument("--batch", type=int, default=1000, help="poems decoded together")
     parser.add_argument("--repeats", type=int, default=3)

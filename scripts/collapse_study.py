@@ -119,7 +119,7 @@ def execute(run: Run, args) -> Run:
         seconds = time.perf_counter() - start
         evaluate = command("evaluate", str(run.run_dir / "last"), "--data", str(args.data),
                            "--iw-samples", str(args.iw_samples), "--max-examples", str(args.examples),
-                           "--num-samples", str(args.samples), "--bf16", "--seed", "0",
+                           "--num-samples", str(args.samples), "--precision", "bf16", "--seed", "0",
                            "--out", str(run.run_dir / "evaluate.json"), "--json")
         call(evaluate, run.run_dir / "evaluate.log", env)
         report = json.loads((run.run_dir / "evaluate.json").read_text()) | dict(train_seconds=seconds)

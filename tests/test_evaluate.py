@@ -11,6 +11,7 @@ from textvae.corpus.poems import form_of, split_lines
 from textvae.evaluate import (EvalConfig, evaluate, format_report, iw_nll, iw_nll_batch,
                               latent_pass, latent_report)
 from textvae.metrics import mutual_information
+from textvae.precision import resolve_precision
 from textvae.tokenizer import Tokenizer
 from textvae.vae import TextVAE, VAEConfig
 
@@ -167,6 +168,25 @@ def test_active_units_use_the_vmf_mean_not_its_mode(tokenizer):
     assert (stats["mean"].norm(dim=1) < 0.95).all() and torch.allclose(stats["mode"].norm(dim=1), torch.ones(3).double())
 
 
+def test_skipping_the_reliance_pass_changes_no_other_figure(tokenizer):
+    model = tiny(tokenizer)
+    full = latent_report(model, latent_pass(model, sequences(tokenizer), batch_size=5, seed=2))
+    cheap = latent_report(model, latent_pass(model, sequences(tokenizer), batch_size=5, seed=2, reliance=False))
+    assert cheap["decoder_reliance"] is None and cheap["decoder_reliance_per_token"] is None
+    assert {k: v for k, v in cheap.items() if not k.startswith("decoder_reliance")} == \
+        {k: v for k, v in full.items() if not k.startswith("decoder_reliance")}
+
+
+def test_bf16_latent_pass_stays_close_to_fp32(tokenizer):
+    model = tiny(tokenizer)
+    fp32 = latent_pass(model, sequences(tokenizer), batch_size=6, precision="fp32")
+    bf16 = latent_pass(model, sequences(tokenizer), batch_size=6, precision="bf16")
+    assert fp32["rec"].dtype == bf16["rec"].dtype == torch.float64  # accumulated in double either way
+    assert not torch.equal(bf16["rec"], fp32["rec"])  # the decoder did run in bf16
+    torch.testing.assert_close(bf16["rec"], fp32["rec"], rtol=0.02, atol=0)  # bf16 keeps ~3 digits per product
+    torch.testing.assert_close(bf16["kl"], fp32["kl"], rtol=0.05, atol=0.05)
+
+
 def test_kl_per_dimension_sums_to_the_kl(tokenizer):
     report = latent_report(tiny(tokenizer), latent_pass(tiny(tokenizer), sequences(tokenizer)))
     assert sum(report["kl_per_dim"]) == pytest.approx(report["kl"], rel=1e-5)
@@ -189,6 +209,7 @@ def test_evaluate_reports_every_figure_and_the_corpus_reference(tokenizer, datas
     corpus = text["corpus"]  # the test poems are real regulated verse that the training split contains
     assert corpus["form"] == 1.0 and corpus["copied_texts"] == 1.0 and corpus["rhyme"] == 1.0
     assert report["seed"] == 0 and set(report["seconds"]) == {"latent", "iw_nll", "text"}
+    assert report["config"]["precision"] == "auto" and report["precision"] == resolve_precision("auto", "cpu")
 
 
 def test_form_constrained_prior_samples_are_all_well_formed_and_rhyme(tokenizer, dataset):

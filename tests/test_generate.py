@@ -207,7 +207,8 @@ def test_bf16_decoding_keeps_the_form_and_leaves_the_model_in_fp32(tok, decoder,
 def test_bf16_decoding_of_a_trained_model_reconstructs_like_fp32(trained):
     model = trained["gaussian"]
     z = modes(model, POEMS)
-    assert generate.decode(model, z, decoding=Decoding(precision="bf16")) == generate.decode(model, z) == POEMS
+    bf16, fp32 = Decoding(precision="bf16"), Decoding(precision="fp32")
+    assert generate.decode(model, z, decoding=bf16) == generate.decode(model, z, decoding=fp32) == POEMS
 
 
 def test_decoding_in_chunks_changes_nothing(trained):

@@ -14,6 +14,7 @@ from textvae import data, train as train_module
 from textvae.atomic import atomic_directory, recover
 from textvae.cli import main
 from textvae.errors import TextVAEError
+from textvae.evaluate import EvalConfig, evaluate, validation_figures
 from textvae.metrics import mutual_information
 from textvae.train import TrainConfig, check_compatible, kl_weight, lr_at, regularised_kl, train
 from textvae.vae import TextVAE, VAEConfig
@@ -174,7 +175,7 @@ def test_training_lowers_the_validation_loss(data_dir, tmp_path):
     valid = data.token_ids(dataset["validation"])
     torch.manual_seed(c.seed)
     untrained = TextVAE(dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size))
-    before = train_module.evaluate(untrained, valid)
+    before = validation_figures(untrained, valid)
     after = train(model_config, c)
     assert after["elbo"] > before["elbo"] + 5  # nats per sentence
 
@@ -185,7 +186,7 @@ def test_validation_mutual_information_is_the_whole_set_estimate(data_dir, tmp_p
     valid = data.token_ids(dataset["validation"])
     torch.manual_seed(0)
     model = TextVAE(dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size)).eval()
-    figures = train_module.evaluate(model, valid, batch_size=4, seed=3)
+    figures = validation_figures(model, valid, batch_size=4, seed=3)
     torch.manual_seed(3)  # the same draws, in the same order, as evaluate makes them
     with torch.no_grad():
         outs = [model(*data.pad_batch(valid[i:i + 4], model_config.max_len)) for i in range(0, len(valid), 4)]
@@ -193,6 +194,23 @@ def test_validation_mutual_information_is_the_whole_set_estimate(data_dir, tmp_p
     log_q = torch.cat([o.q.log_prob(z[:, None, :]) for o in outs], dim=1)  # (N, N): [n, m] = log q(z_n|x_m)
     assert figures["mi"] == pytest.approx(mutual_information(log_q), abs=1e-4)
     assert 0 <= figures["mi"] <= math.log(len(valid)) + 1e-9
+
+
+def test_logged_validation_figures_are_the_evaluation_reports(data_dir, tmp_path):
+    """Training validates with the evaluation core: its last record equals `evaluate`'s report on the saved
+    weights, the same split and the same seed (the report's extra decoder-reliance pass draws nothing)."""
+    model_config, c = tiny_configs(data_dir, tmp_path / "run", max_steps=10, eval_every=10)
+    train(model_config, c)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert logged["split"] == "validation" and logged["step"] == 10
+    dataset, _ = data.load(data_dir)
+    config = EvalConfig(split="validation", batch_size=256, seed=c.seed, precision=c.precision, iw_samples=0,
+                        num_samples=0)
+    lat = evaluate(TextVAE.from_pretrained(tmp_path / "run" / "last"), dataset, config)[0]["latent"]
+    expected = dict(elbo=lat["elbo"], rec=lat["rec"], kl=lat["kl"], ppl=lat["elbo_ppl"],
+                    active_units=lat["active_units"], mi=lat["mi"])
+    assert {k: logged[k] for k in expected} == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert lat["decoder_reliance"] is not None  # the report has what validation skips
 
 
 def test_resume_continues_exactly(data_dir, tmp_path, monkeypatch):
@@ -267,7 +285,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(data_dir, tmp_path, mon
 
 def test_collapse_warning_is_printed_once(data_dir, tmp_path, monkeypatch, capsys):
     collapsed = dict(elbo=-10.0, rec=10.0, kl=0.01, ppl=5.0, active_units=0)
-    monkeypatch.setattr(train_module, "evaluate", lambda *args, **kwargs: dict(collapsed))
+    monkeypatch.setattr(train_module, "validation_figures", lambda *args, **kwargs: dict(collapsed))
     model_config, c = tiny_configs(data_dir, tmp_path / "run", eval_every=2, collapse_evals=3)
     train(model_config, c)
     err = capsys.readouterr().err

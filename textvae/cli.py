@@ -11,7 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
-from textvae import corpus, data, generate
+from textvae import corpus, data, evaluate, generate
 from textvae.atomic import write_text
 from textvae.errors import TextVAEError
 from textvae.train import PRESETS, TrainConfig, train
@@ -269,8 +269,6 @@ def _add_generate(sub) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from textvae import evaluate  # matplotlib and the rhyme tables load only for this command
-
     config = evaluate.EvalConfig(**_flags_set(args, evaluate.EvalConfig))
     with _plain_warnings():
         model, dataset = evaluate.load(args.model_dir, args.data, config.device)
@@ -288,8 +286,6 @@ def cmd_evaluate(args) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    from textvae.evaluate import EvalConfig
-
     parser = sub.add_parser("evaluate", help="score a model on a split: IW-NLL, KL, MI, active units, text "
                                              "and poem metrics; writes eval.json",
                             description="Score a saved model on a dataset split and print a table.")
@@ -300,7 +296,7 @@ def _add_evaluate(sub) -> None:
     parser.add_argument("--metrics", type=Path, metavar="FILE",
                         help="the run's metrics.jsonl for training curves (default MODEL_DIR/../metrics.jsonl)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object, no progress bars")
-    _add_dataclass_flags(parser, EvalConfig)
+    _add_dataclass_flags(parser, evaluate.EvalConfig)
     parser.set_defaults(func=cmd_evaluate)
 
 

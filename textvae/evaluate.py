@@ -1,9 +1,10 @@
 """Dataset-level evaluation: the loops that run a model over a split and feed metrics.py, the report
-(eval.json and a printed table), and the plots.
+(eval.json and a printed table), and the plots. Training's validation uses the same core
+(`validation_figures`, built on `latent_pass` and `latent_report`).
 
 Every number says which estimator it is: ELBO terms use one z ~ q(z|x) per sentence with the exact KL;
 IW-NLL uses K importance samples (Burda et al. 2016); MI aggregates q(z) over the whole split (Hoffman &
-Johnson 2016). Everything runs in eval mode under one reported seed.
+Johnson 2016). Everything runs in eval mode under one reported seed and one precision (textvae.precision).
 Shapes: B batch, T tokens, D latent, K importance samples, N examples.
 """
 
@@ -24,6 +25,7 @@ from textvae import data, metrics
 from textvae.corpus.poems import split_lines
 from textvae.errors import TextVAEError
 from textvae.generate import Decoding, decode, load_model, sample
+from textvae.precision import autocast_for, check_precision, resolve_precision
 from textvae.rhyme import rhyme_groups, tone_of
 from textvae.vae import TextVAE
 
@@ -42,7 +44,7 @@ class EvalConfig:
     rhyme: str = ""  # prior samples rhyme-steered: auto | random | a group or character ("" = off)
     max_examples: int = 0  # score a seeded random subset of N examples of the split (0: all)
     seed: int = 0  # seeds every random draw
-    bf16: bool = False  # bf16 autocast for the IW decoder passes (log-softmax stays fp32)
+    precision: str = "auto"  # auto | fp32 | bf16 (bf16 matmuls/recurrences, fp32 losses/softmax; auto = bf16 if native)
     device: str = "cpu"  # cpu | cuda | cuda:N
 
     def __post_init__(self):
@@ -56,6 +58,7 @@ class EvalConfig:
             raise TextVAEError("EvalConfig.num_samples must be 0 or >= 2 (Self-BLEU compares samples)")
         if self.strategy not in STRATEGIES:
             raise TextVAEError(f"EvalConfig.strategy must be one of {STRATEGIES}, not {self.strategy!r}")
+        check_precision(self.precision, "EvalConfig.precision")
 
 
 def _batches(sequences: list[list[int]], batch_size: int, max_len: int, sort: bool) -> Iterator:
@@ -71,7 +74,7 @@ def _batches(sequences: list[list[int]], batch_size: int, max_len: int, sort: bo
 
 @torch.no_grad()  # not inference_mode: with CPU bf16 autocast it sends the 3-D lm_head through a slow bmm
 def iw_nll_batch(model: TextVAE, ids: torch.Tensor, mask: torch.Tensor, num_samples: int = 500,
-                 rows: int = 256, bf16: bool = False) -> torch.Tensor:
+                 rows: int = 256, precision: str = "fp32") -> torch.Tensor:
     """IW-NLL (B,) in nats with K = num_samples, z_k ~ q(z|x) drawn in chunks of rows // B samples, each
     chunk decoded as one (chunk x B)-row batch. log q and log p(z) are the posterior's and the prior's own
     densities (vMF and the uniform sphere for vMF heads). A model without a latent gets its exact NLL."""
@@ -84,7 +87,7 @@ def iw_nll_batch(model: TextVAE, ids: torch.Tensor, mask: torch.Tensor, num_samp
     for start in range(0, num_samples, chunk):
         z = q.sample((min(chunk, num_samples - start),))  # (c, B, D)
         c = z.size(0)
-        with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast_for(precision, ids.device):
             rec = model.reconstruction_nll(z.flatten(0, 1), ids.repeat(c, 1)).view(c, B)
         log_joint.append(prior.log_prob(z).double() - rec.double())
         log_q.append(q.log_prob(z).double())
@@ -93,7 +96,7 @@ def iw_nll_batch(model: TextVAE, ids: torch.Tensor, mask: torch.Tensor, num_samp
 
 @torch.no_grad()
 def iw_nll(model: TextVAE, sequences: list[list[int]], num_samples: int = 500, rows: int = 256,
-           batch_size: int = 64, bf16: bool = False, seed: int = 0, progress: bool = False) -> torch.Tensor:
+           batch_size: int = 64, precision: str = "fp32", seed: int = 0, progress: bool = False) -> torch.Tensor:
     """IW-NLL per example (N,), in the order given; examples are batched by length (no padding)."""
     model.eval()
     device = next(model.parameters()).device
@@ -102,7 +105,7 @@ def iw_nll(model: TextVAE, sequences: list[list[int]], num_samples: int = 500, r
     torch.manual_seed(seed)
     with tqdm(total=len(sequences), desc=f"IW-NLL (K={num_samples})", unit="ex", disable=not progress) as bar:
         for index, ids, mask in _batches(sequences, batch_size, model.config.max_len, sort=True):
-            nll[index] = iw_nll_batch(model, ids.to(device), mask.to(device), num_samples, rows, bf16).cpu()
+            nll[index] = iw_nll_batch(model, ids.to(device), mask.to(device), num_samples, rows, precision).cpu()
             bar.update(len(index))
     return nll
 
@@ -114,13 +117,14 @@ def _kl_per_dim(q, prior) -> torch.Tensor | None:
     return None
 
 
-@torch.no_grad()
-def latent_pass(model: TextVAE, sequences: list[list[int]], batch_size: int = 64, seed: int = 0,
-                progress: bool = False) -> dict:
+@torch.no_grad()  # not inference_mode: with CPU bf16 autocast it takes a 3.6x slower path for the output layer
+def latent_pass(model: TextVAE, sequences: list[list[int]], batch_size: int = 64, seed: int = 0, *,
+                precision: str = "fp32", reliance: bool = True, progress: bool = False) -> dict:
     """One pass over the examples in their given order, one z ~ q(z|x) each. Returns per-example tensors
     (N,): rec, kl, ntokens, rec_shuffled (-log p(x|z') with z' another example's sample: z rolled by
-    one within the batch), log_q_own (log q(z_n|x_n)); (N, D): mean (E_q[z]), mode, z, kl_dim (diagonal
-    Gaussians only); and posteriors, the per-batch q(z|x), with mi_batches, the per-mini-batch MI."""
+    one within the batch; only with `reliance`, as it costs a second decoder pass, else None), log_q_own
+    (log q(z_n|x_n)); (N, D): mean (E_q[z]), mode, z, kl_dim (diagonal Gaussians only); and posteriors,
+    the per-batch q(z|x), with mi_batches, the per-mini-batch MI."""
     model.eval()
     device = next(model.parameters()).device
     keys = ("rec", "kl", "ntokens", "rec_shuffled", "log_q_own", "mean", "mode", "z", "kl_dim")
@@ -130,13 +134,16 @@ def latent_pass(model: TextVAE, sequences: list[list[int]], batch_size: int = 64
     for _, ids, mask in tqdm(batches, desc="latent statistics", unit="batch", disable=not progress,
                              total=math.ceil(len(sequences) / batch_size)):
         ids, mask = ids.to(device), mask.to(device)
-        out = model(ids, mask)
+        with autocast_for(precision, device):
+            out = model(ids, mask)
+            shuffled = None
+            if reliance and out.q is not None:
+                shuffled = model.reconstruction_nll(out.z.roll(1, dims=0), ids)
         found = dict(rec=out.rec, kl=out.kl, ntokens=out.ntokens)
         if out.q is not None:
             cross = out.q.log_prob(out.z[:, None, :])  # (B, B): [n, m] = log q(z_n | x_m)
-            found |= dict(rec_shuffled=model.reconstruction_nll(out.z.roll(1, dims=0), ids),
-                          log_q_own=cross.diagonal(), mean=out.q.mean, mode=out.q.mode, z=out.z,
-                          kl_dim=_kl_per_dim(out.q, model.prior(ids.size(0))))
+            found |= dict(rec_shuffled=shuffled, log_q_own=cross.diagonal(), mean=out.q.mean, mode=out.q.mode,
+                          z=out.z, kl_dim=_kl_per_dim(out.q, model.prior(ids.size(0))))
             posteriors.append(out.q)
             if ids.size(0) > 1:
                 mi_batches.append((metrics.mutual_information(cross), ids.size(0)))
@@ -148,7 +155,8 @@ def latent_pass(model: TextVAE, sequences: list[list[int]], batch_size: int = 64
 
 
 def latent_report(model: TextVAE, stats: dict) -> dict:
-    """ELBO terms, KL, MI (whole set and per mini-batch), active and effective units, decoder reliance."""
+    """ELBO terms, KL, MI (whole set and per mini-batch), active and effective units, decoder reliance (None
+    when the pass skipped it)."""
     rec, kl, ntokens = stats["rec"], stats["kl"], stats["ntokens"]
     n, tokens = rec.numel(), float(ntokens.sum())
     report = dict(examples=n, tokens=int(tokens), rec=float(rec.mean()), kl=float(kl.mean()),
@@ -157,7 +165,7 @@ def latent_report(model: TextVAE, stats: dict) -> dict:
         return report
     mean, batches = stats["mean"], stats["mi_batches"]
     variances = mean.var(dim=0, unbiased=False)
-    reliance = stats["rec_shuffled"] - rec
+    reliance = None if stats["rec_shuffled"] is None else stats["rec_shuffled"] - rec
     return report | dict(
         kl_per_dim=None if stats["kl_dim"] is None else stats["kl_dim"].mean(dim=0).tolist(),
         mi=metrics.aggregate_mutual_information(stats["posteriors"], stats["z"], stats["log_q_own"]),
@@ -165,7 +173,24 @@ def latent_report(model: TextVAE, stats: dict) -> dict:
         log_n=math.log(n), latent_dim=mean.size(1), variance_per_dim=variances.tolist(),
         active_units=metrics.active_units(mean), effective_units=metrics.effective_units(mean),
         effective_units_pca=metrics.effective_units(mean, principal=True),
-        decoder_reliance=float(reliance.mean()), decoder_reliance_per_token=float(reliance.sum()) / tokens)
+        decoder_reliance=None if reliance is None else float(reliance.mean()),
+        decoder_reliance_per_token=None if reliance is None else float(reliance.sum()) / tokens)
+
+
+def validation_figures(model: TextVAE, sequences: list[list[int]], batch_size: int = 256, seed: int = 0,
+                       precision: str = "fp32") -> dict:
+    """What training logs for validation, from the evaluation core without its decoder-reliance pass: elbo,
+    rec and kl per sentence, ppl (the ELBO perplexity per token), active_units, and mi (the whole-set
+    I_q(x; z)) for a model with a latent. The model's mode and the global random state are left as they were."""
+    was_training, device = model.training, next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        stats = latent_pass(model, sequences, batch_size, seed, precision=precision, reliance=False)
+    model.train(was_training)
+    report = latent_report(model, stats)
+    figures = dict(elbo=report["elbo"], rec=report["rec"], kl=report["kl"], ppl=report["elbo_ppl"])
+    if model.head is None:
+        return figures | dict(active_units=0)
+    return figures | dict(active_units=report["active_units"], mi=report["mi"])
 
 # -----------------------------------------------------------------------------
 # text and poem metrics
@@ -231,7 +256,8 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
     model = model.to(config.device).eval()
     sequences = data.token_ids(split)
     report = dict(split=config.split, seed=config.seed, posterior=model.config.posterior,
-                  config=dataclasses.asdict(config), seconds={})
+                  precision=resolve_precision(config.precision, config.device), config=dataclasses.asdict(config),
+                  seconds={})
     tick = time.perf_counter()
 
     def lap(name):
@@ -239,11 +265,12 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
         report["seconds"][name], tick = round(time.perf_counter() - tick, 1), time.perf_counter()
 
     with torch.random.fork_rng(devices=[torch.device(config.device)] if config.device.startswith("cuda") else []):
-        stats = latent_pass(model, sequences, config.batch_size, config.seed, progress)
+        stats = latent_pass(model, sequences, config.batch_size, config.seed, precision=config.precision,
+                            progress=progress)
         report["latent"] = latent_report(model, stats)
         lap("latent")
         if config.iw_samples:
-            nll = iw_nll(model, sequences, config.iw_samples, config.iw_rows, config.batch_size, config.bf16,
+            nll = iw_nll(model, sequences, config.iw_samples, config.iw_rows, config.batch_size, config.precision,
                          config.seed, progress)
             report["latent"] |= dict(iw_nll=float(nll.mean()), iw_ppl=metrics.perplexity(nll, stats["ntokens"]),
                                      iw_estimator="NLL (exact, no latent)" if model.head is None
@@ -263,13 +290,15 @@ def _text_metrics(model: TextVAE, dataset: DatasetDict, split, stats: dict, conf
     train_lines = {x for ls in train.data.column("lines").to_pylist() for x in ls} if poems else None
     out = dict(bleu_tokenize="zh", strategy=config.strategy, poems=poems)
     if model.head is not None and model.tokenizer is not None:
-        decoded = decode(model, stats["mode"].to(config.device, torch.float32), decoding=Decoding())
+        decoded = decode(model, stats["mode"].to(config.device, torch.float32),
+                         decoding=Decoding(precision=config.precision))
         out["reconstruction_bleu"] = metrics.bleu(decoded, texts)
         out["reconstruction_examples"] = [dict(reference=r, decoded=d) for r, d in zip(texts[:5], decoded[:5])]
     if config.num_samples and model.tokenizer is not None:
         if progress:
             print(f"decoding {config.num_samples} prior samples ...", flush=True)
-        samples = sample(model, config.num_samples, decoding=Decoding(strategy=config.strategy),
+        decoding = Decoding(strategy=config.strategy, precision=config.precision)
+        samples = sample(model, config.num_samples, decoding=decoding,
                          form=config.form or None, rhyme=config.rhyme or None, seed=config.seed)
         out["samples"] = text_report(samples, train_texts, train_lines, poems) | dict(
             examples=samples[:10], constrained_form=config.form or "free", rhyme_steering=config.rhyme or "off")
@@ -288,7 +317,7 @@ def _fmt(value, spec: str = ".2f") -> str:
 def format_report(report: dict) -> str:
     lat, text = report["latent"], report["text"]
     rows = [f"split {report['split']}: {lat['examples']:,} examples, {lat['tokens']:,} tokens (EOS counted); "
-            f"posterior {report['posterior']}; seed {report['seed']}",
+            f"posterior {report['posterior']}; seed {report['seed']}; precision {report['precision']}",
             "", "likelihood (nats per sentence)",
             f"  rec                         {_fmt(lat['rec'])}",
             f"  KL                          {_fmt(lat['kl'])}",
@@ -414,4 +443,4 @@ def _projection(plt, means: torch.Tensor, labels: dict[str, list[str]]):
 
 __all__ = ["EvalConfig", "evaluate", "format_report", "iw_nll", "iw_nll_batch",
            "latent_pass", "latent_report", "load", "read_metrics_log", "select_split", "text_report",
-           "write_plots"]
+           "validation_figures", "write_plots"]

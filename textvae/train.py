@@ -1,21 +1,20 @@
-"""Training: `TrainConfig`, presets, the KL-weight and learning-rate schedules, validation, and `train()`.
+"""Training: `TrainConfig`, presets, the KL-weight and learning-rate schedules, and `train()`.
 
 Objective per batch: mean over sentences of rec + β·KL′, where KL′ is the KL with optional free bits.
 Resuming is exact: batches and random draws are pure functions of (seed, step, rank), so the step,
-weights and optimizer state saved in `last/` are all a resume needs. Shapes: B batch, T tokens, D latent.
+weights and optimizer state saved in `last/` are all a resume needs. Validation figures come from the
+evaluation core (`evaluate.validation_figures`). Shapes: B batch, T tokens, D latent.
 
 References: Bowman et al. 2016 (linear KL annealing, word dropout); Fu et al. 2019 (cyclical annealing);
 Kingma et al. 2016 (free bits); Burda et al. 2016 (active units); Loshchilov & Hutter 2019 (AdamW).
 """
 
 import dataclasses
-import functools
 import json
 import math
 import os
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,8 @@ from tqdm import tqdm
 from textvae import data
 from textvae.atomic import atomic_directory, recover, write_text
 from textvae.errors import TextVAEError
-from textvae.metrics import active_units, aggregate_mutual_information
+from textvae.evaluate import validation_figures
+from textvae.precision import autocast_for, check_precision
 from textvae.vae import TextVAE, VAEConfig
 
 SCHEDULES = ("constant", "linear", "sigmoid", "cyclical")
@@ -56,7 +56,7 @@ class TrainConfig:
     eval_examples: int = 0  # validation sentences used (0 = all)
     seed: int = 0  # seeds data order, initialisation and every random draw
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast; loss and softmax statistics stay fp32)
+    precision: str = "auto"  # auto | fp32 | bf16 (bf16 matmuls/recurrences, fp32 losses/softmax; auto = bf16 if native)
     max_bad_steps: int = 5  # consecutive non-finite steps before stopping
     collapse_evals: int = 3  # validations in a row with collapse before the warning
     log_every: int = 10  # steps between metrics.jsonl records
@@ -76,8 +76,8 @@ class TrainConfig:
         for name in ("min_lr", "weight_decay", "beta_max", "free_bits"):
             if getattr(self, name) < 0:
                 raise TextVAEError(f"TrainConfig.{name} must be >= 0, not {getattr(self, name)!r}")
-        choices = dict(kl_schedule=SCHEDULES, free_bits_mode=("sentence", "dimension"),
-                       precision=("auto", "fp32", "bf16"))
+        check_precision(self.precision, "TrainConfig.precision")
+        choices = dict(kl_schedule=SCHEDULES, free_bits_mode=("sentence", "dimension"))
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise TextVAEError(f"TrainConfig.{name} must be one of {list(allowed)}, not {getattr(self, name)!r}")
@@ -152,60 +152,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@functools.cache  # autocast_for runs every step: read /proc/cpuinfo once
-def cpu_has_bf16() -> bool:
-    """True on CPUs with native bf16 dot products (AVX512-BF16 or AMX), where a bf16 matmul beats fp32."""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:  # not Linux: no way to tell, stay in fp32
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
-
-
-def autocast_for(precision: str, device: torch.device):
-    """bf16 autocast, or nothing. 'auto' uses bf16 on CUDA GPUs that support it and on CPUs with native bf16
-    (validation NLL within 1 % of fp32 at a fixed step count; see the README), else fp32."""
-    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
-    use_bf16 = precision == "bf16" or (precision == "auto" and native)
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-
-
 def seed_step(seed: int, step: int, rank: int) -> None:
     """Every step's random draws (reparameterisation, dropout) depend only on (seed, step, rank)."""
     torch.manual_seed((seed * 1_000_003 + step) * 1009 + rank)
-
-
-@torch.no_grad()  # not inference_mode: with CPU bf16 autocast it takes a 3.6x slower path for the output layer
-def evaluate(model: TextVAE, sequences: list[list[int]], batch_size: int = 256, seed: int = 0,
-             precision: str = "fp32") -> dict:
-    """Validation figures: ELBO, rec and KL per sentence, ELBO perplexity, active units and the whole-set
-    mutual information I_q(x; z) (`metrics.aggregate_mutual_information`), so both can be followed over
-    training."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    rec = kl = tokens = 0.0
-    posteriors, z, log_q_own = [], [], []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for start in range(0, len(sequences), batch_size):
-            ids, mask = data.pad_batch(sequences[start:start + batch_size], model.config.max_len)
-            with autocast_for(precision, device):
-                out = model(ids.to(device), mask.to(device))
-            rec, kl = rec + out.rec.sum().item(), kl + out.kl.sum().item()
-            tokens += out.ntokens.sum().item()
-            if out.q is not None:
-                posteriors.append(out.q)
-                z.append(out.z)
-                log_q_own.append(out.q.log_prob(out.z).double().cpu())
-    model.train(was_training)
-    n = len(sequences)
-    figures = dict(elbo=-(rec + kl) / n, rec=rec / n, kl=kl / n, ppl=math.exp((rec + kl) / tokens))
-    if not posteriors:
-        return figures | dict(active_units=0)
-    means = torch.cat([q.mean.float().cpu() for q in posteriors])  # (N, D)
-    mi = aggregate_mutual_information(posteriors, torch.cat(z), torch.cat(log_q_own))
-    return figures | dict(active_units=active_units(means), mi=mi)
 
 
 def collapse_warning(posterior: str) -> str:
@@ -364,7 +313,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         bar.update(1)
         if step % c.eval_every == 0 or step == c.max_steps:
             if is_main:
-                last_valid = evaluate(model, valid, seed=c.seed, precision=c.precision)
+                last_valid = validation_figures(model, valid, seed=c.seed, precision=c.precision)
                 log.write(json.dumps(dict(step=step, split="validation", **last_valid)) + "\n")
                 log.flush()
                 if writer:
