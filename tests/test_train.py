@@ -137,6 +137,19 @@ def test_cli_rejects_bad_configuration_before_any_work(tmp_path, capsys, argv, w
     assert not run_dir.exists()
 
 
+def test_poem_preset_is_poem_base_with_the_adaptive_output_layer_and_a_faster_schedule():
+    from textvae.cli import build_parser, train_configs
+    base, fast = (train_configs(build_parser().parse_args(["train", "--preset", p])) for p in ("poem-base", "poem"))
+    assert fast[0] == dataclasses.replace(base[0], output_layer="adaptive") and base[0].output_layer == "full"
+    assert dataclasses.replace(fast[1], run_dir=base[1].run_dir, lr=base[1].lr, warmup_steps=base[1].warmup_steps) == base[1]
+
+
+def test_cli_reads_adaptive_cutoffs_as_integers():
+    from textvae.cli import build_parser, train_configs
+    args = build_parser().parse_args(["train", "--output-layer", "adaptive", "--adaptive-cutoffs", "500,2000"])
+    assert train_configs(args)[0].adaptive_cutoffs == (500, 2000)
+
+
 def test_cli_config_file_and_flags_override_the_preset(tmp_path):
     from textvae.cli import build_parser, train_configs
     config = tmp_path / "run.json"
@@ -160,6 +173,8 @@ def test_training_writes_run_config_metrics_and_checkpoints(data_dir, tmp_path):
     assert saved["train"] == dataclasses.asdict(c) and saved["model"]["latent_dim"] == 4
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "validation"] == [5, 10, 15, 20]
+    seconds = [r["train_seconds"] for r in records if r["split"] == "validation"]
+    assert 0 < seconds[0] and seconds == sorted(seconds)  # training time so far, validation left out
     assert {"elbo", "rec", "kl", "ppl", "active_units"} <= set(figures)
     assert math.isclose(figures["elbo"], -(figures["rec"] + figures["kl"]), rel_tol=1e-9)
     best = TextVAE.from_pretrained(run / "best")
@@ -230,6 +245,9 @@ def test_resume_continues_exactly(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
     train(model_config, interrupted, resume=True)
     assert train_losses(tmp_path / "halves") == train_losses(tmp_path / "straight")
+    records = [json.loads(line) for line in (tmp_path / "halves" / "metrics.jsonl").read_text().splitlines()]
+    seconds = [r["train_seconds"] for r in records if r["split"] == "validation"]
+    assert len(seconds) == 4 and seconds == sorted(seconds)  # the resumed run counts on from the checkpoint
     a = TextVAE.from_pretrained(tmp_path / "straight" / "last").state_dict()
     b = TextVAE.from_pretrained(tmp_path / "halves" / "last").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

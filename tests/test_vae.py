@@ -159,6 +159,20 @@ def test_rec_of_an_adaptive_model_is_the_nll_of_its_full_distribution():
         torch.testing.assert_close(model(ids, mask).rec[row], by_hand, rtol=1e-5, atol=1e-5)
 
 
+def test_tiny_adaptive_model_overfits_eight_sentences():
+    torch.manual_seed(0)
+    model = TextVAE(VAEConfig(**TINY, output_layer="adaptive", adaptive_cutoffs=(10, 25), adaptive_div=2))
+    ids, mask = pad_batch(sentences())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        out = model(ids, mask)
+        opt.zero_grad()
+        (out.rec + 0.2 * out.kl).mean().backward()
+        opt.step()
+    out = model.eval()(ids, mask, sample=False)
+    assert (out.rec / out.ntokens).mean() < 0.5  # nats per token; uniform would be log 40 = 3.7
+
+
 def test_config_saved_before_output_layers_loads_as_full_softmax():
     old = {k: v for k, v in dataclasses.asdict(VAEConfig(**TINY)).items() if not k.startswith(("output", "adaptive"))}
     assert VAEConfig.from_json(json.dumps(old)).output_layer == "full"

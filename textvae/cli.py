@@ -14,6 +14,7 @@ from pathlib import Path
 from textvae import corpus, data, evaluate, generate
 from textvae.atomic import write_text
 from textvae.errors import TextVAEError
+from textvae.malloc import keep_freed_memory
 from textvae.train import PRESETS, TrainConfig, train
 from textvae.vae import VAEConfig
 
@@ -93,6 +94,13 @@ def _field_comments(cls) -> dict[str, str]:
     return {m.group(1): m.group(2) for line in inspect.getsource(cls).splitlines() if (m := pattern.match(line))}
 
 
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1000,3000, not {text!r}")
+
+
 def _add_dataclass_flags(parser, cls, skip=()) -> None:
     group = parser.add_argument_group(cls.__name__)
     comments = _field_comments(cls)
@@ -102,6 +110,9 @@ def _add_dataclass_flags(parser, cls, skip=()) -> None:
         flag, help_text = "--" + f.name.replace("_", "-"), f"{comments.get(f.name, '')} (default: {f.default})"
         if isinstance(f.default, bool):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif isinstance(f.default, tuple):
+            group.add_argument(flag, type=_int_tuple, default=None, metavar="N,N,...",
+                               help=f"{comments.get(f.name, '')} (default: {','.join(map(str, f.default))})")
         else:
             group.add_argument(flag, type=type(f.default), default=None, metavar=f.name.upper(), help=help_text)
 
@@ -312,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         args.func(args)
     except TextVAEError as e:

@@ -49,8 +49,8 @@ class VAEConfig:
     dropout: float = 0.0  # dropout inside encoder and decoder
     word_dropout: float = 0.0  # decoder inputs replaced by unk with this probability while training
     max_len: int = 128  # longest token sequence the Transformer decoder accepts (BOS + text + EOS)
-    output_layer: str = "full"  # full (one V-way softmax) | adaptive (Grave et al. 2017; exact, ~4x fewer FLOPs)
-    adaptive_cutoffs: tuple = (1000, 3000)  # adaptive: ids below the first get head logits; bands between
+    output_layer: str = "full"  # full (one V-way softmax) | adaptive (Grave et al. 2017: exact, fewer FLOPs)
+    adaptive_cutoffs: tuple = (1000, 3000)  # adaptive: band edges; ids below the first are scored by the head
     adaptive_div: int = 4  # adaptive: band i's tail projects H down to H / adaptive_div ** (i + 1)
 
     def __post_init__(self):
