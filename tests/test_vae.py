@@ -173,6 +173,15 @@ def test_tiny_adaptive_model_overfits_eight_sentences():
     assert (out.rec / out.ntokens).mean() < 0.5  # nats per token; uniform would be log 40 = 3.7
 
 
+@pytest.mark.parametrize("posterior", ["gaussian", "bn", "vmf"])
+def test_posterior_parameters_stay_fp32_under_bf16_autocast(posterior):
+    model = TextVAE(VAEConfig(**TINY, posterior=posterior)).eval()
+    ids, mask = pad_batch(sentences(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q = model.encode(ids, mask)
+    assert q.mean.dtype == torch.float32
+
+
 def test_config_saved_before_output_layers_loads_as_full_softmax():
     old = {k: v for k, v in dataclasses.asdict(VAEConfig(**TINY)).items() if not k.startswith(("output", "adaptive"))}
     assert VAEConfig.from_json(json.dumps(old)).output_layer == "full"

@@ -146,8 +146,11 @@ class TextVAE(nn.Module):
         self.decoder = _build_decoder(config)
 
     def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> Distribution:
-        """q(z|x) for a batch, batch shape (B,), event shape (D,)."""
-        return self.head(self.encoder(ids, mask))
+        """q(z|x) for a batch, batch shape (B,), event shape (D,). The head runs in fp32 even under bf16
+        autocast: log q, the KL and the MI estimates are computed from its parameters."""
+        features = self.encoder(ids, mask)  # (B, H)
+        with torch.autocast(ids.device.type, enabled=False):
+            return self.head(features.float())
 
     def prior(self, batch_size: int = 1) -> Distribution | None:
         if self.head is None:
