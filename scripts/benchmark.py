@@ -36,6 +36,7 @@ from textvae import data
 from textvae.atomic import write_text
 from textvae.evaluate import iw_nll
 from textvae.generate import Decoding, sample
+from textvae.malloc import keep_freed_memory
 from textvae.precision import cpu_has_bf16, resolve_precision
 from textvae.tokenizer import EOS_ID
 from textvae.train import PRESETS
@@ -182,7 +183,9 @@ def plot_curves(curves: dict, ttq: dict, path: Path) -> None:
 
 
 def inference(path: str, args) -> dict:
-    """Runs in the child: sampling rates per form and IW-NLL seconds per 1,000 test poems."""
+    """Runs in the child: sampling rates per form and IW-NLL seconds per 1,000 test poems. The malloc
+    settings apply as in `textvae sample`/`evaluate` (TEXTVAE_MALLOC=system leaves the reference without)."""
+    keep_freed_memory()
     dataset, tokenizer = data.load(args.data)
     torch.manual_seed(0)
     model = TextVAE(VAEConfig(vocab_size=tokenizer.vocab_size, **PRESETS[PATHS[path]][0]), tokenizer).eval()
