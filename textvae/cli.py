@@ -107,12 +107,13 @@ def _add_dataclass_flags(parser, cls, skip=()) -> None:
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        flag, help_text = "--" + f.name.replace("_", "-"), f"{comments.get(f.name, '')} (default: {f.default})"
+        is_tuple = isinstance(f.default, tuple)
+        default = ",".join(map(str, f.default)) if is_tuple else f.default
+        flag, help_text = "--" + f.name.replace("_", "-"), f"{comments.get(f.name, '')} (default: {default})"
         if isinstance(f.default, bool):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif isinstance(f.default, tuple):
-            group.add_argument(flag, type=_int_tuple, default=None, metavar="N,N,...",
-                               help=f"{comments.get(f.name, '')} (default: {','.join(map(str, f.default))})")
+        elif is_tuple:
+            group.add_argument(flag, type=_int_tuple, default=None, metavar="N,N,...", help=help_text)
         else:
             group.add_argument(flag, type=type(f.default), default=None, metavar=f.name.upper(), help=help_text)
 

@@ -67,6 +67,7 @@ class AdaptiveSoftmax(nn.Module):
         super().__init__()
         self.bounds = [*cutoffs, vocab_size]  # band i covers [bounds[i], bounds[i+1])
         self.shortlist = cutoffs[0]
+        self.register_buffer("cutoffs", torch.tensor(cutoffs), persistent=False)  # for bucketize, on the device
         self.head = nn.Linear(hidden_dim, self.shortlist + len(cutoffs))
         self.tails = nn.ModuleList(
             nn.Sequential(nn.Linear(hidden_dim, hidden_dim // div_value ** (i + 1), bias=False),
@@ -85,7 +86,7 @@ class AdaptiveSoftmax(nn.Module):
         """-log p(targets) (...) in fp32; each tail runs only on the rows it is needed for."""
         flat, goal = features.reshape(-1, features.size(-1)), targets.reshape(-1)  # (N, H), (N,)
         head = F.log_softmax(self.head(flat).float(), dim=-1)  # (N, shortlist + bands)
-        band = torch.bucketize(goal, torch.tensor(self.bounds[:-1], device=goal.device), right=True)  # 0: head
+        band = torch.bucketize(goal, self.cutoffs, right=True)  # (N,) 0: head, i: band i
         column = torch.where(band == 0, goal, self.shortlist + band - 1)
         logp = head.gather(1, column[:, None])[:, 0]  # (N,)
         for i, tail in enumerate(self.tails):

@@ -3,7 +3,8 @@
 A training step allocates (N, V) logits and gradient buffers of tens of MB. glibc serves blocks that large
 with mmap and unmaps them on free, so every step faults the same memory back in, page by page: on the
 2-core development machine that was about half of a step. With mmap disabled and a large trim threshold
-the blocks stay in the heap and are reused (1.6-1.9x tokens/s measured there, nothing else changed).
+the blocks stay in the heap and are reused (1.7x tokens/s for the full-softmax poem model on the 2-core
+AVX2 machine, nothing else changed; 1.6-1.9x reported on an AVX512-BF16 one).
 `TEXTVAE_MALLOC=system` in the environment leaves glibc's defaults (the speed benchmark's reference uses
 it); non-glibc systems are left alone.
 """
