@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from textvae import precision
-from textvae.cli import _field_comments, build_parser
+from textvae.cli import build_parser
+from textvae.fields import help_of
 from textvae.errors import TextVAEError
 from textvae.evaluate import EvalConfig
 from textvae.generate import Decoding
@@ -82,7 +83,7 @@ def test_a_bad_value_raises_a_one_line_error_naming_the_choices(bad):
 def test_the_three_configs_share_one_precision_field():
     fields = [{f.name: f for f in dataclasses.fields(config)}["precision"] for config in CONFIGS]
     assert {f.default for f in fields} == {"auto"}
-    assert len({_field_comments(config)["precision"] for config in CONFIGS}) == 1  # one help text
+    assert len({help_of(config)["precision"] for config in CONFIGS}) == 1  # one help text
     for config in CONFIGS:
         for choice in PRECISIONS:
             assert config(precision=choice).precision == choice

@@ -159,7 +159,7 @@ def test_prepare_poems_end_to_end(make_source, tmp_path, monkeypatch, capsys, ki
     printed = capsys.readouterr().out
 
     assert [p.name for p in out.iterdir()] == ["x"]
-    assert sorted(p.name for p in (out / "x").iterdir()) == ["dataset", "manifest.json", "tokenizer.model"]
+    assert sorted(p.name for p in (out / "x").iterdir()) == [".textvae-dataset", "dataset", "manifest.json", "tokenizer.model"]
     dataset, tok = data.load(out / "x")
     assert set(dataset) == set(data.SPLITS)
     texts = {}
@@ -353,7 +353,7 @@ def test_vocab_size_too_small(make_source, tmp_path, capsys, vocab_size):
     source = make_source({"poet.tang.0.json": [GOOD]})
     err = fails(["prepare", "poems", "--source", str(source), "--out", str(tmp_path / "out"), "--name", "x",
                  "--vocab-size", vocab_size], capsys)
-    assert "vocab_size must be at least" in err
+    assert "--vocab-size must be from 262" in err
     assert_nothing_written(tmp_path / "out")
 
 

@@ -1,11 +1,13 @@
 """Atomic folder writes: build under a temporary name beside the target, then swap it in by rename.
 
 A crash or SIGKILL at any moment leaves either the previous folder or the new one, never a mix:
-the swap is two renames (target -> .NAME-old-*, temporary -> target), and `recover` puts the old
-folder back if a process died between them.
+the swap is two renames (target -> .NAME-old-PID, temporary -> target), and `recover` puts the old
+folder back if a process died between them. A killed writer leaves its temporary folder (.NAME-tmp-XXXXXXXX)
+or file (.NAME.tmp-PID) behind; `remove_leftovers` deletes those, matching only the names made here.
 """
 
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -14,8 +16,20 @@ from pathlib import Path
 from textvae.errors import TextVAEError
 
 
+_TMP_SUFFIX = r"[a-z0-9_]{8}"  # what tempfile.mkdtemp appends to its prefix
+_LIVE: set[Path] = set()  # this process's temporary folders still being written: never leftovers
+
+
+def _matching(target: Path, pattern: str, is_dir: bool) -> list[Path]:
+    """Entries beside `target` whose whole name is `pattern`, of the given kind; symbolic links never match."""
+    if not target.parent.is_dir():
+        return []
+    return sorted(p for p in target.parent.iterdir() if re.fullmatch(pattern, p.name) and not p.is_symlink()
+                  and (p.is_dir() if is_dir else p.is_file()))
+
+
 def _old_copies(target: Path) -> list[Path]:
-    return sorted(target.parent.glob(f".{target.name}-old-*"))
+    return _matching(target, re.escape(f".{target.name}-old-") + r"\d+", is_dir=True)
 
 
 def recover(target: str | Path) -> None:
@@ -29,6 +43,19 @@ def recover(target: str | Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+def remove_leftovers(*targets: str | Path) -> None:
+    """Clean up after writers killed mid-write: `recover` each target, then delete the temporary folders
+    and files that `atomic_directory` and `write_text` left beside it. Call it when no other process is
+    writing these targets; this process's own folders still being written are kept."""
+    for target in map(Path, targets):
+        recover(target)
+        for folder in _matching(target, re.escape(f".{target.name}-tmp-") + _TMP_SUFFIX, is_dir=True):
+            if folder.resolve() not in _LIVE:
+                shutil.rmtree(folder, ignore_errors=True)
+        for file in _matching(target, re.escape(f".{target.name}.tmp-") + r"\d+", is_dir=False):
+            file.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_directory(target: str | Path):
     """Yield a fresh temporary folder; on success it replaces `target` whole, on error it is deleted."""
@@ -38,8 +65,11 @@ def atomic_directory(target: str | Path):
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-tmp-", dir=target.parent))
     except OSError as e:
         raise TextVAEError(f"cannot write to {target.parent}: {e}. Choose a writable folder.") from e
+    live = tmp.resolve()
+    _LIVE.add(live)
     try:
         yield tmp
+        _default_modes(tmp)
         recover(target)
         old = target.with_name(f".{target.name}-old-{os.getpid()}")
         if target.exists():
@@ -49,12 +79,46 @@ def atomic_directory(target: str | Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _LIVE.discard(live)
 
 
-def write_text(path: str | Path, text: str) -> None:
+def check_can_write(folder: str | Path, what: str) -> None:
+    """A one-line error, before any work, when this process cannot create files in `folder` (or, where it
+    does not exist yet, in the nearest folder above it that does). Nothing is created."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise TextVAEError(f"cannot write to {what} {folder}: {existing} is a file, not a folder")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise TextVAEError(f"cannot write to {what} {folder}: {e.strerror or e}. Choose a writable folder") from e
+
+
+def _umask() -> int:
+    umask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(umask)
+    return umask
+
+
+def _default_modes(folder: Path) -> None:
+    """The modes mkdir and open would give under the umask: mkdtemp makes 0700, some writers 0600 files."""
+    umask = _umask()
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def write_bytes(path: str | Path, content: bytes) -> None:
     """Write a file under a temporary name beside it, then rename: readers see the old or the new file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_bytes(content)
     os.replace(tmp, path)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """write_bytes of the text in UTF-8."""
+    write_bytes(path, text.encode("utf-8"))

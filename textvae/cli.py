@@ -3,17 +3,17 @@
 import argparse
 import contextlib
 import dataclasses
-import inspect
 import json
-import re
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
 from textvae import corpus, data, evaluate, generate
-from textvae.atomic import write_text
+from textvae.atomic import check_can_write, write_text
 from textvae.errors import TextVAEError
+from textvae.fields import SEED_LIMIT, help_of
 from textvae.malloc import keep_freed_memory
 from textvae.train import PRESETS, TrainConfig, train
 from textvae.vae import VAEConfig
@@ -38,14 +38,32 @@ def _finish_prepare(parsed: corpus.Corpus, kind: str, args, manifest: dict, star
     manifest |= dict(kept=len(parsed.poems), dropped=dict(parsed.dropped), counts=table,
                      splits={k: len(v) for k, v in dataset.items()}, vocab_size=tokenizer.vocab_size)
     data.save(dataset, tokenizer, manifest, out_dir)
+    _warn_empty_splits(dataset)
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in dataset.items())
     print(f"wrote {out_dir}: {sizes}; tokenizer of {tokenizer.vocab_size:,} pieces "
           f"({time.perf_counter() - started:.0f} s)")
 
 
+def _check_prepare(args, inputs: list[Path]) -> None:
+    """Everything prepare can refuse, before the corpus is read."""
+    data.check_name(args.name)
+    if not 262 <= args.vocab_size <= 1_000_000:
+        raise TextVAEError(f"--vocab-size must be from 262 (bytes, special ids and some characters) to "
+                           f"1,000,000, not {args.vocab_size}")
+    data.check_output(Path(args.out) / args.name, inputs, overwrite=args.overwrite)
+
+
+def _warn_empty_splits(dataset) -> None:
+    for name in ("validation", "test"):
+        if len(dataset[name]) == 0:
+            print(f"warning: the {name} split is empty: about 1 text in 100 lands in each of validation and test, "
+                  f"so {len(dataset['train'])} texts are too few"
+                  + (" (training needs a validation split)" if name == "validation" else ""), file=sys.stderr)
+
+
 def cmd_prepare_poems(args) -> None:
     started = time.perf_counter()
-    data.check_writable(Path(args.out) / args.name)
+    _check_prepare(args, [Path(p) for p in (args.source, args.cache_dir) if p])
     source = Path(args.source) if args.source else corpus.fetch_tarball(args.cache_dir)
     if source.is_file():
         corpus.verify_tarball(source)
@@ -61,7 +79,7 @@ def cmd_prepare_poems(args) -> None:
 
 def cmd_prepare_text(args) -> None:
     started = time.perf_counter()
-    data.check_writable(Path(args.out) / args.name)
+    _check_prepare(args, args.files)
     parsed = corpus.parse_text_files(args.files)
     manifest = dict(corpus="text", files=[str(f) for f in args.files])
     _finish_prepare(parsed, args.tokenizer, args, manifest, started)
@@ -86,12 +104,18 @@ def _add_prepare(sub) -> None:
     text.set_defaults(func=cmd_prepare_text)
     for p in (poems, text):
         p.add_argument("--out", default="data", help="parent folder of the dataset (default data/)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace OUT/NAME even when it is not a dataset textvae wrote (its files are lost)")
 
 
-def _field_comments(cls) -> dict[str, str]:
-    """The one-line comment after each dataclass field: the flag's help text, so it lives in one place."""
-    pattern = re.compile(r"^\s+(\w+): [^=]+= .*?#\s*(.+)$")
-    return {m.group(1): m.group(2) for line in inspect.getsource(cls).splitlines() if (m := pattern.match(line))}
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"a seed is an integer from 0 to {SEED_LIMIT - 1:,}, not {text!r}")
+    return seed
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:
@@ -103,13 +127,13 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 
 def _add_dataclass_flags(parser, cls, skip=()) -> None:
     group = parser.add_argument_group(cls.__name__)
-    comments = _field_comments(cls)
+    helps = help_of(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         is_tuple = isinstance(f.default, tuple)
         default = ",".join(map(str, f.default)) if is_tuple else f.default
-        flag, help_text = "--" + f.name.replace("_", "-"), f"{comments.get(f.name, '')} (default: {default})"
+        flag, help_text = "--" + f.name.replace("_", "-"), f"{helps[f.name]} (default: {default})"
         if isinstance(f.default, bool):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif is_tuple:
@@ -127,8 +151,14 @@ def _read_run_config(path: Path) -> dict:
         config = json.loads(Path(path).read_text())
     except FileNotFoundError as e:
         raise TextVAEError(f"config file {path} does not exist") from e
-    except json.JSONDecodeError as e:
+    except IsADirectoryError as e:
+        raise TextVAEError(f"config file {path} is a folder: give its run_config.json") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TextVAEError(f"config file {path} is not valid JSON ({e})") from e
+    except OSError as e:
+        raise TextVAEError(f"cannot read config file {path}: {e.strerror or e}") from e
+    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
+        raise TextVAEError(f"config file {path} must hold a JSON object {{'model': {{...}}, 'train': {{...}}}}")
     unknown = set(config) - {"model", "train"}
     if unknown:
         raise TextVAEError(f"config file {path}: unknown sections {sorted(unknown)} (expected 'model' and 'train')")
@@ -165,7 +195,8 @@ def train_configs(args):
 
 def cmd_train(args) -> None:
     model_config, train_config = train_configs(args)
-    figures = train(model_config, train_config, resume=args.resume)
+    with _plain_warnings():
+        figures = train(model_config, train_config, resume=args.resume)
     if figures:
         print("validation: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                           for k, v in figures.items()))
@@ -197,7 +228,8 @@ def _plain_warnings():
 
 def _generation_options(args, **defaults) -> dict:
     decoding = generate.Decoding(**{**defaults, **_flags_set(args, generate.Decoding)})
-    return dict(decoding=decoding, form=args.form, acrostic=args.acrostic, rhyme=args.rhyme, seed=args.seed)
+    return dict(decoding=decoding, form=args.form, acrostic=args.acrostic, rhyme=args.rhyme, seed=args.seed,
+                script=args.script)
 
 
 def _read_texts(texts: list[str]) -> list[str]:
@@ -251,8 +283,11 @@ def _add_generation_flags(parser, func) -> None:
     poem.add_argument("--rhyme", nargs="?", const="auto", metavar="GROUP",
                       help="end the even lines in one 平水韻 group: the one line 2 ends in (no value), random, or "
                            "a group (下平聲七陽, 七陽, 陽) or a character in it (without --form: 7x4)")
-    parser.add_argument("--seed", type=int, help="seed for reproducible outputs (default: fresh randomness)")
+    parser.add_argument("--seed", type=_seed, help="seed for reproducible outputs (default: fresh randomness)")
     parser.add_argument("--json", action="store_true", help="print a JSON list for programs")
+    parser.add_argument("--script", choices=list(generate.SCRIPTS),
+                        help="write the output in these characters (default: the model's own; input texts may be "
+                             "in either)")
     _add_dataclass_flags(parser, generate.Decoding)
     parser.set_defaults(func=func)
 
@@ -280,15 +315,47 @@ def _add_generate(sub) -> None:
     _add_generation_flags(vary, cmd_vary)
 
 
+def _check_output_file(path: Path, flag: str) -> None:
+    """An output file's folder must be writable, and the path must not be a folder: checked before any work."""
+    if path.is_dir():
+        raise TextVAEError(f"{flag} {path} is a folder: give a file name")
+    _check_output_dir(path.parent, flag)
+
+
+def _check_output_dir(folder: Path, flag: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise TextVAEError(f"{flag} {folder} is a file, not a folder")
+    check_can_write(folder, flag)
+
+
+def _keep_previous(path: Path) -> Path | None:
+    """Move an existing report aside as NAME.<its time>.json, never over another file; returns where."""
+    if not path.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    kept, n = path.with_name(f"{path.stem}.{stamp}{path.suffix}"), 1
+    while kept.exists():
+        n += 1
+        kept = path.with_name(f"{path.stem}.{stamp}-{n}{path.suffix}")
+    os.rename(path, kept)
+    return kept
+
+
 def cmd_evaluate(args) -> None:
     config = evaluate.EvalConfig(**_flags_set(args, evaluate.EvalConfig))
+    out = args.out or args.model_dir / "eval.json"
+    _check_output_file(out, "--out")
+    if args.plots:
+        _check_output_dir(args.plots, "--plots")
     with _plain_warnings():
         model, dataset = evaluate.load(args.model_dir, args.data, config.device)
         report, means = evaluate.evaluate(model, dataset, config, progress=not args.json)
     report = dict(model=str(args.model_dir), data=str(args.data)) | report
-    out = args.out or args.model_dir / "eval.json"
+    kept = _keep_previous(out)
     write_text(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-    print(json.dumps(report, ensure_ascii=False) if args.json else f"{evaluate.format_report(report)}\nwrote {out}")
+    note = f" (the previous report is kept as {kept})" if kept else ""
+    print(json.dumps(report, ensure_ascii=False) if args.json else
+          f"{evaluate.format_report(report)}\nwrote {out}{note}")
     if args.plots:
         metrics_log = args.metrics or args.model_dir.parent / "metrics.jsonl"
         written = evaluate.write_plots(report, means, evaluate.select_split(dataset, config), args.plots, metrics_log)
@@ -303,7 +370,8 @@ def _add_evaluate(sub) -> None:
                             description="Score a saved model on a dataset split and print a table.")
     parser.add_argument("model_dir", type=Path, help="a saved model (config.json, model.safetensors, tokenizer.model)")
     parser.add_argument("--data", type=Path, default=Path("data/poems"), help="the prepared dataset (default data/poems)")
-    parser.add_argument("--out", type=Path, help="where to write the report (default MODEL_DIR/eval.json)")
+    parser.add_argument("--out", type=Path, help="where to write the report (default MODEL_DIR/eval.json); an existing "
+                                                 "report is kept, renamed NAME.<its time>.json")
     parser.add_argument("--plots", type=Path, metavar="DIR", help="also write PNG plots into DIR")
     parser.add_argument("--metrics", type=Path, metavar="FILE",
                         help="the run's metrics.jsonl for training curves (default MODEL_DIR/../metrics.jsonl)")
@@ -312,8 +380,15 @@ def _add_evaluate(sub) -> None:
     parser.set_defaults(func=cmd_evaluate)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the message and where to read more, without the usage block."""
+
+    def error(self, message: str):
+        _fail(f"{message} (see `{self.prog} --help`)", 2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textvae", description=__doc__)
+    parser = _Parser(prog="textvae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
     _add_train(sub)
@@ -322,14 +397,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_utf8(argv: list[str]) -> None:
+    """Arguments that are not valid UTF-8 reach Python as lone surrogates; name the first one."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            readable = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            raise TextVAEError(f"the argument {readable!r} is not valid UTF-8: check the terminal's encoding")
+
+
+OUT_OF_MEMORY = "out of memory: lower the batch size, the number of samples or the model size"
+
+
+def _fail(message: str, code: int = 1) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _check_utf8(sys.argv[1:] if argv is None else argv)
+    except TextVAEError as e:
+        _fail(str(e), 2)
     args = build_parser().parse_args(argv)
     keep_freed_memory()
     try:
         args.func(args)
     except TextVAEError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _fail(str(e))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:  # the environment, not the input: a full disk, a permission, a vanished file
+        _fail(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}")
+    except MemoryError:
+        _fail(OUT_OF_MEMORY)
+    except RuntimeError as e:
+        if "allocate" not in str(e) and "out of memory" not in str(e):
+            raise  # a bug: keep its traceback
+        _fail(OUT_OF_MEMORY)

@@ -6,7 +6,7 @@ splits train / validation / test), `tokenizer.model` and `manifest.json` (counts
 
 import hashlib
 import json
-import tempfile
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -15,11 +15,13 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from textvae.atomic import atomic_directory
+from textvae.atomic import atomic_directory, check_can_write
 from textvae.errors import TextVAEError
 from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 SPLITS = ("train", "validation", "test")
+MARKER = ".textvae-dataset"  # written into every prepared dataset: only such folders are replaced
+_LEGACY_LAYOUT = {"dataset", "tokenizer.model", "manifest.json"}  # datasets prepared before the marker
 datasets.disable_progress_bars()  # our own bars say what is happening; its per-shard bars are noise
 
 
@@ -53,13 +55,42 @@ def build(records: list[dict], kind: str, vocab_size: int) -> tuple[DatasetDict,
     return DatasetDict(parts), tokenizer
 
 
-def check_writable(out_dir: Path) -> None:
-    """Fail before hours of work rather than after: can a folder be created beside `out_dir`?"""
-    try:
-        Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryDirectory(dir=Path(out_dir).parent).cleanup()
-    except OSError as e:
-        raise TextVAEError(f"cannot write to {Path(out_dir).parent}: {e}. Pass --out with a writable folder.") from e
+def check_name(name: str) -> None:
+    """A dataset name is one folder name: not empty, not . or .., no path separator."""
+    if not name or name.strip() != name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise TextVAEError(f"--name {name!r} is not a folder name: give a plain name such as 'poems' "
+                           "(no slashes, not empty, not . or ..)")
+
+
+def is_dataset(folder: Path) -> bool:
+    """True for a folder `textvae prepare` wrote: it holds the marker, or (older datasets) exactly the files
+    prepare writes and nothing else."""
+    folder = Path(folder)
+    if (folder / MARKER).is_file():
+        return True
+    return folder.is_dir() and {p.name for p in folder.iterdir()} == _LEGACY_LAYOUT
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """True when `path` is `folder` or lies under it (after resolving links and ..)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def check_output(out_dir: Path, inputs: list[Path], overwrite: bool = False) -> None:
+    """Refuse, before any work, an output folder whose replacement would lose something the user owns:
+    one that holds an input, or an existing folder that is not a textvae dataset (unless `overwrite`)."""
+    out_dir = Path(out_dir)
+    for path in inputs:
+        if is_inside(path, out_dir):
+            raise TextVAEError(f"the input {path} lies inside the output folder {out_dir}, which prepare replaces "
+                               "whole: choose another --out or --name")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TextVAEError(f"the output {out_dir} is a file, not a folder: choose another --out or --name")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_dataset(out_dir) and not overwrite:
+        raise TextVAEError(f"{out_dir} exists and is not a dataset textvae wrote: prepare would replace it and "
+                           "everything in it. Choose another --out or --name, or pass --overwrite to replace it")
+    check_can_write(out_dir.parent, "--out")
 
 
 def save(dataset: DatasetDict, tokenizer: Tokenizer, manifest: dict, out_dir: Path) -> None:
@@ -69,6 +100,7 @@ def save(dataset: DatasetDict, tokenizer: Tokenizer, manifest: dict, out_dir: Pa
         dataset.save_to_disk(str(tmp / "dataset"), num_shards={name: 1 for name in dataset})
         tokenizer.save(tmp / "tokenizer.model")
         (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
+        (tmp / MARKER).write_text("a dataset written by `textvae prepare`: prepare may replace this folder\n")
 
 
 def load(data_dir: str | Path) -> tuple[DatasetDict, Tokenizer]:
@@ -146,6 +178,16 @@ class Batches:
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return pad_batch([self.sequences[i] for i in self.indices(step)], self.max_len)
+
+
+def warn_if_cut(sequences: list[list[int]], max_len: int, what: str) -> int:
+    """Warn with the count of token sequences that pad_batch will cut to fit max_len (BOS + text + EOS)."""
+    cut = sum(len(s) > max_len - 2 for s in sequences)
+    if cut:
+        warnings.warn(f"{cut:,} of {len(sequences):,} {what} ({cut / len(sequences):.1%}) are longer than max_len "
+                      f"{max_len} tokens (BOS + text + EOS) and are cut to fit; a model with a larger --max-len "
+                      "keeps them whole")
+    return cut
 
 
 def token_ids(split: Dataset) -> list[list[int]]:

@@ -22,42 +22,48 @@ from torch.distributions import Independent, kl_divergence
 from tqdm import tqdm
 
 from textvae import data, metrics
-from textvae.corpus.poems import split_lines
+from textvae.corpus.poems import FORMS, split_lines
 from textvae.errors import TextVAEError
-from textvae.generate import Decoding, decode, load_model, sample
-from textvae.precision import autocast_for, check_precision, resolve_precision
-from textvae.rhyme import rhyme_groups, tone_of
+from textvae.fields import SEED_LIMIT, check_choice, check_device, check_int, setting
+from textvae.generate import Decoding, PoemForm, decode, load_model, sample
+from textvae.precision import PRECISION_HELP, autocast_for, check_precision, resolve_precision
+from textvae.rhyme import find_group, rhyme_groups, tone_of
+from textvae.tokenizer import check_same_tokenizer
 from textvae.vae import TextVAE
 
 STRATEGIES = ("sample", "greedy")
+MAX_IW_SAMPLES = 10_000  # K = 500 already takes ~18 min for 2,334 poems on 2 cores
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    split: str = "test"  # the dataset split to score
-    batch_size: int = 64  # examples per encoder pass
-    iw_samples: int = 500  # K importance samples per example for IW-NLL (0 skips it)
-    iw_rows: int = 256  # decoder rows per IW pass (samples x examples); bounds memory
-    num_samples: int = 1000  # prior samples for the text and poem metrics (0 skips them)
-    strategy: str = "sample"  # decoding of prior samples: sample (ancestral) | greedy
-    form: str = ""  # prior samples constrained to a form: 5x4 | 7x4 | 5x8 | 7x8 ("" = free)
-    rhyme: str = ""  # prior samples rhyme-steered: auto | random | a group or character ("" = off)
-    max_examples: int = 0  # score a seeded random subset of N examples of the split (0: all)
-    seed: int = 0  # seeds every random draw
-    precision: str = "auto"  # auto | fp32 | bf16 (bf16 matmuls/recurrences, fp32 losses/softmax; auto = bf16 if native)
-    device: str = "cpu"  # cpu | cuda | cuda:N
+    split: str = setting("test", "the dataset split to score")
+    batch_size: int = setting(64, "examples per encoder pass")
+    iw_samples: int = setting(500, "K importance samples per example for IW-NLL (0 skips it)")
+    iw_rows: int = setting(256, "decoder rows per IW pass (samples x examples); bounds memory")
+    num_samples: int = setting(1000, "prior samples for the text and poem metrics (0 skips them)")
+    strategy: str = setting("sample", "decoding of prior samples: sample (ancestral) | greedy")
+    form: str = setting("", "prior samples constrained to a form: 5x4 | 7x4 | 5x8 | 7x8 (\"\" = free)")
+    rhyme: str = setting("", "prior samples rhyme-steered: auto | random | a group or character (\"\" = off)")
+    max_examples: int = setting(0, "score a seeded random subset of N examples of the split (0: all)")
+    seed: int = setting(0, "seeds every random draw")
+    precision: str = setting("auto", PRECISION_HELP)
+    device: str = setting("cpu", "cpu | cuda | cuda:N")
 
     def __post_init__(self):
-        for name in ("batch_size", "iw_rows"):
-            if getattr(self, name) < 1:
-                raise TextVAEError(f"EvalConfig.{name} must be >= 1, not {getattr(self, name)}")
-        for name in ("iw_samples", "num_samples", "max_examples"):
-            if getattr(self, name) < 0:
-                raise TextVAEError(f"EvalConfig.{name} must be >= 0, not {getattr(self, name)}")
+        check_int(self, "batch_size", 1, 65536)
+        check_int(self, "iw_rows", 1, 1 << 20)
+        check_int(self, "iw_samples", 0, MAX_IW_SAMPLES)
+        check_int(self, "num_samples", 0, 100_000)
+        check_int(self, "max_examples", 0, 10**9)
+        check_int(self, "seed", 0, SEED_LIMIT - 1)
         if self.num_samples == 1:
             raise TextVAEError("EvalConfig.num_samples must be 0 or >= 2 (Self-BLEU compares samples)")
-        if self.strategy not in STRATEGIES:
-            raise TextVAEError(f"EvalConfig.strategy must be one of {STRATEGIES}, not {self.strategy!r}")
+        check_choice(self, "strategy", STRATEGIES)
+        check_choice(self, "form", ("", *FORMS))
+        if self.rhyme not in ("", "auto", "random"):
+            find_group(self.rhyme)  # a one-line error for an unknown group before any work
+        check_device(self)
         check_precision(self.precision, "EvalConfig.precision")
 
 
@@ -229,9 +235,8 @@ def load(model_dir: str | Path, data_dir: str | Path, device: str = "cpu") -> tu
     """A saved model and the prepared dataset it is scored on, checked to share one tokenizer."""
     model = load_model(model_dir, device=device)
     dataset, tokenizer = data.load(data_dir)
-    if tokenizer.model_proto != model.tokenizer.model_proto:
-        raise TextVAEError(f"{model_dir} was trained with another tokenizer than {data_dir}'s: the token ids "
-                           "would mean other characters. Pass the dataset the model was trained on (--data).")
+    check_same_tokenizer(model.tokenizer, tokenizer, model_dir, data_dir,
+                         "Pass the dataset the model was trained on (--data).")
     return model, dataset
 
 
@@ -253,8 +258,11 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
     """The report (JSON-able) and the posterior means E_q[z] (N, D) of the scored examples, in the order of
     `select_split` (for plots)."""
     split = select_split(dataset, config)
+    if config.num_samples and (config.form or config.rhyme):  # refuse now what would fail after the IW pass
+        PoemForm(model.tokenizer, config.form or None, rhyme=config.rhyme or None)
     model = model.to(config.device).eval()
     sequences = data.token_ids(split)
+    data.warn_if_cut(sequences, model.config.max_len, f"{config.split} examples (scored cut short)")
     report = dict(split=config.split, seed=config.seed, posterior=model.config.posterior,
                   precision=resolve_precision(config.precision, config.device), config=dataclasses.asdict(config),
                   seconds={})

@@ -4,7 +4,8 @@ Decoding runs the decoder one token per step through its incremental state (init
 reorder_state), a whole batch at a time. Constraints only mask logits, so greedy, beam search and sampling
 all obey them: with a form, each position admits a known set (a CJK character piece, exactly ，or 。 at a
 line end, EOS after the last 。), an acrostic pins a line's first character, and rhyme steering narrows the
-last character of every even line to one 平水韻 group.
+last character of every even line to one 平水韻 group. Input may be in simplified or traditional characters:
+OpenCC converts what the vocabulary lacks into the model's script; output is in that script unless asked.
 Shapes: B batch, K beam width, V vocab, D latent, T output tokens.
 References: Bowman et al. 2016 (decoding prior samples, homotopies between sentences); Fan et al. 2018
 (top-k sampling); Holtzman et al. 2020 (nucleus, top-p, sampling); White 2016 (slerp for latent paths).
@@ -23,35 +24,96 @@ import torch.nn.functional as F
 from textvae.corpus.poems import FORMS, form_of, is_cjk, split_lines
 from textvae.data import pad_batch
 from textvae.errors import TextVAEError
-from textvae.precision import DTYPES, check_precision, resolve_precision
+from textvae.fields import check_choice, check_float, check_int, setting
+from textvae.precision import DTYPES, PRECISION_HELP, check_precision, resolve_precision
 from textvae.rhyme import LEVEL, find_group, rhyme_groups, rhyme_table, tone_of
 from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from textvae.vae import TextVAE
 
 STRATEGIES = ("greedy", "beam", "sample")
+MAX_OUTPUTS = 1_000_000  # texts from one call: its latents and texts stay within a few hundred MB
+MAX_DRAWS = 10_000  # draws per text (reconstruct --samples, vary -n) and points on a path
 _NEG_INF = float("-inf")
 
 
 @dataclass(frozen=True)
 class Decoding:
-    strategy: str = "greedy"  # greedy | beam | sample (`textvae sample` samples unless told otherwise)
-    beam: int = 4  # beam width K for the beam strategy
-    temperature: float = 1.0  # sampling: logits are divided by it (< 1 sharper, > 1 flatter)
-    top_k: int = 0  # sampling: keep only the k most likely tokens (0 keeps all)
-    top_p: float = 1.0  # sampling: keep the fewest tokens that hold this much probability (1 keeps all)
-    max_tokens: int = 0  # free-form output limit in tokens, EOS included (0: the model's max_len - 1)
-    precision: str = "auto"  # auto | fp32 | bf16 (bf16 matmuls/recurrences, fp32 losses/softmax; auto = bf16 if native)
+    strategy: str = setting("greedy", "greedy | beam | sample (`textvae sample` samples unless told otherwise)")
+    beam: int = setting(4, "beam width K for the beam strategy")
+    temperature: float = setting(1.0, "sampling: logits are divided by it (< 1 sharper, > 1 flatter)")
+    top_k: int = setting(0, "sampling: keep only the k most likely tokens (0 keeps all)")
+    top_p: float = setting(1.0, "sampling: keep the fewest tokens that hold this much probability (1 keeps all)")
+    max_tokens: int = setting(0, "free-form output limit in tokens, EOS included (0: the model's max_len - 1)")
+    precision: str = setting("auto", PRECISION_HELP)
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise TextVAEError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
-        if self.beam < 1 or self.top_k < 0 or self.max_tokens < 0:
-            raise TextVAEError("beam must be >= 1, and top_k and max_tokens >= 0")
-        if not self.temperature > 0:
-            raise TextVAEError(f"temperature must be > 0, not {self.temperature} (use --strategy greedy for 0)")
-        if not 0 < self.top_p <= 1:
-            raise TextVAEError(f"top_p must be in (0, 1], not {self.top_p}")
-        check_precision(self.precision)
+        check_choice(self, "strategy", STRATEGIES)
+        check_int(self, "beam", 1, 64)
+        check_int(self, "top_k", 0, 10**7)
+        check_int(self, "max_tokens", 0, 1 << 16)
+        if self.temperature == 0:
+            raise TextVAEError("Decoding.temperature must be > 0, not 0 (use --strategy greedy for 0)")
+        check_float(self, "temperature", 0, 100, low_open=True)
+        check_float(self, "top_p", 0, 1, low_open=True)
+        check_precision(self.precision, "Decoding.precision")
+
+
+# -----------------------------------------------------------------------------
+# scripts: simplified and traditional characters
+
+SCRIPTS = {"simplified": "t2s", "traditional": "s2t"}  # a script, and the OpenCC conversion into it
+
+
+@functools.cache
+def _opencc(conversion: str):
+    import opencc  # imported on first use: its dictionaries take a moment to load
+    return opencc.OpenCC(conversion)
+
+
+def _changed(chars: list[str], conversion: str) -> int:
+    """How many of the characters an OpenCC conversion changes, each read alone."""
+    converted = _opencc(conversion).convert("\n".join(chars)).split("\n")  # one a line: no phrase spans two
+    return sum(a != b for a, b in zip(chars, converted))
+
+
+@functools.lru_cache(maxsize=8)
+def model_script(tokenizer: Tokenizer) -> str | None:
+    """The script a model writes: "traditional" when t2s would change more of its vocabulary's one-character
+    CJK pieces (characters only traditional writing uses) than s2t would (simplified-only ones), "simplified"
+    when fewer, None when as many (no Chinese). Detected from the vocabulary rather than recorded at training
+    time, so that every model has one, those saved before included, and a vocabulary mixing both gets the
+    script it holds more of (data/pretrained: t2s changes 2,362 of its characters, s2t 242, variants such as
+    床 -> 牀 among them)."""
+    chars = [tokenizer.id_to_piece(i) for i in _cjk_mask(tokenizer).nonzero()[:, 0].tolist()]
+    traditional, simplified = _changed(chars, "t2s"), _changed(chars, "s2t")
+    return None if traditional == simplified else "traditional" if traditional > simplified else "simplified"
+
+
+def check_script(script: str | None) -> None:
+    if script is not None and script not in SCRIPTS:
+        raise TextVAEError(f"script must be {' or '.join(SCRIPTS)} (or None: the model's own), not {script!r}")
+
+
+def to_model_script(tokenizer: Tokenizer, text: str) -> str:
+    """`text` with each character the vocabulary lacks replaced by its form in the model's script when the
+    vocabulary has that (a traditional model reads 举头 as 舉頭); characters it has stay as typed (s2t would
+    turn 床 into the variant 牀, which a model trained on 床 has hardly seen)."""
+    script, unknown = model_script(tokenizer), set(tokenizer.unknown_characters(text))
+    if script is None or not unknown:
+        return text
+    convert = _opencc(SCRIPTS[script]).convert
+    converted = convert(text)  # the whole text: its phrases pick between candidates (发 -> 發 or 髮)
+    if len(converted) != len(text):  # OpenCC's s2t and t2s tables keep lengths; were one not to, stay aligned
+        converted = "".join(convert(c) for c in text)
+    return "".join(new if old in unknown and tokenizer.piece_to_id(new) != UNK_ID else old
+                   for old, new in zip(text, converted))
+
+
+def _in_script(texts: list[str], script: str | None, tokenizer: Tokenizer) -> list[str]:
+    """Decoded texts, converted when a script is asked for that the model does not write."""
+    if script is None or script == model_script(tokenizer):
+        return texts
+    return [_opencc(SCRIPTS[script]).convert(t) for t in texts]
 
 
 # -----------------------------------------------------------------------------
@@ -143,7 +205,7 @@ class PoemForm:
                                    "a poem tokenizer (`textvae prepare poems`)")
         for line in range(self.lines):
             forced[line * (self.chars + 1) + self.chars] = tokenizer.piece_to_id("，" if line % 2 == 0 else "。")
-        for line, char in enumerate(acrostic):
+        for line, char in enumerate(to_model_script(tokenizer, acrostic)):
             i = tokenizer.piece_to_id(char)
             if i == UNK_ID or not self.cjk[i]:
                 raise TextVAEError(f"the acrostic character {char!r} is not a Chinese character in this model's "
@@ -320,10 +382,12 @@ def _decode_beam(decoder, z, batch_size: int, steps: int, width: int, poem) -> t
 
 def decode(model: TextVAE, z: torch.Tensor | None, n: int | None = None, *, decoding: Decoding = Decoding(),
            form: str | None = None, acrostic: str = "", rhyme: str | None = None,
-           batch_size: int = 1000) -> list[str]:
+           batch_size: int = 1000, script: str | None = None) -> list[str]:
     """Texts decoded from latents z (B, D), or n texts from a model without a latent (z None), `batch_size`
     at a time (beam search: batch_size / K inputs at a time). With a form, an acrostic or rhyme steering,
-    every text is a poem: see PoemForm and resolve_form."""
+    every text is a poem: see PoemForm and resolve_form. The texts are in the model's script unless `script`
+    ("simplified" or "traditional") asks for the other."""
+    check_script(script)
     if model.tokenizer is None:
         raise TextVAEError("the model has no tokenizer: decoding needs one to turn ids into text")
     if (z is None) == model.config.has_latent or (z is None and not n):
@@ -351,7 +415,7 @@ def decode(model: TextVAE, z: torch.Tensor | None, n: int | None = None, *, deco
             else:
                 ids = _decode_stepwise(decoder, zs, size, steps, decoding, poem)
             texts += [model.tokenizer.decode(row) for row in ids.tolist()]
-    return texts
+    return _in_script(texts, script, model.tokenizer)
 
 
 # -----------------------------------------------------------------------------
@@ -377,6 +441,12 @@ def _seeded(seed: int | None, device: torch.device):
         yield
 
 
+def _check_count(name: str, value: int, low: int, high: int) -> None:
+    """Counts are bounded so that the latents and the texts of one call fit in memory."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise TextVAEError(f"{name} must be >= {low:,} and <= {high:,}, not {value!r}")
+
+
 def _require_latent(model: TextVAE, verb: str) -> None:
     if model.head is None:
         raise TextVAEError(f"{verb} needs a latent variable, but this model is a plain language model "
@@ -384,7 +454,8 @@ def _require_latent(model: TextVAE, verb: str) -> None:
 
 
 def _check_texts(model: TextVAE, texts: list[str], form: str | None) -> list[str]:
-    texts = [t.strip() for t in texts]
+    """The texts as the model reads them (stripped, in its script: see to_model_script), checked."""
+    texts = [to_model_script(model.tokenizer, t.strip()) for t in texts]
     if not texts or not all(texts):
         raise TextVAEError("empty text: give a sentence or a poem")
     for text in texts:
@@ -415,41 +486,41 @@ def _posterior(model: TextVAE, texts: list[str], form: str | None):
 
 
 def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strategy="sample"), form: str | None = None,
-           acrostic: str = "", rhyme: str | None = None, seed: int | None = None, batch_size: int = 1000) -> list[str]:
+           acrostic: str = "", rhyme: str | None = None, seed: int | None = None, batch_size: int = 1000,
+           script: str | None = None) -> list[str]:
     """n texts decoded from z ~ p(z) (N(0, I), or uniform on the sphere for vMF); a model without a
-    latent samples as a plain language model."""
-    if n < 1:
-        raise TextVAEError(f"the number of samples must be >= 1, not {n}")
+    latent samples as a plain language model. Options as for `decode`."""
+    _check_count("the number of samples", n, 1, MAX_OUTPUTS)
     device = next(model.parameters()).device
     with _seeded(seed, device), torch.inference_mode():
         z = model.head.sample_prior(n) if model.head is not None else None
         return decode(model, z, n, decoding=decoding, form=form, acrostic=acrostic, rhyme=rhyme,
-                      batch_size=batch_size)
+                      batch_size=batch_size, script=script)
 
 
 def reconstruct(model: TextVAE, texts: list[str], *, samples: int = 0, decoding: Decoding = Decoding(),
                 form: str | None = None, acrostic: str = "", rhyme: str | None = None, seed: int | None = None,
-                batch_size: int = 1000) -> list[list[str]]:
+                batch_size: int = 1000, script: str | None = None) -> list[list[str]]:
     """For each text, [its decoding from the posterior mode q.mode] (μ; for vMF the mean direction, on the
-    sphere), or with samples = k the decodings of k draws z ~ q(z|x)."""
+    sphere), or with samples = k the decodings of k draws z ~ q(z|x). The texts may be in either script."""
     _require_latent(model, "reconstruct")
-    if samples < 0:
-        raise TextVAEError(f"samples must be >= 0, not {samples}")
+    check_script(script)
+    _check_count("samples", samples, 0, MAX_DRAWS)
+    _check_count("texts x samples", len(texts) * max(1, samples), 1, MAX_OUTPUTS)
     device = next(model.parameters()).device
     with _seeded(seed, device), torch.inference_mode():
         q = _posterior(model, texts, form)
         z = q.mode[None] if samples == 0 else q.sample((samples,))  # (S, B, D)
         k = z.size(0)
         flat = decode(model, z.transpose(0, 1).reshape(-1, z.size(-1)), decoding=decoding, form=form,
-                      acrostic=acrostic, rhyme=rhyme, batch_size=batch_size)
+                      acrostic=acrostic, rhyme=rhyme, batch_size=batch_size, script=script)
     return [flat[i * k:(i + 1) * k] for i in range(len(texts))]
 
 
 def vary(model: TextVAE, text: str, n: int = 5, **options) -> list[str]:
     """"Texts like this one": decodings of n draws from q(z|text). Options as for reconstruct."""
     _require_latent(model, "vary")
-    if n < 1:
-        raise TextVAEError(f"the number of variations must be >= 1, not {n}")
+    _check_count("the number of variations", n, 1, MAX_DRAWS)
     return reconstruct(model, [text], samples=n, **options)[0]
 
 
@@ -460,8 +531,7 @@ def latent_path(model: TextVAE, a: str | None = None, b: str | None = None, step
     _require_latent(model, "interpolate")
     if (a is None) != (b is None):
         raise TextVAEError("interpolate needs two texts, or none (to walk between two prior samples)")
-    if steps < 2:
-        raise TextVAEError(f"steps must be >= 2 (the two endpoints), not {steps}")
+    _check_count("steps", steps, 2, MAX_DRAWS)  # the two endpoints included
     with torch.inference_mode():
         z0, z1 = model.head.sample_prior(2) if a is None else _posterior(model, [a, b], form).mode
         return model.head.interpolate(z0, z1, steps)
@@ -469,14 +539,15 @@ def latent_path(model: TextVAE, a: str | None = None, b: str | None = None, step
 
 def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, steps: int = 5,
                 decoding: Decoding = Decoding(), form: str | None = None, acrostic: str = "",
-                rhyme: str | None = None, seed: int | None = None) -> list[str]:
+                rhyme: str | None = None, seed: int | None = None, script: str | None = None) -> list[str]:
     """Decodings of the points of `latent_path(model, a, b, steps)`: the first and last are the
     reconstructions of a and b."""
+    check_script(script)
     device = next(model.parameters()).device
     with _seeded(seed, device):
         path = latent_path(model, a, b, steps, form)
-        return decode(model, path, decoding=decoding, form=form, acrostic=acrostic, rhyme=rhyme)
+        return decode(model, path, decoding=decoding, form=form, acrostic=acrostic, rhyme=rhyme, script=script)
 
 
-__all__ = ["Decoding", "PoemForm", "STRATEGIES", "decode", "interpolate", "latent_path", "load_model",
-           "reconstruct", "resolve_form", "sample", "vary"]
+__all__ = ["Decoding", "PoemForm", "SCRIPTS", "STRATEGIES", "check_script", "decode", "interpolate", "latent_path",
+           "load_model", "model_script", "reconstruct", "resolve_form", "sample", "to_model_script", "vary"]

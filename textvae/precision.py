@@ -17,6 +17,8 @@ from textvae.errors import TextVAEError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISION_HELP = ("auto | fp32 | bf16: bf16 runs matrix products and recurrences in bfloat16, with fp32 losses "
+                  "and softmax statistics; auto picks bf16 where the hardware has it natively, else fp32")
 
 
 def check_precision(precision: str, name: str = "precision") -> None:

@@ -8,11 +8,11 @@ the input is encoded as its three UTF-8 byte pieces, which decode back to ▁ ra
 
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import sentencepiece as spm
 
+from textvae.atomic import write_bytes
 from textvae.errors import TextVAEError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -64,11 +64,7 @@ class Tokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a temporary file in the same folder, then rename."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=".tokenizer-", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(self.model_proto)
-        os.replace(tmp, path)
+        write_bytes(path, self.model_proto)
 
     @property
     def vocab_size(self) -> int:
@@ -107,3 +103,11 @@ class Tokenizer:
     def unknown_characters(self, text: str) -> list[str]:
         """Characters of `text` that have no piece of their own (they fall back to bytes or unk)."""
         return sorted({c for c in text if c != " " and self.sp.piece_to_id(c) == UNK_ID})
+
+
+def check_same_tokenizer(trained: Tokenizer | None, data: Tokenizer, model_dir, data_dir, fix: str) -> None:
+    """Refuse to pair a model with a dataset tokenized by another tokenizer (even one of the same size): its
+    token ids would mean other pieces. `trained` None (a model saved without one) cannot be compared."""
+    if trained is not None and trained.model_proto != data.model_proto:
+        raise TextVAEError(f"{model_dir} was trained with another tokenizer than {data_dir}'s: the token ids "
+                           f"would mean other characters. {fix}")

@@ -24,12 +24,14 @@ from torch.distributions import kl_divergence
 from tqdm import tqdm
 
 from textvae import data
-from textvae.atomic import atomic_directory, recover, write_text
+from textvae.atomic import atomic_directory, check_can_write, recover, remove_leftovers, write_text
 from textvae.errors import TextVAEError
 from textvae.evaluate import validation_figures
+from textvae.fields import SEED_LIMIT, check_choice, check_device, check_float, check_int, setting
 from textvae.malloc import keep_freed_memory
-from textvae.precision import autocast_for, check_precision
-from textvae.vae import TextVAE, VAEConfig
+from textvae.precision import PRECISION_HELP, autocast_for, check_precision
+from textvae.tokenizer import check_same_tokenizer
+from textvae.vae import TextVAE, VAEConfig, is_saved_model, parameter_count
 
 SCHEDULES = ("constant", "linear", "sigmoid", "cyclical")
 COLLAPSE_KL = 0.1  # nats: a validation KL below this means the decoder ignores z
@@ -37,53 +39,57 @@ COLLAPSE_KL = 0.1  # nats: a validation KL below this means the decoder ignores 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data_dir: str = "data/poems"  # a `textvae prepare` output folder
-    run_dir: str = "runs/poem"  # receives run_config.json, metrics.jsonl, last/ and best/
-    max_steps: int = 3000  # optimizer steps
-    batch_size: int = 128  # sentences per step and process
-    lr: float = 2e-3  # peak learning rate
-    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
-    warmup_steps: int = 100  # linear learning-rate warm-up
-    weight_decay: float = 0.01  # AdamW decoupled weight decay
-    grad_clip: float = 1.0  # max global gradient norm
-    kl_schedule: str = "linear"  # β schedule: constant | linear | sigmoid | cyclical
-    kl_warmup_steps: int = 1000  # linear / sigmoid: steps until β reaches beta_max
-    kl_cycles: int = 4  # cyclical: number of cycles M over max_steps
-    kl_ratio: float = 0.5  # cyclical: share R of each cycle during which β rises
-    beta_max: float = 1.0  # final KL weight
-    free_bits: float = 0.0  # λ in nats (0 = off)
-    free_bits_mode: str = "sentence"  # sentence: max(λ, KL) per sentence | dimension: Σ_j max(λ, KL_j)
-    eval_every: int = 250  # steps between validations and checkpoints
-    eval_examples: int = 0  # validation sentences used (0 = all)
-    seed: int = 0  # seeds data order, initialisation and every random draw
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto | fp32 | bf16 (bf16 matmuls/recurrences, fp32 losses/softmax; auto = bf16 if native)
-    max_bad_steps: int = 5  # consecutive non-finite steps before stopping
-    collapse_evals: int = 3  # validations in a row with collapse before the warning
-    log_every: int = 10  # steps between metrics.jsonl records
-    tensorboard: bool = False  # also write TensorBoard logs to run_dir/tb
+    data_dir: str = setting("data/poems", "a `textvae prepare` output folder")
+    run_dir: str = setting("runs/poem", "receives run_config.json, metrics.jsonl, last/ and best/")
+    max_steps: int = setting(3000, "optimizer steps")
+    batch_size: int = setting(128, "sentences per step and process")
+    lr: float = setting(2e-3, "peak learning rate")
+    min_lr: float = setting(1e-4, "learning rate at the end of the cosine decay")
+    warmup_steps: int = setting(100, "linear learning-rate warm-up")
+    weight_decay: float = setting(0.01, "AdamW decoupled weight decay")
+    grad_clip: float = setting(1.0, "max global gradient norm")
+    kl_schedule: str = setting("linear", "β schedule: constant | linear | sigmoid | cyclical")
+    kl_warmup_steps: int = setting(1000, "linear / sigmoid: steps until β reaches beta_max")
+    kl_cycles: int = setting(4, "cyclical: number of cycles M over max_steps")
+    kl_ratio: float = setting(0.5, "cyclical: share R of each cycle during which β rises")
+    beta_max: float = setting(1.0, "final KL weight")
+    free_bits: float = setting(0.0, "λ in nats (0 = off)")
+    free_bits_mode: str = setting("sentence", "sentence: max(λ, KL) per sentence | dimension: Σ_j max(λ, KL_j)")
+    eval_every: int = setting(250, "steps between validations and checkpoints")
+    eval_examples: int = setting(0, "validation sentences used (0 = all)")
+    seed: int = setting(0, "seeds data order, initialisation and every random draw")
+    device: str = setting("auto", "auto (CUDA when present) | cpu | cuda | cuda:N")
+    precision: str = setting("auto", PRECISION_HELP)
+    max_bad_steps: int = setting(5, "consecutive non-finite steps before stopping")
+    collapse_evals: int = setting(3, "validations in a row with collapse before the warning")
+    log_every: int = setting(10, "steps between metrics.jsonl records")
+    tensorboard: bool = setting(False, "also write TensorBoard logs to run_dir/tb")
 
     def __post_init__(self):
-        for name in ("max_steps", "batch_size", "eval_every", "log_every", "max_bad_steps", "collapse_evals",
-                     "kl_cycles"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise TextVAEError(f"TrainConfig.{name} must be a positive integer, not {getattr(self, name)!r}")
-        for name in ("warmup_steps", "kl_warmup_steps", "eval_examples", "seed"):
-            if getattr(self, name) < 0:
-                raise TextVAEError(f"TrainConfig.{name} must be >= 0, not {getattr(self, name)!r}")
-        for name in ("lr", "grad_clip"):
-            if getattr(self, name) <= 0:
-                raise TextVAEError(f"TrainConfig.{name} must be > 0, not {getattr(self, name)!r}")
-        for name in ("min_lr", "weight_decay", "beta_max", "free_bits"):
-            if getattr(self, name) < 0:
-                raise TextVAEError(f"TrainConfig.{name} must be >= 0, not {getattr(self, name)!r}")
+        for name in ("data_dir", "run_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise TextVAEError(f"TrainConfig.{name} must be a folder path, not {getattr(self, name)!r}")
+        for name in ("max_steps", "eval_every", "log_every"):
+            check_int(self, name, 1, 10**9)
+        check_int(self, "batch_size", 1, 65536)
+        for name in ("max_bad_steps", "collapse_evals", "kl_cycles"):
+            check_int(self, name, 1, 10**6)
+        for name in ("warmup_steps", "kl_warmup_steps", "eval_examples"):
+            check_int(self, name, 0, 10**9)
+        check_int(self, "seed", 0, SEED_LIMIT - 1)
+        check_float(self, "lr", 0, 10, low_open=True)
+        check_float(self, "grad_clip", 0, 1e6, low_open=True)
+        check_float(self, "kl_ratio", 0, 1, low_open=True)
+        for name in ("min_lr", "weight_decay"):
+            check_float(self, name, 0, 10)
+        for name in ("beta_max", "free_bits"):
+            check_float(self, name, 0, 1000)
+        check_choice(self, "kl_schedule", SCHEDULES)
+        check_choice(self, "free_bits_mode", ("sentence", "dimension"))
+        check_device(self)
         check_precision(self.precision, "TrainConfig.precision")
-        choices = dict(kl_schedule=SCHEDULES, free_bits_mode=("sentence", "dimension"))
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise TextVAEError(f"TrainConfig.{name} must be one of {list(allowed)}, not {getattr(self, name)!r}")
-        if not 0 < self.kl_ratio <= 1:
-            raise TextVAEError(f"TrainConfig.kl_ratio must be in (0, 1], not {self.kl_ratio}")
+        if not isinstance(self.tensorboard, bool):
+            raise TextVAEError(f"TrainConfig.tensorboard must be true or false, not {self.tensorboard!r}")
 
 
 _POEM_MODEL = dict(embed_dim=128, encoder_hidden=128, decoder_hidden=256, latent_dim=32, posterior="bn", gamma=0.6)
@@ -110,6 +116,31 @@ def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
                            f"{model.posterior!r} posterior has no per-dimension KL (use 'sentence')")
     if train.free_bits > 0 and not model.has_latent:
         raise TextVAEError("TrainConfig.free_bits needs a latent: the 'none' posterior has no KL")
+    if train.batch_size < 2 and model.posterior in ("bn", "bn-tau"):
+        raise TextVAEError(f"TrainConfig.batch_size 1 with the {model.posterior!r} posterior: batch-norm on μ "
+                           "needs the statistics of a batch for its KL floor, and one example has none; "
+                           "use batch_size >= 2 (the presets use 128)")
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can still hand out (MemAvailable on Linux, else physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits_memory(model: VAEConfig, device: torch.device) -> None:
+    """Refuse a model whose weights, gradients and AdamW moments (4 fp32 copies) exceed half the memory."""
+    need = 16 * parameter_count(model)
+    have = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+    if need > have / 2:
+        raise TextVAEError(f"the model has {need // 16:,} parameters: training needs {need / 2**30:.1f} GiB for "
+                           f"weights, gradients and optimizer state alone, and {have / 2**30:.1f} GiB is free. "
+                           "Lower --embed-dim, --encoder-hidden, --decoder-hidden, the layers or --latent-dim")
 
 # -----------------------------------------------------------------------------
 # schedules: pure functions of the step
@@ -172,6 +203,47 @@ def collapse_warning(posterior: str) -> str:
 
 # -----------------------------------------------------------------------------
 # run directory: config, metrics log, checkpoints
+
+
+def check_run_dir(run_dir: Path, data_dir: Path, resume: bool) -> None:
+    """Refuse, before step 1, a run dir whose files training would overwrite, or that it cannot write."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TextVAEError(f"--run-dir {run_dir} is a file: give a folder (new, empty, or a textvae run)")
+    if data.is_inside(run_dir, data_dir) or data.is_dataset(run_dir):
+        raise TextVAEError(f"--run-dir {run_dir} is (or lies inside) a dataset folder; training would write "
+                           "into it: choose a folder of its own, such as runs/NAME")
+    if is_saved_model(run_dir):
+        raise TextVAEError(f"--run-dir {run_dir} is a saved model (config.json, model.safetensors); training "
+                           "would overwrite it: choose a folder of its own, such as runs/NAME")
+    if not resume and run_dir.is_dir():
+        if (run_dir / "last").exists():
+            raise TextVAEError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir")
+        if not (run_dir / "run_config.json").is_file() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
+            raise TextVAEError(f"--run-dir {run_dir} holds files that are not a textvae run; training writes "
+                               "run_config.json, metrics.jsonl, last/ and best/ there: choose a new or empty folder")
+    check_can_write(run_dir, "--run-dir")
+
+
+def check_same_data(run_dir: Path, data_dir: str) -> None:
+    """--resume continues on the dataset the run started with."""
+    try:
+        saved = json.loads((run_dir / "run_config.json").read_text())["train"]["data_dir"]
+    except FileNotFoundError:
+        return  # no run here: load_checkpoint says so
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TextVAEError(f"{run_dir}/run_config.json is unreadable or corrupt ({e}); cannot resume") from e
+    if Path(saved).resolve() != Path(data_dir).resolve():
+        raise TextVAEError(f"--resume continues {run_dir} on its dataset {saved}, not {data_dir}: drop --data-dir "
+                           "or start a new run with another --run-dir")
+
+
+def check_data(dataset, max_len: int) -> None:
+    """A run needs a validation split; examples longer than max_len would be cut, which is worth a warning."""
+    if len(dataset["validation"]) == 0:
+        raise TextVAEError("the dataset's validation split is empty, so no validation ELBO or best model is "
+                           "possible: prepare a larger corpus (about 1 text in 100 lands in validation)")
+    for split in ("train", "validation"):
+        data.warn_if_cut(data.token_ids(dataset[split]), max_len, f"{split} examples")
 
 
 def save_checkpoint(run_dir: Path, model: TextVAE, trainer_state: dict) -> None:
@@ -237,13 +309,20 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
     rank, world_size, device = init_distributed(c.device)
     is_main = rank == 0
     run_dir = Path(c.run_dir)
+    check_run_dir(run_dir, Path(c.data_dir), resume)
+    if resume:
+        check_same_data(run_dir, c.data_dir)
     dataset, tokenizer = data.load(c.data_dir)
+    check_data(dataset, model_config.max_len)
     model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size)
+    if is_main and run_dir.is_dir():  # what writes killed mid-write left behind (and a swap cut in two)
+        remove_leftovers(*(run_dir / name for name in ("last", "best", "metrics.jsonl", "run_config.json")))
     if resume:
         model, state = load_checkpoint(run_dir, device)
+        check_same_tokenizer(model.tokenizer, tokenizer, run_dir / "last", c.data_dir,
+                             "Resume on the dataset the run was trained on, or start a new run with another --run-dir.")
     else:
-        if (run_dir / "last").exists():
-            raise TextVAEError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir")
+        check_fits_memory(model_config, device)
         torch.manual_seed(c.seed)
         model, state = TextVAE(model_config, tokenizer).to(device).train(), None
     if is_main:

@@ -4,13 +4,16 @@ Shapes: B batch, T tokens (BOS + text + EOS, padded on the right), V vocab, H en
 `forward(ids, mask)` returns per-example reconstruction NLL `rec` (summed over predicted tokens, EOS
 included, BOS excluded) and `kl` = KL(q(z|x) || p(z)), so the ELBO of a sentence is -(rec + kl).
 posterior="none" drops encoder and head: the same decoder as a plain language model (the baseline).
-A saved model is a directory: config.json + model.safetensors + tokenizer.model (HF convention).
+A saved model is a directory: config.json + model.safetensors + tokenizer.model (HF convention);
+config.json records the sha256 of the other two, and loading refuses a file that does not match.
 
 References: Bowman et al. 2016 (the text VAE); Kingma & Welling 2014 (reparameterisation).
 """
 
 import dataclasses
+import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -25,54 +28,56 @@ from textvae.atomic import atomic_directory
 from textvae.decoders import DECODERS, OUTPUT_LAYERS
 from textvae.encoders import ENCODERS
 from textvae.errors import TextVAEError
+from textvae.fields import check_choice, check_float, check_int, setting
 from textvae.posteriors import POSTERIORS
 from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 
 @dataclass(frozen=True)
 class VAEConfig:
-    vocab_size: int = 8000  # tokenizer pieces (set from the tokenizer)
-    encoder: str = "gru"  # gru | gcnn
-    posterior: str = "gaussian"  # gaussian | bn | bn-tau | vmf | none (no latent: a plain language model)
-    decoder: str = "gru"  # gru | transformer
-    embed_dim: int = 256  # token embedding size (encoder; GRU decoder)
-    encoder_hidden: int = 256  # GRU state per direction / GCNN channels
-    encoder_layers: int = 1  # GRU layers / GCNN gated conv layers
-    kernel_size: int = 3  # GCNN convolution width
-    decoder_hidden: int = 512  # GRU decoder state / Transformer width
-    decoder_layers: int = 1  # GRU or Transformer layers
-    num_heads: int = 4  # Transformer attention heads
-    latent_dim: int = 32  # D
-    kappa: float = 50.0  # vMF concentration (fixed)
-    gamma: float = 0.6  # BN-VAE: fixed scale of the batch-normalised mean
-    tau: float = 0.5  # τ-scaled BN: share of the prior variance carried by the mean
-    dropout: float = 0.0  # dropout inside encoder and decoder
-    word_dropout: float = 0.0  # decoder inputs replaced by unk with this probability while training
-    max_len: int = 128  # longest token sequence the Transformer decoder accepts (BOS + text + EOS)
-    output_layer: str = "full"  # full (one V-way softmax) | adaptive (Grave et al. 2017: exact, fewer FLOPs)
-    adaptive_cutoffs: tuple = (1000, 3000)  # adaptive: band edges; ids below the first are scored by the head
-    adaptive_div: int = 4  # adaptive: band i's tail projects H down to H / adaptive_div ** (i + 1)
+    vocab_size: int = setting(8000, "tokenizer pieces (set from the tokenizer)")
+    encoder: str = setting("gru", "gru | gcnn")
+    posterior: str = setting("gaussian", "gaussian | bn | bn-tau | vmf | none (no latent: a plain language model)")
+    decoder: str = setting("gru", "gru | transformer")
+    embed_dim: int = setting(256, "token embedding size (encoder; GRU decoder)")
+    encoder_hidden: int = setting(256, "GRU state per direction / GCNN channels")
+    encoder_layers: int = setting(1, "GRU layers / GCNN gated conv layers")
+    kernel_size: int = setting(3, "GCNN convolution width")
+    decoder_hidden: int = setting(512, "GRU decoder state / Transformer width")
+    decoder_layers: int = setting(1, "GRU or Transformer layers")
+    num_heads: int = setting(4, "Transformer attention heads")
+    latent_dim: int = setting(32, "D")
+    kappa: float = setting(50.0, "vMF concentration (fixed)")
+    gamma: float = setting(0.6, "BN-VAE: fixed scale of the batch-normalised mean")
+    tau: float = setting(0.5, "τ-scaled BN: share of the prior variance carried by the mean")
+    dropout: float = setting(0.0, "dropout inside encoder and decoder")
+    word_dropout: float = setting(0.0, "decoder inputs replaced by unk with this probability while training")
+    max_len: int = setting(128, "longest token sequence the model reads and writes (BOS + text + EOS)")
+    output_layer: str = setting("full", "full (one V-way softmax) | adaptive (Grave et al. 2017: exact, fewer FLOPs)")
+    adaptive_cutoffs: tuple = setting((1000, 3000), "adaptive: band edges; ids below the first are scored by the head")
+    adaptive_div: int = setting(4, "adaptive: band i's tail projects H down to H / adaptive_div ** (i + 1)")
 
     def __post_init__(self):
-        object.__setattr__(self, "adaptive_cutoffs", tuple(self.adaptive_cutoffs))  # JSON gives a list
+        if isinstance(self.adaptive_cutoffs, list):  # JSON gives a list
+            object.__setattr__(self, "adaptive_cutoffs", tuple(self.adaptive_cutoffs))
         for name, choices in (("encoder", ENCODERS), ("decoder", DECODERS), ("posterior", [*POSTERIORS, "none"]),
                               ("output_layer", OUTPUT_LAYERS)):
-            if getattr(self, name) not in choices:
-                raise TextVAEError(f"VAEConfig.{name} must be one of {sorted(choices)}, not {getattr(self, name)!r}")
-        for name in ("vocab_size", "embed_dim", "encoder_hidden", "encoder_layers", "kernel_size",
-                     "decoder_hidden", "decoder_layers", "num_heads", "latent_dim", "max_len"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise TextVAEError(f"VAEConfig.{name} must be a positive integer, not {getattr(self, name)!r}")
-        if self.posterior == "vmf" and self.latent_dim < 2:
-            raise TextVAEError("VAEConfig.latent_dim must be at least 2 for the vMF posterior")
-        if self.kappa <= 0:
-            raise TextVAEError(f"VAEConfig.kappa must be > 0, not {self.kappa}")
-        if self.gamma <= 0:
-            raise TextVAEError(f"VAEConfig.gamma must be > 0, not {self.gamma}")
-        if not 0 < self.tau < 1:
-            raise TextVAEError(f"VAEConfig.tau must be in (0, 1), not {self.tau}")
-        if not 0 <= self.dropout < 1 or not 0 <= self.word_dropout <= 1:
-            raise TextVAEError("VAEConfig.dropout must be in [0, 1) and word_dropout in [0, 1]")
+            check_choice(self, name, sorted(choices))
+        check_int(self, "vocab_size", 1, 10**7)
+        for name in ("embed_dim", "encoder_hidden", "decoder_hidden"):
+            check_int(self, name, 1, 16384)
+        for name in ("encoder_layers", "decoder_layers", "kernel_size"):
+            check_int(self, name, 1, 64)
+        check_int(self, "num_heads", 1, 256)
+        check_int(self, "latent_dim", 2 if self.posterior == "vmf" else 1, 4096)
+        check_int(self, "max_len", 3, 65536)
+        check_float(self, "kappa", 0, 1e6, low_open=True)
+        check_float(self, "gamma", 0, 100, low_open=True)
+        check_float(self, "tau", 0, 1, low_open=True)
+        if self.tau == 1:
+            raise TextVAEError("VAEConfig.tau must be in (0, 1), not 1 (the mean would carry all the variance)")
+        check_float(self, "dropout", 0, 0.99)
+        check_float(self, "word_dropout", 0, 1)
         if self.output_layer == "adaptive":
             self._check_adaptive()
         if self.decoder == "transformer" and self.decoder_hidden % self.num_heads:
@@ -80,8 +85,9 @@ class VAEConfig:
 
     def _check_adaptive(self):
         cuts = self.adaptive_cutoffs
-        if not cuts or any(not isinstance(c, int) for c in cuts) or list(cuts) != sorted(set(cuts)) or cuts[0] < 1:
-            raise TextVAEError(f"VAEConfig.adaptive_cutoffs must be increasing positive integers, not {list(cuts)}")
+        if not isinstance(cuts, tuple) or not cuts or any(type(c) is not int for c in cuts) \
+                or list(cuts) != sorted(set(cuts)) or cuts[0] < 1:
+            raise TextVAEError(f"VAEConfig.adaptive_cutoffs must be increasing positive integers, not {cuts!r}")
         if cuts[-1] >= self.vocab_size:
             raise TextVAEError(f"VAEConfig.adaptive_cutoffs {list(cuts)} must lie below vocab_size {self.vocab_size} "
                                "(use output_layer 'full' for a small vocabulary)")
@@ -94,12 +100,17 @@ class VAEConfig:
     def has_latent(self) -> bool:
         return self.posterior != "none"
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+    def to_json(self, checksums: dict[str, str] | None = None) -> str:
+        """The config as JSON; a saved model's config.json adds the sha256 of its files under "checksums"."""
+        extra = {} if checksums is None else {"checksums": checksums}
+        return json.dumps(dataclasses.asdict(self) | extra, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> "VAEConfig":
-        fields = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "VAEConfig":
         unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TextVAEError(f"unknown VAEConfig fields {sorted(unknown)}")
@@ -134,6 +145,47 @@ def _build_decoder(c: VAEConfig) -> nn.Module:
         return DECODERS["gru"](c.vocab_size, embed_dim=c.embed_dim, hidden_dim=c.decoder_hidden, **common)
     return DECODERS["transformer"](c.vocab_size, d_model=c.decoder_hidden, num_heads=c.num_heads,
                                    max_len=c.max_len, **common)
+
+
+_CHECKSUMMED = ("model.safetensors", "tokenizer.model")  # the files whose sha256 config.json records
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_config(path: Path) -> tuple[VAEConfig, dict | None]:
+    """A saved model's config.json: the VAEConfig, and the checksums of the files saved beside it (None in
+    a model saved before they were recorded)."""
+    try:
+        fields = json.loads(path.read_text())
+        checksums = fields.pop("checksums", None)
+        config = VAEConfig.from_dict(fields)
+    except (json.JSONDecodeError, TypeError, AttributeError) as e:
+        raise TextVAEError(f"{path} is corrupt ({e}).") from e
+    if not isinstance(checksums, dict | None):
+        raise TextVAEError(f"{path} is corrupt: its checksums should map file names to sha256 digests, not "
+                           f"{checksums!r}.")
+    return config, checksums
+
+
+def _verify_files(directory: Path, checksums: dict | None) -> None:
+    """Refuse a file whose sha256 is not the one recorded at save time: a bit flipped in the weights, or a
+    tokenizer.model from another model of the same vocabulary size, would load and decode gibberish."""
+    unverified = []
+    for name in _CHECKSUMMED:
+        path = directory / name
+        if not path.is_file():
+            continue
+        if name not in (checksums or {}):
+            unverified.append(name)
+        elif _sha256(path) != checksums[name]:
+            raise TextVAEError(f"{path} does not match the checksum recorded when the model was saved: it is "
+                               "corrupt, or was copied from another model. Copy the whole model folder again "
+                               "from where it was saved.")
+    if unverified:
+        warnings.warn(f"{directory}: {' and '.join(unverified)} could not be verified: config.json records no "
+                      "checksum (the model was saved before textvae recorded them); save it again to add them")
 
 
 class TextVAE(nn.Module):
@@ -182,11 +234,13 @@ class TextVAE(nn.Module):
             self.write_to(tmp)
 
     def write_to(self, directory: Path) -> None:
-        """The files of a saved model, written into an existing folder (the caller makes it atomic)."""
-        (directory / "config.json").write_text(self.config.to_json())
+        """The files of a saved model, written into an existing folder (the caller makes it atomic).
+        config.json comes last: it records the sha256 of the others, which from_pretrained checks."""
         save_model(self, str(directory / "model.safetensors"))
         if self.tokenizer is not None:
             self.tokenizer.save(directory / "tokenizer.model")
+        checksums = {name: _sha256(directory / name) for name in _CHECKSUMMED if (directory / name).is_file()}
+        (directory / "config.json").write_text(self.config.to_json(checksums))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TextVAE":
@@ -195,12 +249,10 @@ class TextVAE(nn.Module):
             if not (directory / name).is_file():
                 raise TextVAEError(f"{directory} is not a saved textvae model: {name} is missing "
                                    "(expected config.json, model.safetensors, tokenizer.model).")
-        try:
-            config = VAEConfig.from_json((directory / "config.json").read_text())
-        except (json.JSONDecodeError, TypeError) as e:
-            raise TextVAEError(f"{directory}/config.json is corrupt ({e}).") from e
+        config, checksums = _read_config(directory / "config.json")
         tokenizer_path = directory / "tokenizer.model"
         tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path.exists() else None
+        _verify_files(directory, checksums)  # after Tokenizer.load: a file that is no tokenizer at all is named so
         if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
             raise TextVAEError(f"{directory}: tokenizer.model has {tokenizer.vocab_size} pieces but config.json "
                                f"says vocab_size {config.vocab_size}; the files come from different models")
@@ -211,6 +263,17 @@ class TextVAE(nn.Module):
             raise TextVAEError(f"{directory}/model.safetensors is corrupt or does not match "
                                f"config.json ({e}).") from e
         return model.to(device).eval()
+
+
+def parameter_count(config: VAEConfig) -> int:
+    """Parameters of a model with this config, counted without allocating them (on the meta device)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in TextVAE(config).parameters())
+
+
+def is_saved_model(directory: str | Path) -> bool:
+    directory = Path(directory)
+    return (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
 
 
 __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "TextVAE", "VAEConfig", "VAEOutput"]

@@ -6,6 +6,8 @@ from pathlib import Path
 from textvae.corpus.poems import Corpus
 from textvae.errors import TextVAEError
 
+MAX_CHARS = 10_000  # a longer line is not a sentence; the tokenizer trainer cannot take lines of 64 KiB
+
 
 def parse_text_files(paths: list[Path]) -> Corpus:
     """Each non-empty line of each UTF-8 file is one example; duplicate lines are kept once."""
@@ -14,8 +16,13 @@ def parse_text_files(paths: list[Path]) -> Corpus:
         corpus.files += 1
         for number, line in enumerate(_read_lines(path), start=1):
             text = line.strip()
+            if "\0" in text:
+                raise TextVAEError(f"{path}:{number} contains a NUL byte: is this a binary file? prepare text "
+                                   "takes UTF-8 text, one sentence per line")
             if not text:
                 corpus.dropped["empty line"] += 1
+            elif len(text) > MAX_CHARS:
+                corpus.dropped[f"longer than {MAX_CHARS:,} characters"] += 1
             elif text in seen:
                 corpus.dropped["duplicate text"] += 1
             else:
@@ -31,5 +38,5 @@ def _read_lines(path: Path) -> list[str]:
         raise TextVAEError(f"{path} does not exist.") from e
     except UnicodeDecodeError as e:
         raise TextVAEError(f"{path} is not UTF-8 text ({e}); convert it, e.g. with iconv.") from e
-    except OSError as e:
-        raise TextVAEError(f"cannot read {path}: {e}") from e
+    except OSError as e:  # a folder, a permission, a device error
+        raise TextVAEError(f"cannot read {path}: {e.strerror or e}") from e
