@@ -15,7 +15,10 @@ import torch
 
 from textvae import data, evaluate
 from textvae.cli import build_parser, main
+from textvae.errors import TextVAEError
 from textvae.precision import PRECISION_HELP
+from textvae.train import TrainConfig
+from textvae.vae import VAEConfig
 
 CHARS = "春夏秋冬山水風月花鳥雲雨"
 TINY = ["--embed-dim", "16", "--encoder-hidden", "16", "--decoder-hidden", "32", "--latent-dim", "4",
@@ -367,3 +370,47 @@ def test_every_flag_has_its_whole_help_text():
     for verb in ("train", "evaluate", "sample"):
         actions = parser._subparsers._group_actions[0].choices[verb]._actions
         assert all(a.help and not a.help.startswith(" (default") for a in actions), verb
+
+# --- found while probing ------------------------------------------------------------------------------------
+
+
+def test_errors_found_after_the_run_config_would_have_been_written_leave_no_run(data_dir, tmp_path, capsys,
+                                                                                monkeypatch):
+    run = tmp_path / "r"
+    fails(["train", "--data-dir", str(data_dir), "--run-dir", str(run), *TINY, *QUICK, "--batch-size", "5000"],
+          capsys, "5000")
+    real = __import__("importlib").util.find_spec
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    fails(["train", "--data-dir", str(data_dir), "--run-dir", str(run), *TINY, *QUICK, "--tensorboard"], capsys,
+          "pip install tensorboard")
+    assert not run.exists()
+
+
+def test_resume_of_a_folder_without_a_run(tmp_path, capsys):
+    fails(["train", "--resume", "--run-dir", str(tmp_path / "nowhere")], capsys, str(tmp_path / "nowhere"),
+          "no run")
+
+
+def test_reconstruct_from_empty_standard_input(model_dir, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("\n  \n"))
+    fails(["reconstruct", str(model_dir), "-"], capsys, "standard input")
+
+
+@pytest.mark.parametrize("content,words", [('{"vocab_size": 273, "colour": 1}', "colour"), ("[1]", "no JSON object"),
+                                           ("{", "corrupt")])
+def test_a_damaged_model_config_names_the_file(model_dir, tmp_path, capsys, content, words):
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir, copy)
+    (copy / "config.json").write_text(content)
+    fails(["sample", str(copy)], capsys, str(copy / "config.json"), words)
+
+
+@pytest.mark.parametrize("section,field,value", [("train", "lr", float("nan")), ("train", "max_steps", True),
+                                                 ("model", "gamma", float("inf")), ("model", "latent_dim", 2.5),
+                                                 ("train", "seed", 2**40), ("model", "embed_dim", 10**6)])
+def test_config_files_and_the_python_api_get_the_same_checks(tmp_path, capsys, section, field, value):
+    cls = {"model": VAEConfig, "train": TrainConfig}[section]
+    with pytest.raises(TextVAEError, match=f"{cls.__name__}.{field} must be"):
+        cls(**{field: value})
+    (tmp_path / "run.json").write_text(json.dumps({section: {field: value}}))
+    fails(["train", "--config", str(tmp_path / "run.json")], capsys, f"{cls.__name__}.{field}", repr(value))

@@ -178,6 +178,9 @@ def train_configs(args):
     model_flags, train_flags = _flags_set(args, VAEConfig), _flags_set(args, TrainConfig)
     if args.resume:
         run_dir = Path(train_flags.get("run_dir") or f"runs/{args.preset or 'poem'}")
+        if not (run_dir / "run_config.json").is_file():
+            raise TextVAEError(f"cannot resume: {run_dir} holds no run (no run_config.json); give the --run-dir "
+                               "of a run, or start one without --resume")
         saved = _read_run_config(run_dir / "run_config.json")
         changed = sorted(k for k, v in model_flags.items() if saved["model"].get(k) != v)
         if changed:
@@ -234,7 +237,12 @@ def _generation_options(args, **defaults) -> dict:
 
 def _read_texts(texts: list[str]) -> list[str]:
     """The texts as given, or with `-` one per line from standard input."""
-    return [line for line in sys.stdin.read().splitlines() if line.strip()] if texts == ["-"] else texts
+    if texts != ["-"]:
+        return texts
+    lines = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not lines:
+        raise TextVAEError("no texts: standard input (-) was empty; give one text a line")
+    return lines
 
 
 def _show(args, records: list[dict], lines: list[str]) -> None:

@@ -10,6 +10,7 @@ Kingma et al. 2016 (free bits); Burda et al. 2016 (active units); Loshchilov & H
 """
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -305,6 +306,8 @@ def check_in_sync(model: TextVAE) -> None:
 def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict:
     """Train, validating and checkpointing every eval_every steps. Returns the last validation figures."""
     check_compatible(model_config, c)
+    if c.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise TextVAEError("TrainConfig.tensorboard needs the tensorboard package: pip install tensorboard")
     keep_freed_memory()
     rank, world_size, device = init_distributed(c.device)
     is_main = rank == 0
@@ -325,12 +328,12 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         check_fits_memory(model_config, device)
         torch.manual_seed(c.seed)
         model, state = TextVAE(model_config, tokenizer).to(device).train(), None
-    if is_main:
+    batches = data.Batches(data.token_ids(dataset["train"]), c.batch_size, seed=c.seed, rank=rank,
+                           world_size=world_size, max_len=model.config.max_len)
+    if is_main:  # every check has passed: the run's first write
         run_dir.mkdir(parents=True, exist_ok=True)
         config = dict(model=dataclasses.asdict(model.config), train=dataclasses.asdict(c))
         write_text(run_dir / "run_config.json", json.dumps(config, indent=2) + "\n")
-    batches = data.Batches(data.token_ids(dataset["train"]), c.batch_size, seed=c.seed, rank=rank,
-                           world_size=world_size, max_len=model.config.max_len)
     valid = data.token_ids(dataset["validation"])
     valid = valid[:c.eval_examples] if c.eval_examples else valid
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)

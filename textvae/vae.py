@@ -159,10 +159,15 @@ def _read_config(path: Path) -> tuple[VAEConfig, dict | None]:
     a model saved before they were recorded)."""
     try:
         fields = json.loads(path.read_text())
-        checksums = fields.pop("checksums", None)
-        config = VAEConfig.from_dict(fields)
-    except (json.JSONDecodeError, TypeError, AttributeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TextVAEError(f"{path} is corrupt ({e}).") from e
+    if not isinstance(fields, dict):
+        raise TextVAEError(f"{path} is corrupt: it holds no JSON object.")
+    checksums = fields.pop("checksums", None)
+    try:
+        config = VAEConfig.from_dict(fields)
+    except TextVAEError as e:
+        raise TextVAEError(f"{path}: {e}") from e
     if not isinstance(checksums, dict | None):
         raise TextVAEError(f"{path} is corrupt: its checksums should map file names to sha256 digests, not "
                            f"{checksums!r}.")
