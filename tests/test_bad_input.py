@@ -414,3 +414,22 @@ def test_config_files_and_the_python_api_get_the_same_checks(tmp_path, capsys, s
         cls(**{field: value})
     (tmp_path / "run.json").write_text(json.dumps({section: {field: value}}))
     fails(["train", "--config", str(tmp_path / "run.json")], capsys, f"{cls.__name__}.{field}", repr(value))
+
+
+def test_a_fresh_start_refuses_a_run_whose_checkpoint_swap_was_cut(data_dir, tmp_path, capsys):
+    run = tmp_path / "r"
+    main(["train", "--data-dir", str(data_dir), "--run-dir", str(run), *TINY, *QUICK])
+    (run / "last").rename(run / ".last-old-4242")  # killed between the swap's two renames
+    capsys.readouterr()
+    fails(["train", "--data-dir", str(data_dir), "--run-dir", str(run), *TINY, *QUICK], capsys, "already holds a run")
+    assert (run / "last" / "trainer_state.pt").is_file()
+
+
+def test_resume_survives_a_metrics_line_torn_by_a_kill(data_dir, tmp_path, capsys):
+    run = tmp_path / "r"
+    main(["train", "--data-dir", str(data_dir), "--run-dir", str(run), *TINY, *QUICK])
+    with open(run / "metrics.jsonl", "a") as log:
+        log.write('{"step": 5, "split": "tr')
+    main(["train", "--resume", "--run-dir", str(run), "--max-steps", "8"])
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 8

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from textvae.atomic import atomic_directory, check_can_write
+from textvae.atomic import atomic_directory, check_can_write, remove_leftovers
 from textvae.errors import TextVAEError
 from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
@@ -95,6 +95,7 @@ def check_output(out_dir: Path, inputs: list[Path], overwrite: bool = False) -> 
 
 def save(dataset: DatasetDict, tokenizer: Tokenizer, manifest: dict, out_dir: Path) -> None:
     """Write dataset/, tokenizer.model and manifest.json; the folder appears whole or not at all."""
+    remove_leftovers(out_dir)  # what a prepare killed mid-write left beside it
     with atomic_directory(out_dir) as tmp:
         # one shard per split: datasets writes no file at all for an empty split with the default sharding
         dataset.save_to_disk(str(tmp / "dataset"), num_shards={name: 1 for name in dataset})

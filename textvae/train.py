@@ -217,6 +217,7 @@ def check_run_dir(run_dir: Path, data_dir: Path, resume: bool) -> None:
         raise TextVAEError(f"--run-dir {run_dir} is a saved model (config.json, model.safetensors); training "
                            "would overwrite it: choose a folder of its own, such as runs/NAME")
     if not resume and run_dir.is_dir():
+        recover(run_dir / "last")  # a checkpoint swap cut between its renames still holds a run
         if (run_dir / "last").exists():
             raise TextVAEError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir")
         if not (run_dir / "run_config.json").is_file() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
@@ -267,10 +268,18 @@ def load_checkpoint(run_dir: Path, device: torch.device) -> tuple[TextVAE, dict]
     return model, state
 
 
+def _record_step(line: str) -> float:
+    """A metrics record's step; a line torn by a kill mid-write counts as past every checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 def trim_metrics(path: Path, step: int) -> None:
     """After a resume, forget records written past the checkpoint: they will be written again."""
     if path.exists():
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        keep = [line for line in path.read_text().splitlines() if _record_step(line) <= step]
         write_text(path, "".join(line + "\n" for line in keep))
 
 # -----------------------------------------------------------------------------
