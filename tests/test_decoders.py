@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from textvae.decoders import DECODERS, GRUDecoder, TransformerDecoder, word_dropout
+from textvae.decoders import DECODERS, GRUDecoder, SegmentPositions, TransformerDecoder, word_dropout
 
 V, PAD, UNK, BOS = 20, 0, 1, 2
 TINY = {
@@ -141,3 +141,39 @@ def test_transformer_refuses_inputs_past_max_len():
     dec = make(TransformerDecoder, latent_dim=0)
     with pytest.raises(ValueError):
         dec(None, torch.full((1, 17), BOS))
+
+# --- segment positions (a poem's line and place in it) -------------------------------------------------------
+
+SEPARATORS = (3, 4)
+
+
+def brute_force_positions(ids: list[int]) -> list[tuple[int, int]]:
+    """(segment, position) of each input by walking it: a separator opens the next segment at position 0."""
+    out, segment, position = [], 0, -1
+    for token in ids:
+        segment, position = (segment + 1, 0) if token in SEPARATORS else (segment, position + 1)
+        out.append((segment, position))
+    return out
+
+
+def test_segment_positions_match_a_walk_through_the_tokens():
+    torch.manual_seed(0)
+    positions = SegmentPositions(SEPARATORS, dim=4)
+    _, ids = inputs(B=5, T=24)
+    segment, position = positions.indices(ids)
+    for row in range(5):
+        assert list(zip(segment[row].tolist(), position[row].tolist())) == brute_force_positions(ids[row].tolist())
+
+
+@latents
+def test_gru_with_segment_positions_decodes_stepwise_as_forward_and_uses_them(latent_dim):
+    dec = make(GRUDecoder, latent_dim, separators=SEPARATORS)
+    z, ids = inputs(T=12, latent_dim=latent_dim)
+    stepwise, state = decode_stepwise(dec, z, ids)
+    torch.testing.assert_close(stepwise, dec(z, ids), atol=1e-5, rtol=0)
+    index = torch.tensor([2, 0])
+    reordered = dec.reorder_state(state, index)
+    assert torch.equal(reordered["where"]["segment"], state["where"]["segment"][index])
+    with torch.no_grad():
+        dec.positions.position.weight.add_(1.0)  # the features feed the output: moving them moves it
+    assert (dec(z, ids) - stepwise).abs().max() > 1e-4

@@ -191,3 +191,21 @@ def test_pad_batch_adds_bos_eos_and_truncates():
     ids, mask = pad_batch([[7, 8, 9], [5]], max_len=4)
     assert ids.tolist() == [[2, 7, 8, 3], [2, 5, 3, 0]]
     assert mask.tolist() == [[True] * 4, [True, True, True, False]]
+
+
+def test_segment_marks_find_their_tokens_and_survive_save_and_load(tmp_path):
+    poems = ["春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。", "白日依山盡，黃河入海流。"]
+    tokenizer = Tokenizer.train(poems, kind="char", vocab_size=300)
+    config = VAEConfig(vocab_size=tokenizer.vocab_size, embed_dim=16, encoder_hidden=16, decoder_hidden=32,
+                       latent_dim=4, segment_marks="，。")
+    torch.manual_seed(0)
+    model = TextVAE(config, tokenizer).eval()
+    assert model.decoder.positions.separators.tolist() == [tokenizer.piece_to_id("，"), tokenizer.piece_to_id("。")]
+    ids, mask = pad_batch(tokenizer.encode_batch(poems))
+    model.save_pretrained(tmp_path / "m")
+    loaded = TextVAE.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(loaded(ids, mask, sample=False).rec, model(ids, mask, sample=False).rec)
+    with pytest.raises(TextVAEError, match="segment_marks"):
+        TextVAE(dataclasses.replace(config, segment_marks="，x"), tokenizer)
+    with pytest.raises(TextVAEError, match="GRU decoder"):
+        VAEConfig(decoder="transformer", segment_marks="，。")

@@ -116,16 +116,63 @@ def output_layer(kind, hidden_dim, vocab_size, cutoffs, div_value):
 # GRU decoder
 
 
+class SegmentPositions(nn.Module):
+    """
+    Where each input token stands in a text made of segments (a poem's lines) that end in separator tokens:
+    embeddings of the segment's index and of the position within it, added to the token embedding, so the
+    decoder need not count characters to know where a line (and its rhyme position) ends. The first input
+    (BOS) is position 0 of segment 0; a separator starts the next segment at position 0. Indices past the
+    tables' ends share the last row. Generation carries {"segment": (B,), "position": (B,)} of the latest
+    input; `advance` gives those of the next one.
+    """
+
+    def __init__(self, separators, dim, max_segments=16, max_position=32):
+        super().__init__()
+        self.register_buffer("separators", torch.tensor(list(separators), dtype=torch.long), persistent=False)
+        self.segment = nn.Embedding(max_segments, dim)
+        self.position = nn.Embedding(max_position, dim)
+
+    def indices(self, ids):
+        """(segment, position), each (B, T), of the teacher-forced inputs ids (B, T)."""
+        T = ids.size(1)
+        is_separator = torch.isin(ids, self.separators)  # (B, T)
+        t = torch.arange(T, device=ids.device).expand_as(ids)
+        segment_start = torch.where(is_separator, t, 0).cummax(dim=1).values  # (B, T): the latest separator
+        return is_separator.cumsum(dim=1), t - segment_start
+
+    def embed(self, segment, position):
+        return self.segment(segment.clamp(max=self.segment.num_embeddings - 1)) + \
+            self.position(position.clamp(max=self.position.num_embeddings - 1))
+
+    def forward(self, ids):
+        return self.embed(*self.indices(ids))  # (B, T, dim)
+
+    def start(self, batch_size, device):
+        """The indices before the first input, so that BOS, not a separator, comes out at (0, 0)."""
+        zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
+        return {"segment": zeros, "position": zeros - 1}
+
+    def advance(self, ids_t, where):
+        """The indices of input ids_t (B,), given those of the input before it."""
+        is_separator = torch.isin(ids_t, self.separators)
+        return {"segment": where["segment"] + is_separator.long(),
+                "position": torch.where(is_separator, 0, where["position"] + 1)}
+
+
 class GRUDecoder(nn.Module):
     """
     GRU language model conditioned on z twice: tanh(W z) is the initial hidden state of every layer and z
-    is concatenated to every input embedding. The generation state is a dict {"h": (L, B, H), "z": (B, D)
-    or None}; z rides along because each step's input needs it.
+    is concatenated to every input embedding. With `separators`, segment positions (SegmentPositions) are
+    added to the input embeddings. The generation state is a dict {"h": (L, B, H), "z": (B, D) or None,
+    "where": the segment positions of the next input, or None}; z rides along because each step's input
+    needs it.
     """
 
     def __init__(self, vocab_size, embed_dim=256, hidden_dim=512, latent_dim=32, num_layers=1, dropout=0.0,
-                 word_dropout=0.0, pad_id=0, unk_id=1, output="full", cutoffs=(1000, 3000), div_value=4):
+                 word_dropout=0.0, pad_id=0, unk_id=1, output="full", cutoffs=(1000, 3000), div_value=4,
+                 separators=None):
         super().__init__()
+        self.positions = SegmentPositions(separators, embed_dim) if separators is not None else None
         self.latent_dim = latent_dim
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim
@@ -139,19 +186,22 @@ class GRUDecoder(nn.Module):
                           dropout=dropout if num_layers > 1 else 0.0)
         self.lm_head = output_layer(output, hidden_dim, vocab_size, cutoffs, div_value)
 
-    def _inputs(self, z, ids):
-        """Embeddings of ids (B, T) with z appended to each -> (B, T, E + D)."""
-        x = self.drop(self.embed(ids))  # (B, T, E); z is left undropped, it is noisy enough already
+    def _inputs(self, z, ids, where=None):
+        """Embeddings of ids (B, T), plus their segment positions `where` (B, T, E), with z appended to each
+        -> (B, T, E + D)."""
+        x = self.embed(ids) if where is None else self.embed(ids) + where  # (B, T, E)
+        x = self.drop(x)  # z is left undropped, it is noisy enough already
         if z is not None:
             x = torch.cat([x, z[:, None, :].expand(-1, ids.size(1), -1)], dim=-1)  # (B, T, E + D)
         return x
 
     def features(self, z, ids):
         """The output layer's inputs (B, T, H) for teacher-forced ids (B, T)."""
-        if self.training:
+        where = self.positions(ids) if self.positions is not None else None  # of the true ids: a dropped
+        if self.training:                                                     # word keeps its place
             ids = word_dropout(ids, self.word_dropout, self.unk_id, self.pad_id)
         h0 = self.init_state(z, ids.size(0))["h"]
-        out, _ = self.rnn(self._inputs(z, ids), h0)  # (B, T, H)
+        out, _ = self.rnn(self._inputs(z, ids, where), h0)  # (B, T, H)
         return self.drop(out)
 
     def forward(self, z, ids):
@@ -165,11 +215,14 @@ class GRUDecoder(nn.Module):
             assert z.size(0) == batch_size
             h = torch.tanh(self.z_to_hidden(z))  # (B, L * H)
             h = h.view(batch_size, self.num_layers, self.hidden_dim).transpose(0, 1).contiguous()  # (L, B, H)
-        return {"h": h, "z": z}
+        where = self.positions.start(batch_size, h.device) if self.positions is not None else None
+        return {"h": h, "z": z, "where": where}
 
     def advance(self, ids_t, state):
-        out, h = self.rnn(self._inputs(state["z"], ids_t[:, None]), state["h"])  # (B, 1, H), (L, B, H)
-        return out[:, 0], {"h": h, "z": state["z"]}
+        where = self.positions.advance(ids_t, state["where"]) if state["where"] else None
+        position = self.positions.embed(where["segment"], where["position"])[:, None] if where else None
+        out, h = self.rnn(self._inputs(state["z"], ids_t[:, None], position), state["h"])  # (B, 1, H), (L, B, H)
+        return out[:, 0], {"h": h, "z": state["z"], "where": where}
 
     def output(self, features):
         return self.lm_head(self.drop(features))  # (B, V)
@@ -179,8 +232,9 @@ class GRUDecoder(nn.Module):
         return self.output(features), state
 
     def reorder_state(self, state, index):
-        z = state["z"]
-        return {"h": state["h"][:, index], "z": None if z is None else z[index]}
+        z, where = state["z"], state["where"]
+        return {"h": state["h"][:, index], "z": None if z is None else z[index],
+                "where": {key: value[index] for key, value in where.items()} if where else None}
 
 # -----------------------------------------------------------------------------
 # Transformer decoder

@@ -56,6 +56,8 @@ class VAEConfig:
     output_layer: str = setting("full", "full (one V-way softmax) | adaptive (Grave et al. 2017: exact, fewer FLOPs)")
     adaptive_cutoffs: tuple = setting((1000, 3000), "adaptive: band edges; ids below the first are scored by the head")
     adaptive_div: int = setting(4, "adaptive: band i's tail projects H down to H / adaptive_div ** (i + 1)")
+    segment_marks: str = setting("", "tokens that end a segment, e.g. a poem's line-end marks ，。: the GRU "
+                                     "decoder is told each input's segment and place in it (\"\" = off)")
 
     def __post_init__(self):
         if isinstance(self.adaptive_cutoffs, list):  # JSON gives a list
@@ -80,6 +82,12 @@ class VAEConfig:
         check_float(self, "word_dropout", 0, 1)
         if self.output_layer == "adaptive":
             self._check_adaptive()
+        if not isinstance(self.segment_marks, str) or len(self.segment_marks) > 16:
+            raise TextVAEError(f"VAEConfig.segment_marks must be a string of at most 16 characters, not "
+                               f"{self.segment_marks!r}")
+        if self.segment_marks and self.decoder != "gru":
+            raise TextVAEError("VAEConfig.segment_marks needs the GRU decoder (the Transformer has positions of "
+                               "its own)")
         if self.decoder == "transformer" and self.decoder_hidden % self.num_heads:
             raise TextVAEError("VAEConfig.decoder_hidden must be divisible by num_heads for the Transformer")
 
@@ -136,13 +144,29 @@ def _build_head(c: VAEConfig, input_dim: int) -> nn.Module:
     return POSTERIORS[c.posterior](input_dim, c.latent_dim, **extra[c.posterior])
 
 
-def _build_decoder(c: VAEConfig) -> nn.Module:
+def _separator_ids(marks: str, tokenizer: Tokenizer | None) -> tuple[int, ...] | None:
+    """The token ids of the segment marks (None: off). Without a tokenizer (a model built to count its
+    parameters) there are none to look up."""
+    if not marks:
+        return None
+    if tokenizer is None:
+        return ()
+    ids = tuple(tokenizer.piece_to_id(mark) for mark in marks)
+    missing = [mark for mark, i in zip(marks, ids) if i == UNK_ID]
+    if missing:
+        raise TextVAEError(f"VAEConfig.segment_marks {missing} have no piece of their own in the tokenizer: "
+                           "give marks the corpus uses, or '' to turn segment positions off")
+    return ids
+
+
+def _build_decoder(c: VAEConfig, tokenizer: Tokenizer | None) -> nn.Module:
     latent_dim = c.latent_dim if c.has_latent else 0
     common = dict(latent_dim=latent_dim, num_layers=c.decoder_layers, dropout=c.dropout,
                   word_dropout=c.word_dropout, pad_id=PAD_ID, unk_id=UNK_ID, output=c.output_layer,
                   cutoffs=c.adaptive_cutoffs, div_value=c.adaptive_div)
     if c.decoder == "gru":
-        return DECODERS["gru"](c.vocab_size, embed_dim=c.embed_dim, hidden_dim=c.decoder_hidden, **common)
+        return DECODERS["gru"](c.vocab_size, embed_dim=c.embed_dim, hidden_dim=c.decoder_hidden,
+                               separators=_separator_ids(c.segment_marks, tokenizer), **common)
     return DECODERS["transformer"](c.vocab_size, d_model=c.decoder_hidden, num_heads=c.num_heads,
                                    max_len=c.max_len, **common)
 
@@ -200,7 +224,7 @@ class TextVAE(nn.Module):
         self.tokenizer = tokenizer
         self.encoder = _build_encoder(config) if config.has_latent else None
         self.head = _build_head(config, self.encoder.output_dim) if config.has_latent else None
-        self.decoder = _build_decoder(config)
+        self.decoder = _build_decoder(config, tokenizer)
 
     def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> Distribution:
         """q(z|x) for a batch, batch shape (B,), event shape (D,). The head runs in fp32 even under bf16
