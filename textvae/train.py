@@ -106,8 +106,11 @@ PRESETS = {
     # output layer (2.8x the tokens/s) and a higher learning rate with a shorter warm-up (half the steps to
     # poem-base's validation -ELBO); it reaches that -ELBO 6.4x sooner (scripts/benchmark.py, README Speed)
     "poem": ({**_POEM_MODEL, "output_layer": "adaptive"}, {**_POEM_TRAINING, "lr": 4e-3, "warmup_steps": 50}),
+    # the flagship (issue 2.3): poem with the line index and place in the line fed to the decoder, the
+    # winner of scripts/poem_sweep.py (docs/results.md), trained for 16,000 steps (~9 epochs, ~2 h on 2 cores)
+    "poem-v2": ({**_POEM_MODEL, "output_layer": "adaptive", "segment_marks": "，。"},
+                {**_POEM_TRAINING, "lr": 4e-3, "warmup_steps": 50, "max_steps": 16000, "eval_every": 500}),
 }
-DEFAULT_PRESET = "poem"
 
 
 def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
