@@ -2,11 +2,14 @@
 
     python scripts/bench_sample.py runs/poem/best                      # a trained model
     python scripts/bench_sample.py --untrained --data data/poems       # VAEConfig() defaults, real tokenizer
+    python scripts/bench_sample.py data/pretrained --forms 7x4 auto --rhyme auto --meter   # steered
 
 bf16 decodes with `Decoding(precision="bf16")`, a bfloat16 copy of the decoder (sampling statistics stay
 fp32), auto with what `Decoding(precision="auto")` picks on this machine; `--precisions autocast` measures
 torch.autocast over the fp32 weights instead, which re-casts every weight at every step. Each figure is the
-best of --repeats timed runs of `generate.sample(n, form=...)`, text included, after one warm-up batch.
+best of --repeats timed runs of `generate.sample(n, constraint=...)`, text included, after one warm-up batch;
+the constraint is `generate.constraint_for(tokenizer, form, rhyme=..., meter=...)`, so --forms takes auto
+and drawn too.
 """
 
 import argparse
@@ -14,8 +17,8 @@ import time
 
 import torch
 
-from textvae.corpus import form_of, split_lines
-from textvae.generate import Decoding, load_model, sample
+from textvae.generate import Decoding, constraint_for, load_model, sample
+from textvae.poetry import FORMS, form_of, split_lines
 from textvae.precision import PRECISIONS
 from textvae.tokenizer import Tokenizer
 from textvae.vae import TextVAE, VAEConfig
@@ -33,14 +36,17 @@ def poems_per_second(model, form: str, precision: str, args) -> float:
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "autocast")
     decoding = Decoding(strategy="sample", temperature=args.temperature,
                         precision="fp32" if precision == "autocast" else precision)
+    constraint = constraint_for(model.tokenizer, form, rhyme=args.rhyme, meter=args.meter)
     with autocast:
-        sample(model, min(args.batch, args.n), decoding=decoding, form=form, seed=0, batch_size=args.batch)
+        sample(model, min(args.batch, args.n), decoding=decoding, constraint=constraint, seed=0, batch_size=args.batch)
         best = float("inf")
         for repeat in range(args.repeats):
             start = time.perf_counter()
-            texts = sample(model, args.n, decoding=decoding, form=form, seed=repeat, batch_size=args.batch)
+            texts = sample(model, args.n, decoding=decoding, constraint=constraint, seed=repeat,
+                           batch_size=args.batch)
             best = min(best, time.perf_counter() - start)
-    assert all(form_of(split_lines(t)) == form for t in texts), "a sample broke the form"
+    forms = {form_of(split_lines(t)) for t in texts}
+    assert None not in forms and (form not in FORMS or forms == {form}), "a sample broke the form"
     return args.n / best
 
 
@@ -49,7 +55,9 @@ def main() -> None:
     parser.add_argument("model_dir", nargs="?", help="a save_pretrained directory")
     parser.add_argument("--untrained", action="store_true", help="benchmark an untrained VAEConfig() model")
     parser.add_argument("--data", default="data/poems", help="prepared dataset whose tokenizer --untrained uses")
-    parser.add_argument("--forms", nargs="+", default=["5x4", "7x8"])
+    parser.add_argument("--forms", nargs="+", default=["5x4", "7x8"], help="5x4 7x4 5x8 7x8 auto drawn")
+    parser.add_argument("--rhyme", help="rhyme steering: auto, random, a group or a character (default: off)")
+    parser.add_argument("--meter", action="store_true", help="meter steering (格律)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=[*PRECISIONS, "autocast"])
     parser.add_argument("--n", type=int, default=4000, help="poems per timed run")
     parser.add_argument("--batch", type=int, default=1000, help="poems decoded together")
@@ -64,7 +72,8 @@ def main() -> None:
     model = build_model(args)
     print(f"{'untrained' if args.untrained else args.model_dir}: {model.config.decoder} decoder "
           f"{model.config.decoder_hidden}, vocab {model.config.vocab_size}; {torch.get_num_threads()} threads, "
-          f"batch {args.batch}, {args.n} poems per run")
+          f"batch {args.batch}, {args.n} poems per run, rhyme {args.rhyme or 'off'}, "
+          f"meter {'on' if args.meter else 'off'}")
     for precision in args.precisions:
         for form in args.forms:
             rate = poems_per_second(model, form, precision, args)

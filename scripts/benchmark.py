@@ -37,6 +37,7 @@ from textvae.atomic import write_text
 from textvae.evaluate import iw_nll
 from textvae.generate import Decoding, sample
 from textvae.malloc import keep_freed_memory
+from textvae.poetry import Verse
 from textvae.precision import cpu_has_bf16, resolve_precision
 from textvae.tokenizer import EOS_ID
 from textvae.train import PRESETS
@@ -192,9 +193,10 @@ def inference(path: str, args) -> dict:
     decoding = Decoding(strategy="sample", precision=INFERENCE_PRECISION[path])
     rates = {}
     for form in ("5x4", "7x8"):
-        sample(model, min(args.samples, 200), form=form, decoding=decoding, seed=0)  # warm-up
+        constraint = Verse(tokenizer, form)
+        sample(model, min(args.samples, 200), constraint=constraint, decoding=decoding, seed=0)  # warm-up
         start = time.perf_counter()
-        sample(model, args.samples, form=form, decoding=decoding, seed=1)
+        sample(model, args.samples, constraint=constraint, decoding=decoding, seed=1)
         rates[form] = args.samples / (time.perf_counter() - start)
     test = data.token_ids(dataset["test"])
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))

@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # The README's main command: install textvae, then use the shipped poem model (data/pretrained, no training
-# and no corpus needed) to print rhyme-steered prior samples in each form, an acrostic, a reconstruction and
-# an interpolation between 靜夜思 and 春曉. It works in the repository root wherever it is called from.
+# and no corpus needed) to print prior samples in the form the model picks, rhymed regulated verse (--meter
+# --rhyme) in each form, an acrostic, a reconstruction and an interpolation between 靜夜思 and 春曉. It works
+# in the repository root wherever it is called from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pip install torch==2.13.0
 pip install -e .
 model=data/pretrained
+echo "== prior samples, the form the model picks"
+textvae sample "$model" -n 4 --temperature 0.8 --top-p 0.9 --seed 4
 seed=0
 for form in 5x4 7x4 5x8 7x8; do
-    echo "== prior samples, $form (rhyme-steered)"
-    textvae sample "$model" -n 3 --form "$form" --rhyme --temperature 0.8 --top-p 0.9 --seed $((seed++))
+    echo "== prior samples, $form (rhyme- and meter-steered)"
+    textvae sample "$model" -n 3 --form "$form" --meter --rhyme --temperature 0.8 --top-p 0.9 --seed $((seed++))
 done
-echo "== acrostic 春夏秋冬"
-textvae sample "$model" -n 2 --acrostic 春夏秋冬 --rhyme --temperature 0.8 --top-p 0.9 --seed 0
-echo "== reconstruction of 登鸛雀樓 (posterior mean, greedy)"
-textvae reconstruct "$model" 白日依山盡，黃河入海流。欲窮千里目，更上一層樓。 --form 5x4
+echo "== acrostic 春夏秋冬 (rhyme- and meter-steered)"
+textvae sample "$model" -n 2 --acrostic 春夏秋冬 --meter --rhyme --temperature 0.8 --top-p 0.9 --seed 0
+echo "== reconstruction of 登鸛雀樓 (posterior mean, greedy; it keeps the input's form)"
+textvae reconstruct "$model" 白日依山盡，黃河入海流。欲窮千里目，更上一層樓。
 echo "== interpolation: 靜夜思 -> 春曉"
 textvae interpolate "$model" 床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。 \
-    春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。 --steps 5 --form 5x4
+    春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。 --steps 5

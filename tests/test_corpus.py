@@ -1,4 +1,4 @@
-"""textvae.corpus: reading the chinese-poetry layouts, cleaning, form detection, dedupe, plain text files."""
+"""textvae.corpus: reading the chinese-poetry layouts, cleaning, form filtering, dedupe, plain text files."""
 
 from collections import Counter
 
@@ -8,6 +8,7 @@ import pytest
 from textvae import corpus
 from textvae.corpus.poems import clean
 from textvae.errors import TextVAEError
+from textvae.poetry import split_lines
 
 # Upstream records keep one couplet per paragraph, in traditional characters.
 QINCHUAN = ["秦川雄帝宅，函谷壯皇居。", "綺殿千尋起，離宮百雉餘。",
@@ -69,7 +70,7 @@ def test_reads_every_source_layout(make_source, kind):
     assert first["lines"] == ["秦川雄帝宅", "函谷壯皇居", "綺殿千尋起", "離宮百雉餘",
                               "連甍遙接漢", "飛觀迥凌虛", "雲日隱層闕", "風煙出綺疎"]
     assert (first["author"], first["title"]) == ("太宗皇帝", "帝京篇十首 一")
-    assert first["strains"] == corpus.split_lines("".join(STRAINS_QINCHUAN))
+    assert first["strains"] == split_lines("".join(STRAINS_QINCHUAN))
     assert [p["strains"] for p in parsed.poems[1:]] == [[]] * 4
     assert "春眠不覺曉" not in "".join(p["text"] for p in parsed.poems)
 
@@ -124,7 +125,7 @@ def test_malformed_files_name_the_file(make_source, content, words):
 def test_cleaning_keeps_the_poem(make_source, paragraphs, text):
     parsed = parse_one(make_source, paragraphs)
     assert [p["text"] for p in parsed.poems] == [text]
-    assert parsed.poems[0]["lines"] == corpus.split_lines(text)
+    assert parsed.poems[0]["lines"] == split_lines(text)
 
 
 @pytest.mark.parametrize("paragraphs, reason", [
@@ -170,26 +171,6 @@ def test_drop_reasons_are_counted(make_source):
     assert sum(parsed.dropped.values()) == len(records) - 1
 
 
-# --- forms and lines ----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("lengths, form", [
-    ([5] * 4, "5x4"), ([7] * 4, "7x4"), ([5] * 8, "5x8"), ([7] * 8, "7x8"),
-    ([6] * 4, None), ([6] * 8, None), ([4] * 4, None), ([5] * 3, None), ([5] * 6, None), ([7] * 2, None),
-    ([5, 5, 7, 7], None), ([5] * 7 + [7], None), ([], None),
-])
-def test_form_of(lengths, form):
-    assert corpus.form_of(["字" * n for n in lengths]) == form
-    assert form is None or form in corpus.FORMS
-
-
-def test_split_and_join_lines():
-    assert corpus.split_lines("甲乙？丙丁！戊己；庚辛。壬癸，") == ["甲乙", "丙丁", "戊己", "庚辛", "壬癸"]
-    assert corpus.split_lines("，。") == []
-    assert corpus.join_lines(["甲乙", "丙丁", "戊己", "庚辛"]) == "甲乙，丙丁。戊己，庚辛。"
-    lines = corpus.split_lines(canonical(DENGGAO))
-    assert corpus.join_lines(lines) == canonical(DENGGAO)
-
-
 # --- dedupe -------------------------------------------------------------------------------------------
 
 def test_same_poem_in_two_files_is_kept_once(make_source):
@@ -213,7 +194,7 @@ def test_simplified_conversion_and_dedupe(make_source):
     assert count(parsed.dropped, "duplicate") == 1
     only = parsed.poems[0]
     assert only["text"] == "秦川雄帝宅，函谷壮皇居。花里千寻起，离宫百雉余。"
-    assert only["lines"] == corpus.split_lines(only["text"])
+    assert only["lines"] == split_lines(only["text"])
     assert (only["author"], only["title"]) == ("太宗皇帝", "帝京篇")
 
 

@@ -7,10 +7,11 @@ from datasets import Dataset, DatasetDict
 
 from textvae import data, metrics
 from textvae.cli import main
-from textvae.corpus.poems import form_of, split_lines
+from textvae.errors import TextVAEError
 from textvae.evaluate import (EvalConfig, evaluate, format_report, iw_nll, iw_nll_batch,
                               latent_pass, latent_report)
 from textvae.metrics import mutual_information
+from textvae.poetry import follows_tonal_pattern, form_of, split_lines
 from textvae.precision import resolve_precision
 from textvae.tokenizer import Tokenizer
 from textvae.vae import TextVAE, VAEConfig
@@ -218,6 +219,26 @@ def test_form_constrained_prior_samples_are_all_well_formed_and_rhyme(tokenizer,
     sampled = report["text"]["samples"]
     assert sampled["form"] == 1.0 and sampled["constrained_form"] == "5x4"
     assert sampled["rhyme"] == 1.0  # an untrained model, steered: every judged poem rhymes
+
+
+@pytest.mark.parametrize("form", ["7x4", "auto"])
+def test_meter_steered_prior_samples_follow_the_tonal_pattern(tokenizer, dataset, form):
+    config = EvalConfig(iw_samples=0, num_samples=8, batch_size=4, form=form, rhyme="auto", meter=True)
+    report, _ = evaluate(tiny(tokenizer), dataset, config)
+    sampled = report["text"]["samples"]
+    assert sampled["tonal"] == sampled["rhyme"] == sampled["form"] == 1.0
+    assert sampled["meter_steering"] is True and {"meter", "rhyme"}.isdisjoint(sampled["relaxed"])
+    assert all(follows_tonal_pattern(split_lines(t)) for t in sampled["examples"])
+    assert "meter steering on" in format_report(report)
+
+
+def test_steering_needs_a_poem_form():
+    with pytest.raises(TextVAEError, match="give a form"):
+        EvalConfig(meter=True)
+    with pytest.raises(TextVAEError, match="give a form"):
+        EvalConfig(rhyme="auto", form="free")
+    with pytest.raises(TextVAEError, match="meter must be true or false"):
+        EvalConfig(form="5x4", meter="yes")
 
 
 def test_evaluate_is_reproducible_under_its_seed(tokenizer, dataset):

@@ -2,16 +2,14 @@ import json
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from textvae import generate, rhyme
+from textvae import generate
 from textvae.cli import main
-from textvae.corpus.poems import form_of, is_cjk, join_lines, split_lines
 from textvae.data import pad_batch
 from textvae.errors import TextVAEError
-from textvae.generate import Decoding
-from textvae.tokenizer import EOS_ID, Tokenizer
+from textvae.generate import Decoding, FreeText, constraint_for
+from textvae.poetry import Verse, follows_tonal_pattern, form_of, is_cjk, join_lines, rhyme_rate, split_lines
+from textvae.tokenizer import Tokenizer
 from textvae.vae import TextVAE, VAEConfig
 
 POEMS = [
@@ -75,81 +73,6 @@ def assert_poem(text, form, tok):
 
 
 # -----------------------------------------------------------------------------
-# constrained decoding
-
-
-@pytest.mark.parametrize("decoder", ["gru", "transformer"])
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), form=st.sampled_from(FORMS), temperature=st.floats(0.5, 5.0))
-def test_every_sample_of_an_untrained_model_has_the_form(tok, decoder, seed, form, temperature):
-    model = tiny(tok, decoder=decoder)
-    decoding = Decoding(strategy="sample", temperature=temperature)  # hot: wander over the whole vocabulary
-    for text in generate.sample(model, 16, decoding=decoding, form=form, seed=seed):
-        assert_poem(text, form, tok)
-
-
-@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
-def test_the_form_holds_against_a_model_that_wants_specials_bytes_and_punctuation(tok, strategy):
-    model = tiny(tok)
-    with torch.no_grad():  # push the untrained decoder towards everything a poem must not contain
-        bias = model.decoder.lm_head.bias
-        bias[[0, 1, 2, EOS_ID, tok.piece_to_id("，"), tok.piece_to_id("。")]] = 40.0
-        bias[[i for i in range(tok.vocab_size) if tok.is_byte(i)]] = 30.0
-    for form in FORMS:
-        for text in generate.sample(model, 8, decoding=Decoding(strategy=strategy), form=form, seed=0):
-            assert_poem(text, form, tok)
-
-
-@pytest.mark.parametrize("form,acrostic", [("5x4", "春花山月"), ("7x8", "白日依山黃河入海"),
-                                           (None, "千山鳥飛")])
-def test_acrostic_characters_start_the_lines(tok, form, acrostic):
-    model = tiny(tok)
-    for strategy in ("sample", "beam"):
-        for text in generate.sample(model, 6, decoding=Decoding(strategy=strategy), form=form, acrostic=acrostic,
-                                    seed=1):
-            assert_poem(text, form or "7x4", tok)
-            assert "".join(line[0] for line in split_lines(text)) == acrostic
-
-
-def rhyme_chars(text):
-    return [line[-1] for line in split_lines(text)[1::2]]
-
-
-@pytest.mark.parametrize("form", FORMS)
-def test_auto_rhyme_ends_the_even_lines_in_one_level_group_without_repeats(tok, form):
-    model = tiny(tok, decoder="transformer")
-    for text in generate.sample(model, 16, form=form, rhyme="auto", seed=2):
-        ends = rhyme_chars(text)
-        shared = set.intersection(*(set(rhyme.rhyme_groups(c)) for c in ends))
-        assert any(rhyme.tone_of(g) == rhyme.LEVEL for g in shared), text
-        # the first group a line-2 character belongs to decides; it has enough characters here for no repeats
-        group = min(shared, key=list(rhyme.rhyme_table()).index)
-        available = {c for c in rhyme.rhyme_table()[group] if tok.piece_to_id(c) != tok.unk_id}
-        assert len(set(ends)) == min(len(ends), len(available)), text
-
-
-def test_a_named_group_constrains_every_even_line_and_repeats_only_when_it_runs_out(tok):
-    group = rhyme.rhyme_table()["上平聲五微"]
-    available = {c for c in group if tok.piece_to_id(c) != tok.unk_id}
-    assert 2 <= len(available) < 4  # fewer than the 4 rhymes of a 5x8: the last ones must repeat
-    for text in generate.sample(tiny(tok), 16, form="5x8", rhyme="微", seed=3):
-        ends = rhyme_chars(text)
-        assert set(ends) <= group and len(set(ends)) == len(available), text
-
-
-def test_random_rhyme_groups_rhyme_and_differ_between_poems(tok):
-    texts = generate.sample(tiny(tok), 32, form="7x4", rhyme="random", seed=4)
-    assert all(rhyme.rhymes(rhyme_chars(t)) for t in texts)
-    assert len({frozenset(rhyme.rhyme_groups(rhyme_chars(t)[0])) for t in texts}) > 1
-
-
-def test_a_group_missing_from_the_vocabulary_warns_and_leaves_rhymes_to_the_model(tok):
-    with pytest.warns(UserWarning, match="下平聲十五咸"):
-        texts = generate.sample(tiny(tok), 4, form="5x4", rhyme="咸", seed=0)
-    assert all(form_of(split_lines(t)) == "5x4" for t in texts)
-
-
-# -----------------------------------------------------------------------------
 # strategies
 
 
@@ -178,14 +101,15 @@ def modes(model, texts):
         return model.encode(ids, mask).mode
 
 
-@pytest.mark.parametrize("form", [None, "5x4"])
+@pytest.mark.parametrize("form", ["free", "auto", "5x4"])
 def test_beam_of_width_one_top_k_one_and_tiny_top_p_are_greedy(trained, form):
     model = trained["gaussian"]
     z = modes(model, POEMS)  # poems of three forms: free-form rows end at different steps
-    greedy = generate.decode(model, z, form=form)
+    constraint = constraint_for(model.tokenizer, form)
+    greedy = generate.decode(model, z, constraint=constraint)
     for decoding in (Decoding(strategy="beam", beam=1), Decoding(strategy="sample", top_k=1),
                      Decoding(strategy="sample", top_p=1e-6)):
-        assert generate.decode(model, z, decoding=decoding, form=form) == greedy
+        assert generate.decode(model, z, decoding=decoding, constraint=constraint) == greedy
 
 
 def test_beam_search_finds_the_reconstruction_of_a_trained_model(trained):
@@ -199,8 +123,10 @@ def test_bf16_decoding_keeps_the_form_and_leaves_the_model_in_fp32(tok, decoder,
     model = tiny(tok, decoder=decoder)
     decoding = Decoding(strategy=strategy, precision="bf16")
     for form in FORMS:
-        for text in generate.sample(model, 8, decoding=decoding, form=form, rhyme="auto", seed=0):
+        constraint = Verse(tok, form, rhyme="auto", meter=True)
+        for text in generate.sample(model, 8, decoding=decoding, constraint=constraint, seed=0):
             assert_poem(text, form, tok)
+            assert follows_tonal_pattern(split_lines(text)), text
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
@@ -218,7 +144,8 @@ def test_decoding_in_chunks_changes_nothing(trained):
 
 
 def test_max_tokens_bounds_free_form_output(tok):
-    texts = generate.sample(tiny(tok), 5, decoding=Decoding(strategy="sample", max_tokens=6), seed=0)
+    texts = generate.sample(tiny(tok), 5, decoding=Decoding(strategy="sample", max_tokens=6),
+                            constraint=FreeText(tok), seed=0)
     assert all(1 <= len(t) <= 6 for t in texts)  # a token decodes to at most one character
 
 
@@ -232,7 +159,7 @@ def test_interpolation_endpoints_are_the_reconstructions(trained, posterior):
     assert generate.reconstruct(model, [A, B]) == [[A], [B]]  # the model has learnt them
     path = generate.interpolate(model, A, B, steps=5)
     assert len(path) == 5 and path[0] == A and path[-1] == B
-    assert generate.interpolate(model, A, B, steps=4, form="5x4")[::3] == [A, B]
+    assert generate.interpolate(model, A, B, steps=4, constraint=Verse(model.tokenizer, "5x4"))[::3] == [A, B]
 
 
 def test_slerp_path_stays_on_the_sphere_and_the_gaussian_path_is_straight(trained):
@@ -247,10 +174,12 @@ def test_slerp_path_stays_on_the_sphere_and_the_gaussian_path_is_straight(traine
 def test_seeds_reproduce_outputs_and_leave_the_global_generator_alone(tok, trained):
     model = tiny(tok)
     state = torch.random.get_rng_state()
-    first = generate.sample(model, 6, form="5x4", rhyme="random", seed=7)
+    constraint = Verse(tok, "5x4", rhyme="random", meter=True)
+    first = generate.sample(model, 6, constraint=constraint, seed=7)
     assert torch.equal(torch.random.get_rng_state(), state)
-    assert generate.sample(model, 6, form="5x4", rhyme="random", seed=7) == first
-    assert generate.sample(model, 6, form="5x4", rhyme="random", seed=8) != first
+    assert generate.sample(model, 6, constraint=constraint, seed=7) == first
+    assert generate.sample(model, 6, constraint=constraint, seed=8) != first
+    assert generate.sample(model, 6, seed=7) == generate.sample(model, 6, seed=7)  # the automatic form too
     vmf = trained["vmf"]
     assert generate.vary(vmf, A, 4, seed=1) == generate.vary(vmf, A, 4, seed=1)
     assert generate.interpolate(vmf, steps=3, seed=2) == generate.interpolate(vmf, steps=3, seed=2)
@@ -258,14 +187,44 @@ def test_seeds_reproduce_outputs_and_leave_the_global_generator_alone(tok, train
 
 def test_vary_and_reconstruct_samples_draw_from_the_posterior(trained):
     model = trained["vmf"]
-    out = generate.reconstruct(model, [A, B], samples=3, form="5x4", seed=0)
+    out = generate.reconstruct(model, [A, B], samples=3, constraint=Verse(model.tokenizer, "5x4"), seed=0)
     assert [len(texts) for texts in out] == [3, 3]
     assert len(generate.vary(model, A, 5, seed=0)) == 5
 
 
+def test_without_a_constraint_a_poem_model_writes_regular_poems_and_other_models_free_text(tok):
+    hot = Decoding(strategy="sample", temperature=3)
+    assert all(form_of(split_lines(t)) for t in generate.sample(tiny(tok), 16, decoding=hot, seed=0))
+    english = Tokenizer.train(["the cat sat on the mat", "a dog ran far away", "birds sing in spring"], kind="char",
+                              vocab_size=300)
+    assert isinstance(constraint_for(english), FreeText)
+    assert all(generate.sample(tiny(english), 4, decoding=Decoding(strategy="sample", max_tokens=8), seed=0))
+    with pytest.raises(TextVAEError, match="no piece for ，"):
+        constraint_for(english, "auto")
+
+
+def test_reconstruct_and_vary_keep_each_poem_s_form(tok):
+    model = tiny(tok)
+    irregular = "床前明月光，疑是地上霜。"
+    outputs = generate.reconstruct(model, POEMS + [irregular], samples=2, decoding=Decoding(strategy="sample"),
+                                   seed=0)
+    for text, out in zip(POEMS, outputs):
+        assert [form_of(split_lines(o)) for o in out] == [form_of(split_lines(text))] * 2, out
+    assert all(form_of(split_lines(o)) is not None for o in outputs[-1])  # an automatic form
+    assert {form_of(split_lines(t)) for t in generate.vary(model, POEMS[5], 6, seed=0)} == {"7x4"}
+    free = generate.reconstruct(model, [POEMS[5]], constraint=FreeText(tok), seed=0)[0][0]
+    assert form_of(split_lines(free)) is None  # the untrained model, unconstrained
+
+
+@pytest.mark.parametrize("steps", [4, 5])
+def test_interpolating_poems_of_two_forms_keeps_a_s_form_up_to_the_midpoint_and_b_s_after(tok, steps):
+    path = generate.interpolate(tiny(tok), A, POEMS[5], steps=steps, decoding=Decoding(strategy="sample"), seed=0)
+    assert [form_of(split_lines(p)) for p in path] == ["5x4"] * (steps // 2 + steps % 2) + ["7x4"] * (steps // 2)
+
+
 def test_a_model_without_latent_samples_like_a_language_model_and_refuses_the_rest(tok):
     model = tiny(tok, posterior="none")
-    for text in generate.sample(model, 4, form="7x4", seed=0):
+    for text in generate.sample(model, 4, constraint=Verse(tok, "7x4"), seed=0):
         assert_poem(text, "7x4", tok)
     for call in (lambda: generate.reconstruct(model, [A]), lambda: generate.interpolate(model, A, B),
                  lambda: generate.vary(model, A)):
@@ -291,13 +250,16 @@ def test_an_over_long_text_is_cut_with_a_warning(tok):
 @pytest.mark.parametrize("call,message", [
     (lambda m: generate.reconstruct(m, ["  "]), "empty text"),
     (lambda m: generate.vary(m, ""), "empty text"),
-    (lambda m: generate.reconstruct(m, [A], form="7x4"), "does not fit the form 7x4"),
-    (lambda m: generate.interpolate(m, A, POEMS[-1], form="5x4"), "does not fit the form 5x4"),
-    (lambda m: generate.sample(m, 1, form="5x4", acrostic="春夏秋"), "has 3 characters"),
-    (lambda m: generate.sample(m, 1, acrostic="春夏"), "4 or 8 lines"),
-    (lambda m: generate.sample(m, 1, form="5x4", acrostic="春花山龘"), "'龘' is not a Chinese character in"),
-    (lambda m: generate.sample(m, 1, form="6x4"), "form must be one of"),
-    (lambda m: generate.sample(m, 1, form="5x4", rhyme="xyz"), "neither a 平水韻"),
+    (lambda m: generate.reconstruct(m, [A], constraint=Verse(m.tokenizer, "7x4")), "does not fit the form 7x4"),
+    (lambda m: generate.interpolate(m, A, POEMS[-1], constraint=Verse(m.tokenizer, "5x4")),
+     "does not fit the form 5x4"),
+    (lambda m: Verse(m.tokenizer, "5x4", acrostic="春夏秋"), "has 3 characters"),
+    (lambda m: Verse(m.tokenizer, acrostic="春夏"), "4 or 8 lines"),
+    (lambda m: Verse(m.tokenizer, "5x4", acrostic="春花山龘"), "'龘' is not a Chinese character in"),
+    (lambda m: Verse(m.tokenizer, "6x4"), "form must be one of"),
+    (lambda m: constraint_for(m.tokenizer, "6x4"), "form must be one of"),
+    (lambda m: Verse(m.tokenizer, "5x4", rhyme="xyz"), "neither a 平水韻"),
+    (lambda m: constraint_for(m.tokenizer, "free", meter=True), "needs a poem"),
     (lambda m: generate.sample(m, 0), ">= 1"),
     (lambda m: generate.interpolate(m, A), "two texts"),
     (lambda m: generate.interpolate(m, A, B, steps=1), "steps must be >= 2"),
@@ -359,6 +321,26 @@ def test_cli_sample_prints_one_poem_a_line_or_json(capsys, model_dir, tok):
     assert len(records) == 2 and all(isinstance(r["text"], str) for r in records)
 
 
+def test_cli_meter_and_rhyme_steer_every_poem_and_free_form_lifts_the_shape(capsys, model_dir, tok):
+    for form in ["5x4", "7x8", "auto", "drawn"]:
+        lines = run(capsys, "sample", model_dir, "-n", "6", "--form", form, "--meter", "--rhyme", "--temperature",
+                    "3", "--seed", "0").out.splitlines()
+        assert len(lines) == 6 and all(follows_tonal_pattern(split_lines(t)) for t in lines), lines
+        assert rhyme_rate([split_lines(t) for t in lines]) == (1.0, 1.0)
+    lines = run(capsys, "sample", model_dir, "-n", "6", "--meter", "--acrostic", "春花山月", "--seed", "0").out
+    assert all(follows_tonal_pattern(split_lines(t)) and split_lines(t)[0][0] == "春" for t in lines.splitlines())
+    free = run(capsys, "sample", model_dir, "-n", "20", "--form", "free", "--temperature", "3", "--seed", "0").out
+    assert any(form_of(split_lines(t)) is None for t in free.splitlines())
+    result = run(capsys, "sample", model_dir, "-n", "2", "--form", "5x4", "--rhyme", "曉", "--meter", "--seed", "0")
+    assert "warning: no character kept every rule" in result.err and "meter at 4" in result.err  # 曉 is 仄
+
+
+def test_cli_interpolate_help_says_how_two_forms_meet(capsys):
+    with pytest.raises(SystemExit):
+        main(["interpolate", "--help"])
+    assert "A's form up to the midpoint and B's after it" in " ".join(capsys.readouterr().out.split())
+
+
 def test_cli_reconstruct_interpolate_vary(capsys, model_dir):
     assert run(capsys, "reconstruct", model_dir, A, B).out.splitlines() == [f"{A}\t{A}", f"{B}\t{B}"]
     lines = run(capsys, "interpolate", model_dir, A, B, "--steps", "4").out.splitlines()
@@ -371,6 +353,7 @@ def test_cli_reconstruct_interpolate_vary(capsys, model_dir):
 @pytest.mark.parametrize("argv,message", [
     (["reconstruct", "MODEL", "床前明月光x"], "warning: not in the model's vocabulary"),
     (["vary", "MODEL", A, "--form", "7x8"], "error: '床前明月光"),
+    (["sample", "MODEL", "--form", "free", "--rhyme"], "error: an acrostic, rhyme or meter steering needs a poem"),
     (["sample", "MODEL", "--acrostic", "春夏秋"], "error: the acrostic"),
     (["interpolate", "MODEL", A], "error: interpolate takes two texts"),
     (["sample", "nowhere"], "error: nowhere is not a saved textvae model"),

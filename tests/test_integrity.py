@@ -14,11 +14,11 @@ import pytest
 import safetensors.torch
 import torch
 
-from textvae import data, generate
+from textvae import data, generate, poetry
 from textvae.cli import main
-from textvae.corpus.poems import split_lines
 from textvae.data import pad_batch
 from textvae.errors import TextVAEError
+from textvae.poetry import Verse, split_lines
 from textvae.tokenizer import Tokenizer
 from textvae.train import TrainConfig, train
 from textvae.vae import TextVAE, VAEConfig
@@ -123,25 +123,27 @@ def test_resume_refuses_a_dataset_prepared_again_with_another_tokenizer(tmp_path
                                           ("床前明月光疑是地上霜举头望低思故乡", "simplified"),
                                           ("the moon before my bed", None)])
 def test_the_model_script_is_read_off_the_vocabulary(chars, script):
-    assert generate.model_script(tiny_model(chars).tokenizer) == script
+    assert poetry.model_script(tiny_model(chars).tokenizer) == script
 
 
 def test_only_characters_outside_the_vocabulary_are_converted():
     tokenizer = tiny_model("床前明月光疑是地上霜舉頭望低思故鄉").tokenizer
     # 床 is in the vocabulary and stays (s2t alone would write 牀); 书's traditional form 書 is not, so it stays
-    assert generate.to_model_script(tokenizer, "床前举头书") == "床前舉頭书"
-    assert generate.to_model_script(tokenizer, QUIET_NIGHT_SIMPLIFIED) == QUIET_NIGHT
+    assert poetry.to_model_script(tokenizer, "床前举头书") == "床前舉頭书"
+    assert poetry.to_model_script(tokenizer, QUIET_NIGHT_SIMPLIFIED) == QUIET_NIGHT
 
 
-@pytest.mark.parametrize("form", [None, "5x4"])
+@pytest.mark.parametrize("form", ["free", "auto", "5x4"])
 def test_simplified_input_reconstructs_as_the_traditional(form):
     model = generate.load_model(PRETRAINED)
-    traditional, simplified = generate.reconstruct(model, [QUIET_NIGHT, QUIET_NIGHT_SIMPLIFIED], form=form)
+    constraint = generate.constraint_for(model.tokenizer, form)
+    traditional, simplified = generate.reconstruct(model, [QUIET_NIGHT, QUIET_NIGHT_SIMPLIFIED], constraint=constraint)
     assert simplified == traditional
 
 
 def test_a_simplified_acrostic_pins_the_traditional_characters():
-    poem = generate.sample(generate.load_model(PRETRAINED), 1, form="5x4", acrostic="举头望乡", seed=0)[0]
+    model = generate.load_model(PRETRAINED)
+    poem = generate.sample(model, 1, constraint=Verse(model.tokenizer, "5x4", acrostic="举头望乡"), seed=0)[0]
     assert [line[0] for line in split_lines(poem)] == list("舉頭望鄉")
 
 

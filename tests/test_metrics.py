@@ -6,15 +6,13 @@ import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 from textvae import metrics
-from textvae.corpus.poems import split_lines
+from textvae.poetry import split_lines
 
-# real Tang poems: 登鸛雀樓 (5x4), 杜甫 絕句 (7x4), 春望 (5x8), all regulated; 靜夜思 is an old-style 絕句
-# (古絕) that rhymes but breaks the tonal rules
+# real Tang poems: 登鸛雀樓 (5x4), 杜甫 絕句 (7x4), 春望 (5x8); 靜夜思 (5x4)
 DENG = "白日依山盡，黃河入海流。欲窮千里目，更上一層樓。"
 JUEJU = "兩個黃鸝鳴翠柳，一行白鷺上青天。窗含西嶺千秋雪，門泊東吳萬里船。"
 CHUNWANG = "國破山河在，城春草木深。感時花濺淚，恨別鳥驚心。烽火連三月，家書抵萬金。白頭搔更短，渾欲不勝簪。"
 JINGYE = "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。"
-REGULATED = [DENG, JUEJU, CHUNWANG]
 
 # -----------------------------------------------------------------------------
 # likelihood
@@ -210,96 +208,3 @@ def test_copy_rate_counts_verbatim_texts_and_lines():
     lines = {line for poem in (DENG, JUEJU) for line in split_lines(poem)}
     sample = ["白日依山盡", "黃河入海去", "更上一層樓", "春眠不覺曉"]
     assert metrics.copy_rate(sample, lines) == pytest.approx(0.5)
-
-# -----------------------------------------------------------------------------
-# poems
-
-
-def _scrambled(poem: str) -> list[str]:
-    """Each line rotated by one character: same form, other line ends and tone positions."""
-    return [line[1:] + line[0] for line in split_lines(poem)]
-
-
-def test_form_compliance_accepts_the_four_regular_forms_only():
-    poems = [split_lines(p) for p in REGULATED + [JINGYE]]
-    assert metrics.form_compliance(poems) == 1.0
-    irregular = [["白日依山盡", "黃河入海流", "欲窮千里目"], ["白日依山盡", "黃河入海流。欲", "窮千里目", "更上一層樓"],
-                 ["白日依山盡", "黃河入海流黃河"] * 2, [], ["一二三四五六"] * 4]
-    assert metrics.form_compliance(irregular) == 0.0
-    assert metrics.form_compliance(poems[:2] + irregular[:2]) == 0.5
-
-
-def test_real_tang_poems_have_a_regular_form_and_reflowed_ones_do_not():
-    reflowed = []  # the same characters cut into lines one character longer
-    for poem in REGULATED + [JINGYE]:
-        chars = "".join(split_lines(poem))
-        width = len(split_lines(poem)[0]) + 1
-        reflowed.append([chars[i:i + width] for i in range(0, len(chars), width)])
-    assert metrics.form_compliance([split_lines(p) for p in REGULATED + [JINGYE]]) == 1.0
-    assert metrics.form_compliance(reflowed) == 0.0
-
-
-TABLE = {"流": {"下平聲十一尤"}, "樓": {"下平聲十一尤"}, "盡": {"上聲十一軫"}, "目": {"入聲一屋"},
-         "看": {"上平聲十四寒", "去聲十五翰"}, "單": {"上平聲十四寒"}}
-
-
-def test_rhymes_with_a_hand_made_table():
-    groups = lambda c: TABLE.get(c, set())  # noqa: E731
-    assert metrics.rhymes(["白日", "黃河流", "欲窮", "一層樓"], groups) is True
-    assert metrics.rhymes(["白日", "黃河流", "欲窮", "千里目"], groups) is False
-    assert metrics.rhymes(["甲", "看", "乙", "單"], groups) is True  # a character with two readings
-    assert metrics.rhymes(["甲", "流", "乙", "無"], groups) is None  # 無 is not in the table
-    assert metrics.rhymes(["甲", "流"], groups) is False  # one even line: nothing to rhyme with
-    rate, judged = metrics.rhyme_rate([["甲", "流", "乙", "樓"], ["甲", "流", "乙", "目"], ["甲", "流", "乙", "無"]], groups)
-    assert (rate, judged) == (pytest.approx(0.5), pytest.approx(2 / 3))
-
-
-def test_real_tang_poems_rhyme_and_scrambled_ones_do_not():
-    from textvae.rhyme import rhyme_groups
-    poems = [split_lines(p) for p in REGULATED + [JINGYE]]
-    assert metrics.rhyme_rate(poems, rhyme_groups) == (1.0, 1.0)
-    assert metrics.rhyme_rate([_scrambled(p) for p in REGULATED + [JINGYE]], rhyme_groups) == (0.0, 1.0)
-
-
-@pytest.mark.parametrize("chars,lines", [(5, 4), (7, 4), (5, 8), (7, 8)])
-def test_tonal_patterns_follow_the_rules_of_regulated_verse(chars, lines):
-    """The patterns are built from four line types; check them against the rules themselves: 二四六
-    alternate within a line; a couplet's lines are opposite at the 2nd (對) and consecutive couplets
-    the same (粘); even lines end level (平) and rhyme; odd lines after the first end oblique."""
-    patterns = metrics.tonal_patterns(chars, lines)
-    assert len(set(patterns)) == 4
-    for p in patterns:
-        assert len(p) == lines and all(len(line) == chars for line in p)
-        for line in p:
-            assert line[1] != line[3] and (chars == 5 or line[3] != line[5])
-        for i in range(0, lines, 2):
-            assert p[i][1] != p[i + 1][1]
-            if i + 2 < lines:
-                assert p[i + 1][1] == p[i + 2][1]
-        assert all(line[-1] == "平" for line in p[1::2])
-        assert all(line[-1] == "仄" for line in p[2::2])
-    assert {p[0][1] for p in patterns} == {"平", "仄"}  # 平起 and 仄起
-    assert {p[0][-1] for p in patterns} == {"平", "仄"}  # 首句入韻 or not
-
-
-def test_tonal_pattern_freedom_at_the_first_and_third_positions():
-    level, oblique = set("平"), set("仄")
-    tones = lambda c: {"p": level, "z": oblique, "x": level | oblique}.get(c, set())  # noqa: E731
-    strict = ["zzppz", "ppzzp", "pppzz", "zzzpp"]  # 仄起, first line not rhyming
-    assert metrics.follows_tonal_pattern(strict, tones)
-    free = ["pzzpz", "zppzp", "pppzz", "zzzpp"]  # 1st and 3rd characters flipped
-    assert metrics.follows_tonal_pattern(free, tones)
-    assert not metrics.follows_tonal_pattern(["zpppz"] + strict[1:], tones)  # 2nd character flipped
-    assert not metrics.follows_tonal_pattern(["zzpzz"] + strict[1:], tones)  # 4th character flipped
-    assert not metrics.follows_tonal_pattern(strict[:1] + ["ppzzz"] + strict[2:], tones)  # 5th: must end 平
-    assert metrics.follows_tonal_pattern(["zxpxz", "?pzzp", "pppzz", "zzzpp"], tones)  # both / unknown fit
-    assert not metrics.follows_tonal_pattern(["zzppz", "ppzzp"], tones)  # not a regular form
-    assert not metrics.follows_tonal_pattern(strict[:2] * 2, tones)  # first couplet twice: 粘 broken
-
-
-def test_real_regulated_tang_poems_follow_a_tonal_pattern_and_scrambled_ones_do_not():
-    from textvae.rhyme import rhyme_groups, tone_of
-    tones = lambda c: {tone_of(g) for g in rhyme_groups(c)}  # noqa: E731
-    assert metrics.tonal_compliance([split_lines(p) for p in REGULATED], tones) == 1.0
-    assert metrics.tonal_compliance([_scrambled(p) for p in REGULATED], tones) == 0.0
-    assert not metrics.follows_tonal_pattern(split_lines(JINGYE), tones)  # 古絕: old-style

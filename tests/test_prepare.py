@@ -15,9 +15,10 @@ from collections import Counter
 
 import pytest
 
-from textvae import corpus, data
+from textvae import data
 from textvae.cli import main
 from textvae.corpus import npm
+from textvae.poetry import FORMS, join_lines, split_lines
 
 COLUMNS = {"text", "lines", "form", "dynasty", "author", "title", "id", "ids"}
 POOL = "天地日月星辰山川江河湖海雨雪春夏秋冬花草木石竹松梅菊西南北青白金玉"  # the same in traditional and simplified
@@ -36,7 +37,7 @@ def synthetic_poems(quota=None, seed=0):
     while any(len(picked[name]) < n for name, n in quota.items()):
         width, height = rng.choice([(5, 4), (7, 4), (5, 8), (7, 8)])
         lines = ["".join(rng.choice(POOL) for _ in range(width)) for _ in range(height)]
-        split = data.split_of(corpus.join_lines(lines))
+        split = data.split_of(join_lines(lines))
         if len(picked[split]) < quota.get(split, 0):
             picked[split].append(lines)
     return [lines for name in quota for lines in picked[name]]
@@ -171,10 +172,10 @@ def test_prepare_poems_end_to_end(make_source, tmp_path, monkeypatch, capsys, ki
         for row in rows:
             assert tok.decode(row["ids"]) == row["text"]
             assert row["ids"] == tok.encode(row["text"])
-            assert row["lines"] == corpus.split_lines(row["text"])
+            assert row["lines"] == split_lines(row["text"])
             assert row["dynasty"] == ("tang" if int(row["id"][1:]) < len(poems) // 2 else "song")
     all_texts = [t for split in texts.values() for t in split]
-    assert sorted(all_texts) == sorted(corpus.join_lines(lines) for lines in poems)
+    assert sorted(all_texts) == sorted(join_lines(lines) for lines in poems)
     assert len(set(all_texts)) == len(all_texts)  # no text in two splits
 
     counts = dynasty_form_counts(dataset)
@@ -425,10 +426,10 @@ def test_prepare_real_corpus(tmp_path, capsys):
     texts = [t for c in columns.values() for t in c["text"]]
     assert len(set(texts)) == len(texts)
     assert FIRST_TANG_POEM in columns["train"]["text"] + columns["validation"]["text"] + columns["test"]["text"]
-    assert corpus.join_lines(corpus.split_lines(FIRST_TANG_POEM)) == FIRST_TANG_POEM
+    assert join_lines(split_lines(FIRST_TANG_POEM)) == FIRST_TANG_POEM
 
     counts = Counter((d, f) for c in columns.values() for d, f in zip(c["dynasty"], c["form"]))
-    assert manifest["counts"] == {d: {f: counts[d, f] for f in sorted(corpus.FORMS)} for d in ("song", "tang")}
+    assert manifest["counts"] == {d: {f: counts[d, f] for f in sorted(FORMS)} for d in ("song", "tang")}
     assert manifest["kept"] == total and manifest["splits"] == sizes
     assert table_printed(printed)[0] == manifest["counts"]
     sample = dataset["validation"].select(range(200))

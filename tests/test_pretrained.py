@@ -6,9 +6,7 @@ from pathlib import Path
 import pytest
 
 from textvae import generate
-from textvae.corpus.poems import FORMS, form_of, split_lines
-from textvae.metrics import rhymes
-from textvae.rhyme import rhyme_groups
+from textvae.poetry import FORMS, Verse, form_of, poem_rhymes, split_lines
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "data" / "pretrained"
 
@@ -31,16 +29,16 @@ def test_its_report_meets_the_default_model_targets():
 @pytest.mark.parametrize("form", FORMS)
 def test_it_samples_rhymed_poems_of_every_form(form):
     model = generate.load_model(PRETRAINED)
-    poems = generate.sample(model, 4, form=form, rhyme="auto", seed=0)
+    poems = generate.sample(model, 4, constraint=Verse(model.tokenizer, form, rhyme="auto"), seed=0)
     for poem in poems:
         lines = split_lines(poem)
         assert form_of(lines) == form, poem
-        assert rhymes(lines, rhyme_groups), poem
+        assert poem_rhymes(lines), poem
 
 
 def test_it_reconstructs_and_interpolates():
     model = generate.load_model(PRETRAINED)
     a, b = "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。", "春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。"
-    path = generate.interpolate(model, a, b, steps=4, form="5x4")
+    path = generate.interpolate(model, a, b, steps=4)  # both 5x4: the path keeps their form
     assert len(path) == 4 and all(form_of(split_lines(p)) == "5x4" for p in path)
-    assert path[0] == generate.reconstruct(model, [a], form="5x4")[0][0]
+    assert path[0] == generate.reconstruct(model, [a], constraint=Verse(model.tokenizer, "5x4"))[0][0]

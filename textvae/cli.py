@@ -10,7 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
-from textvae import corpus, data, evaluate, generate
+from textvae import corpus, data, evaluate, generate, poetry
 from textvae.atomic import check_can_write, write_text
 from textvae.errors import TextVAEError
 from textvae.fields import SEED_LIMIT, help_of
@@ -229,10 +229,19 @@ def _plain_warnings():
         yield
 
 
-def _generation_options(args, **defaults) -> dict:
+def _generation_options(args, model, **defaults) -> dict:
+    """The decoding settings and the constraint object the flags ask for, for this model."""
     decoding = generate.Decoding(**{**defaults, **_flags_set(args, generate.Decoding)})
-    return dict(decoding=decoding, form=args.form, acrostic=args.acrostic, rhyme=args.rhyme, seed=args.seed,
-                script=args.script)
+    constraint = generate.constraint_for(model.tokenizer, args.form, args.acrostic, args.rhyme, args.meter)
+    return dict(decoding=decoding, constraint=constraint, seed=args.seed, script=args.script)
+
+
+def _warn_relaxed(options: dict) -> None:
+    """Name the rules that gave way where no character could keep them all (a warning, as it is rare)."""
+    relaxed = getattr(options["constraint"], "relaxed", None)
+    if relaxed:
+        warnings.warn("no character kept every rule at some positions; there the weakest gave way: "
+                      + ", ".join(f"{rule} at {n:,}" for rule, n in relaxed.items()))
 
 
 def _read_texts(texts: list[str]) -> list[str]:
@@ -252,7 +261,9 @@ def _show(args, records: list[dict], lines: list[str]) -> None:
 def cmd_sample(args) -> None:
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
-        texts = generate.sample(model, args.n, **_generation_options(args, strategy="sample"))
+        options = _generation_options(args, model, strategy="sample")
+        texts = generate.sample(model, args.n, **options)
+        _warn_relaxed(options)
     _show(args, [{"text": t} for t in texts], texts)
 
 
@@ -260,7 +271,9 @@ def cmd_reconstruct(args) -> None:
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
         texts = _read_texts(args.texts)
-        outputs = generate.reconstruct(model, texts, samples=args.samples, **_generation_options(args))
+        options = _generation_options(args, model)
+        outputs = generate.reconstruct(model, texts, samples=args.samples, **options)
+        _warn_relaxed(options)
     _show(args, [{"text": t, "reconstructions": out} for t, out in zip(texts, outputs)],
           ["\t".join([t.strip(), *out]) for t, out in zip(texts, outputs)])
 
@@ -270,30 +283,44 @@ def cmd_interpolate(args) -> None:
         raise TextVAEError(f"interpolate takes two texts A B, or none for two prior samples; got {len(args.texts)}")
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
-        texts = generate.interpolate(model, *args.texts, steps=args.steps, **_generation_options(args))
+        options = _generation_options(args, model)
+        texts = generate.interpolate(model, *args.texts, steps=args.steps, **options)
+        _warn_relaxed(options)
     _show(args, [{"t": i / (len(texts) - 1), "text": t} for i, t in enumerate(texts)], texts)
 
 
 def cmd_vary(args) -> None:
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
-        texts = generate.vary(model, args.text, args.n, **_generation_options(args))
+        options = _generation_options(args, model)
+        texts = generate.vary(model, args.text, args.n, **options)
+        _warn_relaxed(options)
     _show(args, [{"text": t} for t in texts], texts)
 
 
 def _add_generation_flags(parser, func) -> None:
     """What every generation verb takes after its own arguments: poem constraints, seed, output, decoding."""
     poem = parser.add_argument_group("poems")
-    poem.add_argument("--form", choices=list(corpus.FORMS),
-                      help="characters x lines: every output has exactly this shape (default: the model decides)")
+    poem.add_argument("--form", choices=generate.FORM_CHOICES,
+                      help="characters x lines: every output has exactly this shape; auto: a regular poem (4 or 8 "
+                           "lines of 5 or 7 characters) whose form the model picks as it writes (its first line's "
+                           "length, and whether to go on after line 4); drawn: each poem's form drawn from the "
+                           "training corpus's shares; free: no shape (default: auto for a poem model, free for "
+                           "others; reconstruct, vary and interpolate keep the form of a regular input poem)")
     poem.add_argument("--acrostic", default="", metavar="CHARS",
-                      help="藏头诗: the first character of each line (without --form: 7-character lines)")
+                      help="藏头诗: the first character of each line (4 or 8 of them: the line count)")
     poem.add_argument("--rhyme", nargs="?", const="auto", metavar="GROUP",
                       help="end the even lines in one 平水韻 group: the one line 2 ends in (no value), random, or "
-                           "a group (下平聲七陽, 七陽, 陽) or a character in it (without --form: 7x4)")
+                           "a group (下平聲七陽, 七陽, 陽) or a character in it")
+    poem.add_argument("--meter", action="store_true",
+                      help="格律: keep the 近體詩 tonal pattern (平仄) of a start drawn per poem, 平起 or 仄起: the "
+                           "2nd, 4th, 6th characters alternate (二四六分明), a couplet's lines are opposite there "
+                           "(對), consecutive couplets alike (黏), even lines end 平 and odd ones after the first "
+                           "仄. With --rhyme: rhymed regulated verse. Where no character keeps every rule, the "
+                           "weakest gives way (a repeated rhyme, then the meter, then the rhyme) with a warning")
     parser.add_argument("--seed", type=_seed, help="seed for reproducible outputs (default: fresh randomness)")
     parser.add_argument("--json", action="store_true", help="print a JSON list for programs")
-    parser.add_argument("--script", choices=list(generate.SCRIPTS),
+    parser.add_argument("--script", choices=list(poetry.SCRIPTS),
                         help="write the output in these characters (default: the model's own; input texts may be "
                              "in either)")
     _add_dataclass_flags(parser, generate.Decoding)
@@ -311,7 +338,10 @@ def _add_generate(sub) -> None:
     rec.add_argument("texts", nargs="+", metavar="TEXT", help="texts to reconstruct; - reads stdin, one a line")
     rec.add_argument("--samples", type=int, default=0, help="decode k draws z ~ q(z|x) instead of the mean")
     _add_generation_flags(rec, cmd_reconstruct)
-    path = sub.add_parser("interpolate", help="decode points on the path between the latents of A and B")
+    path = sub.add_parser("interpolate", help="decode points on the path between the latents of A and B",
+                          description="Decode points on the path between the latents of A and B. Without --form, "
+                                      "the points keep A's form up to the midpoint and B's after it (poems of "
+                                      "two forms change form half way).")
     path.add_argument("model_dir", type=Path, help=model_help)
     path.add_argument("texts", nargs="*", metavar="A B", help="two texts (none: two prior samples)")
     path.add_argument("--steps", type=int, default=5, help="points on the path, endpoints included (default 5)")

@@ -22,12 +22,11 @@ from torch.distributions import Independent, kl_divergence
 from tqdm import tqdm
 
 from textvae import data, metrics
-from textvae.corpus.poems import FORMS, split_lines
 from textvae.errors import TextVAEError
 from textvae.fields import SEED_LIMIT, check_choice, check_device, check_int, setting
-from textvae.generate import Decoding, PoemForm, decode, load_model, sample
+from textvae.generate import FORM_CHOICES, Decoding, constraint_for, decode, load_model, sample
+from textvae.poetry import find_group, form_compliance, rhyme_rate, split_lines, tonal_compliance
 from textvae.precision import PRECISION_HELP, autocast_for, check_precision, resolve_precision
-from textvae.rhyme import find_group, rhyme_groups, tone_of
 from textvae.tokenizer import check_same_tokenizer
 from textvae.vae import TextVAE
 
@@ -43,8 +42,10 @@ class EvalConfig:
     iw_rows: int = setting(256, "decoder rows per IW pass (samples x examples); bounds memory")
     num_samples: int = setting(1000, "prior samples for the text and poem metrics (0 skips them)")
     strategy: str = setting("sample", "decoding of prior samples: sample (ancestral) | greedy")
-    form: str = setting("", "prior samples constrained to a form: 5x4 | 7x4 | 5x8 | 7x8 (\"\" = free)")
+    form: str = setting("free", "prior samples' form: free (the model decides) | auto (regular, chosen as the "
+                                "first line is written) | 5x4 | 7x4 | 5x8 | 7x8")
     rhyme: str = setting("", "prior samples rhyme-steered: auto | random | a group or character (\"\" = off)")
+    meter: bool = setting(False, "prior samples meter-steered (格律: the 近體詩 tonal pattern, as `sample --meter`)")
     max_examples: int = setting(0, "score a seeded random subset of N examples of the split (0: all)")
     seed: int = setting(0, "seeds every random draw")
     precision: str = setting("auto", PRECISION_HELP)
@@ -60,9 +61,14 @@ class EvalConfig:
         if self.num_samples == 1:
             raise TextVAEError("EvalConfig.num_samples must be 0 or >= 2 (Self-BLEU compares samples)")
         check_choice(self, "strategy", STRATEGIES)
-        check_choice(self, "form", ("", *FORMS))
+        check_choice(self, "form", FORM_CHOICES)
         if self.rhyme not in ("", "auto", "random"):
             find_group(self.rhyme)  # a one-line error for an unknown group before any work
+        if not isinstance(self.meter, bool):
+            raise TextVAEError(f"EvalConfig.meter must be true or false, not {self.meter!r}")
+        if self.form == "free" and (self.rhyme or self.meter):
+            raise TextVAEError("EvalConfig.rhyme and meter steer poems: give a form (auto, 5x4, 7x4, 5x8 or 7x8), "
+                               "not free")
         check_device(self)
         check_precision(self.precision, "EvalConfig.precision")
 
@@ -202,10 +208,6 @@ def validation_figures(model: TextVAE, sequences: list[list[int]], batch_size: i
 # text and poem metrics
 
 
-def _tones(char: str) -> set[str]:
-    return {tone_of(g) for g in rhyme_groups(char)}
-
-
 def text_report(texts: list[str], train_texts: set[str], train_lines: set[str] | None, poems: bool) -> dict:
     """Diversity, novelty and (for poems) form, rhyme and tonal figures of a list of texts."""
     lines = [split_lines(t) for t in texts]
@@ -215,10 +217,9 @@ def text_report(texts: list[str], train_texts: set[str], train_lines: set[str] |
                   copied_texts=metrics.copy_rate(texts, train_texts))
     if not poems:
         return report
-    rate, judged = metrics.rhyme_rate(lines, rhyme_groups)
+    rate, judged = rhyme_rate(lines)
     return report | dict(copied_lines=metrics.copy_rate([x for ls in lines for x in ls], train_lines),
-                         form=metrics.form_compliance(lines), rhyme=rate, rhyme_judged=judged,
-                         tonal=metrics.tonal_compliance(lines, _tones))
+                         form=form_compliance(lines), rhyme=rate, rhyme_judged=judged, tonal=tonal_compliance(lines))
 
 
 def _subsample(items: list, n: int, seed: int) -> list:
@@ -258,9 +259,11 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
     """The report (JSON-able) and the posterior means E_q[z] (N, D) of the scored examples, in the order of
     `select_split` (for plots)."""
     split = select_split(dataset, config)
-    if config.num_samples and (config.form or config.rhyme):  # refuse now what would fail after the IW pass
-        PoemForm(model.tokenizer, config.form or None, rhyme=config.rhyme or None)
     model = model.to(config.device).eval()
+    constraint = None
+    if config.num_samples and model.tokenizer is not None:  # built now: refuse what would fail after the IW pass
+        constraint = constraint_for(model.tokenizer, config.form, rhyme=config.rhyme or None, meter=config.meter,
+                                    device=next(model.parameters()).device)
     sequences = data.token_ids(split)
     data.warn_if_cut(sequences, model.config.max_len, f"{config.split} examples (scored cut short)")
     report = dict(split=config.split, seed=config.seed, posterior=model.config.posterior,
@@ -284,12 +287,12 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
                                      iw_estimator="NLL (exact, no latent)" if model.head is None
                                      else f"IW-NLL (K={config.iw_samples})")
             lap("iw_nll")
-        report["text"] = _text_metrics(model, dataset, split, stats, config, progress)
+        report["text"] = _text_metrics(model, dataset, split, stats, config, constraint, progress)
         lap("text")
     return report, stats["mean"]
 
 
-def _text_metrics(model: TextVAE, dataset: DatasetDict, split, stats: dict, config: EvalConfig,
+def _text_metrics(model: TextVAE, dataset: DatasetDict, split, stats: dict, config: EvalConfig, constraint,
                   progress: bool) -> dict:
     poems = "lines" in split.column_names
     texts = split.data.column("text").to_pylist()
@@ -302,14 +305,14 @@ def _text_metrics(model: TextVAE, dataset: DatasetDict, split, stats: dict, conf
                          decoding=Decoding(precision=config.precision))
         out["reconstruction_bleu"] = metrics.bleu(decoded, texts)
         out["reconstruction_examples"] = [dict(reference=r, decoded=d) for r, d in zip(texts[:5], decoded[:5])]
-    if config.num_samples and model.tokenizer is not None:
+    if constraint is not None:
         if progress:
             print(f"decoding {config.num_samples} prior samples ...", flush=True)
         decoding = Decoding(strategy=config.strategy, precision=config.precision)
-        samples = sample(model, config.num_samples, decoding=decoding,
-                         form=config.form or None, rhyme=config.rhyme or None, seed=config.seed)
+        samples = sample(model, config.num_samples, decoding=decoding, constraint=constraint, seed=config.seed)
         out["samples"] = text_report(samples, train_texts, train_lines, poems) | dict(
-            examples=samples[:10], constrained_form=config.form or "free", rhyme_steering=config.rhyme or "off")
+            examples=samples[:10], constrained_form=config.form, rhyme_steering=config.rhyme or "off",
+            meter_steering=config.meter, relaxed=dict(getattr(constraint, "relaxed", {})))
     reference = _subsample(texts, config.num_samples or len(texts), config.seed)
     out["corpus"] = text_report(reference, train_texts, train_lines, poems)
     return out
@@ -355,8 +358,12 @@ def format_report(report: dict) -> str:
     for key, label, spec in names:
         rows.append(f"  {label:26}{_fmt(sampled.get(key), spec):>10}{_fmt(corpus.get(key), spec):>10}")
     rows.append(f"  ({sampled.get('count', 0):,} prior samples, {text['strategy']} decoding, form "
-                f"{sampled.get('constrained_form', 'free')}, rhyme steering {sampled.get('rhyme_steering', 'off')}; corpus: "
+                f"{sampled.get('constrained_form', 'free')}, rhyme steering {sampled.get('rhyme_steering', 'off')}, "
+                f"meter steering {'on' if sampled.get('meter_steering') else 'off'}; corpus: "
                 f"{corpus['count']:,} texts of the {report['split']} split)")
+    if sampled.get("relaxed"):
+        rows.append("  (rules relaxed where no character kept them all, positions: "
+                    + ", ".join(f"{rule} {n:,}" for rule, n in sampled["relaxed"].items()) + ")")
     return "\n".join(rows)
 
 # -----------------------------------------------------------------------------

@@ -4,20 +4,17 @@ feed them live in evaluate.py.
 Shapes: K importance samples, B batch, N examples (M of them in a chunk of rows), D latent.
 References: Burda et al. 2016 (importance-weighted bound, active units); Hoffman & Johnson 2016 (MI term
 of the ELBO); Papineni et al. 2002 and Post 2018 (BLEU, sacrebleu); Zhu et al. 2018, Texygen (Self-BLEU);
-Li et al. 2016 (distinct-n); Wang Li 王力, 《漢語詩律學》 1958 (the regulated-verse tonal patterns).
+Li et al. 2016 (distinct-n). Poem metrics (form, rhyme, tonal patterns) live in textvae.poetry.
 """
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import sacrebleu
 import torch
 from sacrebleu.metrics import BLEU
 from sacrebleu.metrics.helpers import extract_all_word_ngrams
-
-from textvae.corpus.poems import form_of
-from textvae.rhyme import OBLIQUE
 
 # -----------------------------------------------------------------------------
 # likelihood
@@ -169,89 +166,5 @@ def copy_rate(texts: Sequence[str], training: set[str] | frozenset[str]) -> floa
     return sum(t in training for t in texts) / len(texts) if texts else 0.0
 
 
-# -----------------------------------------------------------------------------
-# poems: form, rhyme, tonal patterns
-
-
-def form_compliance(poems: Sequence[Sequence[str]]) -> float:
-    """Share of poems (each a list of lines) of a regular form: 4 or 8 lines, all of 5 or all of 7
-    characters (`corpus.poems.form_of`)."""
-    return sum(form_of(list(lines)) is not None for lines in poems) / len(poems) if poems else 0.0
-
-
-def rhymes(lines: Sequence[str], rhyme_groups: Callable[[str], Iterable[str]]) -> bool | None:
-    """Whether the last characters of the even lines (2nd, 4th, ...) share one 平水韻 rhyme group, as
-    `rhyme_groups(char)` gives them (a character with several readings is in several groups). None when
-    one of those characters is in no group (the table cannot judge it). False with fewer than two even
-    lines."""
-    even = lines[1::2]
-    if len(even) < 2 or not all(even):
-        return False
-    ends = [set(rhyme_groups(line[-1])) for line in even]
-    if not all(ends):
-        return None
-    return bool(set.intersection(*ends))
-
-
-def rhyme_rate(poems: Sequence[Sequence[str]], rhyme_groups: Callable[[str], Iterable[str]]) -> tuple[float, float]:
-    """(rhyme rate, judged share): the share of poems that rhyme (`rhymes`) among those the table can
-    judge, and the share of poems it can judge."""
-    verdicts = [rhymes(lines, rhyme_groups) for lines in poems]
-    judged = [v for v in verdicts if v is not None]
-    return (sum(judged) / len(judged) if judged else 0.0), (len(judged) / len(poems) if poems else 0.0)
-
-
-_A, _B, _C, _D = "仄仄平平仄", "平平仄仄平", "平平平仄仄", "仄仄仄平平"  # the four five-character line types
-_QUATRAINS = ((_A, _B, _C, _D), (_D, _B, _C, _D), (_C, _D, _A, _B), (_B, _D, _A, _B))
-
-
-def tonal_patterns(chars: int, lines: int) -> list[tuple[str, ...]]:
-    """The four standard 近體詩 patterns for a form (5 or 7 characters, 4 or 8 lines), one string of
-    平/仄 per line: 仄起 or 平起 (the tone of the 2nd character of a five-character first line), with the
-    first line rhyming (首句入韻) or not. A regulated verse (律詩) continues its quatrain with the
-    non-rhyming quatrain of the same start; a seven-character line puts before the five-character one
-    two characters of the opposite tone (仄仄平平仄 -> 平平仄仄平平仄)."""
-    patterns = []
-    for quatrain in _QUATRAINS:
-        poem = quatrain
-        if lines == 8:
-            poem += _QUATRAINS[0] if quatrain[1] == _B else _QUATRAINS[2]
-        if chars == 7:
-            poem = tuple(("平平" if line[0] == OBLIQUE else "仄仄") + line for line in poem)
-        patterns.append(poem)
-    return patterns
-
-
-def follows_tonal_pattern(lines: Sequence[str], tones: Callable[[str], Iterable[str]]) -> bool:
-    """Whether a poem fits one of the four standard 近體詩 patterns of its form (`tonal_patterns`).
-
-    The rule: every character must have its pattern's tone except at the free positions of
-    一三五不論 — the 1st and 3rd characters of a five-character line, the 1st, 3rd and 5th of a
-    seven-character line — while the 2nd, 4th, (6th) and last are fixed (二四六分明). `tones(char)` gives
-    the tones a character can take ({平}, {仄}, both for a character with readings in both, as 看 or 思,
-    and none when unknown); a character with both tones, or none known, fits either. The whole poem,
-    all lines, must follow one pattern (the 粘對 alternation is built into the patterns). The finer
-    rules (孤平, 三平尾, 拗救) are not checked. A poem of no regular form does not comply.
-    """
-    form = form_of(list(lines))
-    if form is None:
-        return False
-    chars, count = (int(x) for x in form.split("x"))
-    free = {0, 2} if chars == 5 else {0, 2, 4}
-    known = [[set(tones(c)) for c in line] for line in lines]
-
-    def fits(line_tones, pattern):
-        return all(i in free or not t or pattern[i] in t for i, t in enumerate(line_tones))
-
-    return any(all(fits(t, p) for t, p in zip(known, pattern)) for pattern in tonal_patterns(chars, count))
-
-
-def tonal_compliance(poems: Sequence[Sequence[str]], tones: Callable[[str], Iterable[str]]) -> float:
-    """Share of poems that follow a standard tonal pattern (`follows_tonal_pattern`)."""
-    return sum(follows_tonal_pattern(lines, tones) for lines in poems) / len(poems) if poems else 0.0
-
-
 __all__ = ["active_units", "aggregate_mutual_information", "bleu", "copy_rate", "distinct_n", "effective_units",
-           "follows_tonal_pattern", "form_compliance", "iw_nll", "log_aggregate_posterior",
-           "mutual_information", "perplexity", "rhyme_rate", "rhymes", "self_bleu", "tonal_compliance",
-           "tonal_patterns"]
+           "iw_nll", "log_aggregate_posterior", "mutual_information", "perplexity", "self_bleu"]

@@ -15,8 +15,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from textvae.errors import TextVAEError
+from textvae.poetry.forms import form_of, is_cjk, join_lines, split_lines
 
-FORMS = {"5x4": "五言绝句", "7x4": "七言绝句", "5x8": "五言律诗", "7x8": "七言律诗"}
 DYNASTIES = ("tang", "song")
 
 _POEM_FILE = re.compile(r"poet\.(tang|song)\.(\d+)\.json$")
@@ -24,8 +24,6 @@ _POEM_DIRS = {"quantangshi", "全唐诗"}
 _NOTES = re.compile(r"（[^（）]*）|\([^()]*\)|〔[^〔〕]*〕")  # editors' notes: drop with their content
 _RARE = re.compile(r"\{[^{}]*\}")  # a described rare character: the character itself is missing
 _MARKS = str.maketrans("", "", "《》「」『』〖〗〈〉[]")  # quotation/title marks, [restored] characters: keep the content
-_LINE_END = re.compile(r"[，。？！；]")
-_CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3FFFF))
 
 
 @dataclass
@@ -36,36 +34,12 @@ class Corpus:
     files: int = 0
 
 
-def is_cjk(char: str) -> bool:
-    code = ord(char)
-    return any(lo <= code <= hi for lo, hi in _CJK_RANGES)
-
-
-def split_lines(text: str) -> list[str]:
-    """Split at the line-ending punctuation ，。？！；, dropping empty pieces."""
-    return [line for line in _LINE_END.split(text) if line]
-
-
 def clean(paragraphs: list[str]) -> str:
     """Join a poem's paragraphs and strip editorial marks; a described rare character becomes □."""
     text = _RARE.sub("□", "".join(paragraphs).replace(" ", "").replace("\u3000", ""))
     while (stripped := _NOTES.sub("", text)) != text:  # nested notes go from the inside out
         text = stripped
     return text.translate(_MARKS)
-
-
-def form_of(lines: list[str]) -> str | None:
-    """'5x4', '7x4', '5x8' or '7x8' when the lines make a regular form, else None."""
-    lengths = {len(line) for line in lines}
-    if len(lengths) != 1 or len(lines) not in (4, 8):
-        return None
-    form = f"{lengths.pop()}x{len(lines)}"
-    return form if form in FORMS else None
-
-
-def join_lines(lines: list[str]) -> str:
-    """Canonical text: ，after the first line of each couplet, 。after the second."""
-    return "".join(line + ("，" if i % 2 == 0 else "。") for i, line in enumerate(lines))
 
 
 def _drop_reason(lines: list[str]) -> str | None:

