@@ -42,8 +42,8 @@ class EvalConfig:
     iw_rows: int = setting(256, "decoder rows per IW pass (samples x examples); bounds memory")
     num_samples: int = setting(1000, "prior samples for the text and poem metrics (0 skips them)")
     strategy: str = setting("sample", "decoding of prior samples: sample (ancestral) | greedy")
-    form: str = setting("free", "prior samples' form: free (the model decides) | auto (regular, chosen as the "
-                                "first line is written) | 5x4 | 7x4 | 5x8 | 7x8")
+    form: str = setting("free", "prior samples' form: free (the model decides) | auto (regular, the model picks it "
+                                "as it writes) | drawn (from the corpus's form shares) | 5x4 | 7x4 | 5x8 | 7x8")
     rhyme: str = setting("", "prior samples rhyme-steered: auto | random | a group or character (\"\" = off)")
     meter: bool = setting(False, "prior samples meter-steered (格律: the 近體詩 tonal pattern, as `sample --meter`)")
     max_examples: int = setting(0, "score a seeded random subset of N examples of the split (0: all)")
