@@ -4,6 +4,7 @@ import json
 import tarfile
 
 import pytest
+import torch
 
 # Where the poem files and the 平仄 strains files sit: the npm package (and its extracted folder) vs a
 # clone of the GitHub repository.
@@ -43,3 +44,12 @@ def make_source(tmp_path):
             tar.add(root / "package", arcname="package")
         return tarball
     return make
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine threads spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -28,13 +28,7 @@ TINY = dict(embed_dim=32, encoder_hidden=32, decoder_hidden=64, latent_dim=8, nu
 FORMS = ["5x4", "7x4", "5x8", "7x8"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine threads spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -357,13 +357,7 @@ def _check_output_file(path: Path, flag: str) -> None:
     """An output file's folder must be writable, and the path must not be a folder: checked before any work."""
     if path.is_dir():
         raise TextVAEError(f"{flag} {path} is a folder: give a file name")
-    _check_output_dir(path.parent, flag)
-
-
-def _check_output_dir(folder: Path, flag: str) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise TextVAEError(f"{flag} {folder} is a file, not a folder")
-    check_can_write(folder, flag)
+    check_can_write(path.parent, flag)
 
 
 def _keep_previous(path: Path) -> Path | None:
@@ -384,7 +378,7 @@ def cmd_evaluate(args) -> None:
     out = args.out or args.model_dir / "eval.json"
     _check_output_file(out, "--out")
     if args.plots:
-        _check_output_dir(args.plots, "--plots")
+        check_can_write(args.plots, "--plots")
     with _plain_warnings():
         model, dataset = evaluate.load(args.model_dir, args.data, config.device)
         report, means = evaluate.evaluate(model, dataset, config, progress=not args.json)
