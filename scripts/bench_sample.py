@@ -20,14 +20,14 @@ import torch
 from textvae.generate import Decoding, constraint_for, load_model, sample
 from textvae.poetry import FORMS, form_of, split_lines
 from textvae.precision import PRECISIONS
-from textvae.tokenizer import Tokenizer
+from textvae.tokenizer import load_tokenizer
 from textvae.vae import TextVAE, VAEConfig
 
 
 def build_model(args) -> TextVAE:
     if not args.untrained:
         return load_model(args.model_dir)
-    tokenizer = Tokenizer.load(f"{args.data}/tokenizer.model")
+    tokenizer = load_tokenizer(f"{args.data}/tokenizer.model")
     torch.manual_seed(0)
     return TextVAE(VAEConfig(vocab_size=tokenizer.vocab_size), tokenizer).eval()
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from textvae.errors import TextVAEError
-from textvae.tokenizer import Tokenizer
+from textvae.tokenizer import Tokenizer, WordTokenizer, load_tokenizer
 
 POEMS = ["秦川雄帝宅，函谷壯皇居。綺殿千尋起，離宮百雉餘。連甍遙接漢，飛觀迥凌虛。雲日隱層闕，風煙出綺疎。",
          "白日依山盡，黃河入海流。欲窮千里目，更上一層樓。",
@@ -134,3 +134,62 @@ def test_load_errors(tmp_path):
 def test_train_errors(texts, kind, words):
     with pytest.raises(TextVAEError, match=words):
         Tokenizer.train(texts, kind=kind, vocab_size=100 if "vocab" in words else 8000)
+
+
+# -----------------------------------------------------------------------------
+# the closed word vocabulary (PTB)
+
+WORDS = ["the", "<unk>", "N", "company", "said", "it", "'s", "mr.", "a", "loss"]
+SENTENCES = st.lists(st.sampled_from([w for w in WORDS if w != "<unk>"]), max_size=30)
+
+
+@pytest.fixture(scope="module")
+def word_tok():
+    return WordTokenizer(WORDS)
+
+
+def test_word_ids_are_specials_then_the_vocabulary_in_order(word_tok):
+    assert (word_tok.pad_id, word_tok.unk_id, word_tok.bos_id, word_tok.eos_id) == (0, 1, 2, 3)
+    assert word_tok.vocab_size == 4 + len(WORDS) - 1  # the corpus's <unk> is the unk id
+    assert word_tok.piece_to_id("<unk>") == word_tok.unk_id
+    assert [word_tok.id_to_piece(i) for i in range(4, word_tok.vocab_size)] == [w for w in WORDS if w != "<unk>"]
+
+
+@given(SENTENCES)
+def test_words_round_trip(word_tok, words):
+    text = " ".join(words)
+    ids = word_tok.encode(text)
+    assert len(ids) == len(words) and min(ids, default=4) >= 4
+    assert word_tok.decode(ids) == text
+    assert word_tok.decode([word_tok.bos_id, *ids, word_tok.eos_id, word_tok.pad_id]) == text
+
+
+def test_words_outside_the_vocabulary_become_unk(word_tok):
+    ids = word_tok.encode("  the   zebra said\tit\n")  # any whitespace separates words
+    assert ids == [word_tok.piece_to_id("the"), word_tok.unk_id, word_tok.piece_to_id("said"), word_tok.piece_to_id("it")]
+    assert word_tok.decode(ids) == "the <unk> said it"
+    assert word_tok.unknown_characters("the zebra and the yak") == ["and", "yak", "zebra"]
+    assert word_tok.encode_batch(["the loss", "zebra"]) == [word_tok.encode("the loss"), [word_tok.unk_id]]
+
+
+def test_word_vocabulary_save_load_round_trip(word_tok, char_tok, tmp_path):
+    word_tok.save(tmp_path / "words.model")
+    char_tok.save(tmp_path / "chars.model")
+    loaded = load_tokenizer(tmp_path / "words.model")
+    assert isinstance(loaded, WordTokenizer) and loaded.model_proto == word_tok.model_proto
+    assert loaded.pieces == word_tok.pieces
+    assert load_tokenizer(tmp_path / "chars.model").model_proto == char_tok.model_proto  # SentencePiece still loads
+
+
+@pytest.mark.parametrize("words, message", [(["a", "b", "a"], "twice"), (["two words"], "whitespace-free"),
+                                            ([""], "whitespace-free")])
+def test_bad_word_vocabularies(words, message):
+    with pytest.raises(TextVAEError, match=message):
+        WordTokenizer(words)
+
+
+def test_a_damaged_word_vocabulary_is_named(tmp_path):
+    path = tmp_path / "tokenizer.model"
+    path.write_bytes(b'{"kind": "words", "wor')
+    with pytest.raises(TextVAEError, match="not a word vocabulary"):
+        load_tokenizer(path)

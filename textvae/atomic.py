@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -122,3 +123,16 @@ def write_bytes(path: str | Path, content: bytes) -> None:
 def write_text(path: str | Path, text: str) -> None:
     """write_bytes of the text in UTF-8."""
     write_bytes(path, text.encode("utf-8"))
+
+
+def keep_previous(path: Path) -> Path | None:
+    """Move an existing report aside as NAME.<its time>.json, never over another file; returns where."""
+    if not path.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    kept, n = path.with_name(f"{path.stem}.{stamp}{path.suffix}"), 1
+    while kept.exists():
+        n += 1
+        kept = path.with_name(f"{path.stem}.{stamp}-{n}{path.suffix}")
+    os.rename(path, kept)
+    return kept

