@@ -25,7 +25,7 @@ from tqdm import tqdm
 from textvae.atomic import check_can_write, keep_previous, write_text
 from textvae.errors import TextVAEError
 from textvae.evaluate import load, text_report
-from textvae.generate import Decoding, constraint_for, sample
+from textvae.generate import PRIORS, Decoding, check_prior, constraint_for, sample
 from textvae.poetry import FORMS, form_of, rhyme_rate, split_lines, tonal_compliance
 from textvae.poetry.constraints import CORPUS_FORMS
 
@@ -51,10 +51,11 @@ def corpus_by_form(texts: list[str]) -> dict:
     return out
 
 
-def sample_row(model, name: str, n: int, seed: int, train_texts: set, train_lines: set) -> dict:
+def sample_row(model, name: str, args, train_texts: set, train_lines: set) -> dict:
     form, rhyme, meter = ROWS[name]
     constraint = constraint_for(model.tokenizer, form, rhyme=rhyme, meter=meter)
-    poems = sample(model, n, decoding=Decoding(strategy="sample"), constraint=constraint, seed=seed)
+    poems = sample(model, args.n, decoding=Decoding(strategy="sample"), constraint=constraint, seed=args.seed,
+                   prior=args.prior)
     report = text_report(poems, train_texts, train_lines, poems=True)
     counts = Counter(form_of(split_lines(p)) for p in poems)
     return report | dict(constrained_form=form, rhyme_steering=rhyme or "off", meter_steering=meter,
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/poems"), help="the prepared dataset")
     parser.add_argument("--n", type=int, default=1000, help="samples per row")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prior", choices=PRIORS, default="auto", help="where z comes from (as `sample --prior`)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), help="only these rows")
     parser.add_argument("--out", type=Path, help="the JSON report (default MODEL_DIR/samples.json); an existing "
                                                  "one is kept, renamed NAME.<its time>.json")
@@ -102,6 +104,7 @@ def main() -> None:
             raise TextVAEError(f"--out {out} is a folder: give a file name")
         check_can_write(out.parent, "--out")
         model, dataset = load(args.model_dir, args.data)
+        check_prior(model, args.prior)
         if "lines" not in dataset["test"].column_names:
             raise TextVAEError(f"{args.data} is not a poem dataset: the report scores regular verse")
     except TextVAEError as e:
@@ -111,10 +114,11 @@ def main() -> None:
     train_lines = {x for lines in train.column("lines").to_pylist() for x in lines}
     test_texts = dataset["test"].data.column("text").to_pylist()
     report = dict(model=str(args.model_dir), data=str(args.data), n=args.n, seed=args.seed, temperature=1.0,
+                  prior="standard" if args.prior == "standard" or model.aggregate_prior is None else "aggregate",
                   corpus=dict(split="test", by_form=corpus_by_form(test_texts),
                               form_shares=shares(Counter(CORPUS_FORMS))), rows={})
     for name in tqdm(args.rows or list(ROWS), desc="sampling", unit="row"):
-        report["rows"][name] = sample_row(model, name, args.n, args.seed, train_texts, train_lines)
+        report["rows"][name] = sample_row(model, name, args, train_texts, train_lines)
     kept = keep_previous(out)
     write_text(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     print(table(report) + f"\nwrote {out}" + (f" (the previous report is kept as {kept})" if kept else ""))

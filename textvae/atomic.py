@@ -70,7 +70,7 @@ def atomic_directory(target: str | Path):
     _LIVE.add(live)
     try:
         yield tmp
-        _default_modes(tmp)
+        set_default_modes(tmp)
         recover(target)
         old = target.with_name(f".{target.name}-old-{os.getpid()}")
         if target.exists():
@@ -103,7 +103,7 @@ def _umask() -> int:
     return umask
 
 
-def _default_modes(folder: Path) -> None:
+def set_default_modes(folder: Path) -> None:
     """The modes mkdir and open would give under the umask: mkdtemp makes 0700, some writers 0600 files."""
     umask = _umask()
     for path in [folder, *folder.rglob("*")]:

@@ -9,7 +9,7 @@ import time
 import warnings
 from pathlib import Path
 
-from textvae import corpus, data, evaluate, generate, poetry
+from textvae import corpus, data, evaluate, generate, mixture, poetry, serve
 from textvae.atomic import check_can_write, keep_previous, write_text
 from textvae.corpus import ptb
 from textvae.errors import TextVAEError
@@ -17,7 +17,7 @@ from textvae.fields import SEED_LIMIT, help_of
 from textvae.malloc import keep_freed_memory
 from textvae.tokenizer import WordTokenizer
 from textvae.train import PRESETS, TrainConfig, train
-from textvae.vae import VAEConfig
+from textvae.vae import VAEConfig, is_saved_model
 
 
 def _print_counts(parsed: corpus.Corpus, table: dict[str, dict[str, int]] | None) -> None:
@@ -291,7 +291,7 @@ def cmd_sample(args) -> None:
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
         options = _generation_options(args, model, strategy="sample")
-        texts = generate.sample(model, args.n, **options)
+        texts = generate.sample(model, args.n, prior=args.prior, **options)
         _warn_relaxed(options)
     _show(args, [{"text": t} for t in texts], texts)
 
@@ -313,7 +313,7 @@ def cmd_interpolate(args) -> None:
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
         options = _generation_options(args, model)
-        texts = generate.interpolate(model, *args.texts, steps=args.steps, **options)
+        texts = generate.interpolate(model, *args.texts, steps=args.steps, prior=args.prior, **options)
         _warn_relaxed(options)
     _show(args, [{"t": i / (len(texts) - 1), "text": t} for i, t in enumerate(texts)], texts)
 
@@ -325,6 +325,81 @@ def cmd_vary(args) -> None:
         texts = generate.vary(model, args.text, args.n, **options)
         _warn_relaxed(options)
     _show(args, [{"text": t} for t in texts], texts)
+
+
+def cmd_fit_prior(args) -> None:
+    if not args.components or not all(1 <= c <= 1024 for c in args.components):
+        raise TextVAEError(f"--components takes counts from 1 to 1024, not {','.join(map(str, args.components))}")
+    if not 100 <= args.max_points <= 10**7:
+        raise TextVAEError(f"--max-points must be from 100 to 10,000,000, not {args.max_points}")
+    check_can_write(args.model_dir, "the model folder")
+    with _plain_warnings():
+        model, dataset = evaluate.load(args.model_dir, args.data)
+        evaluate.fit_aggregate_prior(model, dataset, args.components, args.max_points, args.seed, progress=True)
+    model.aggregate_prior_info |= dict(data=str(args.data))
+    model.save_aggregate_prior(args.model_dir)
+    info = model.aggregate_prior_info
+    print(f"aggregate prior: a {info['components']}-component Gaussian mixture (validation log-likelihood "
+          f"{info['scores'][str(info['components'])]['validation']:.3f} per point); wrote "
+          f"{args.model_dir / mixture.TENSORS} and {mixture.INFO}. `textvae sample` now draws z from it "
+          "(--prior standard: N(0, I))")
+
+
+def _add_fit_prior(sub) -> None:
+    parser = sub.add_parser("fit-prior", help="fit an aggregate-posterior prior (a Gaussian mixture on the "
+                                              "training set's posterior means) into a model folder")
+    parser.add_argument("model_dir", type=Path, help="a saved model with a Gaussian posterior")
+    parser.add_argument("--data", type=Path, default=Path("data/poems"), help="the prepared dataset it was "
+                                                                             "trained on (default data/poems)")
+    parser.add_argument("--components", type=_int_tuple, default=mixture.COMPONENTS,
+                        help="component counts to try; the best on the validation split's posterior means is "
+                             "kept (default 1,2,4,8,16,32,64)")
+    parser.add_argument("--max-points", type=int, default=100_000,
+                        help="fit on a seeded subset of this many training examples (default 100000)")
+    parser.add_argument("--seed", type=_seed, default=0)
+    parser.set_defaults(func=cmd_fit_prior)
+
+
+def _served_models(dirs: list[Path]) -> dict[str, Path]:
+    """Each model folder under its folder name (its path where two share a name), checked before loading."""
+    named = {}
+    for folder in dirs:
+        if not is_saved_model(folder):
+            raise TextVAEError(f"{folder} is not a saved model (it needs config.json and model.safetensors)")
+        name = folder.resolve().name
+        named[str(folder) if name in named else name] = folder
+    return named
+
+
+def cmd_serve(args) -> None:
+    if not 1 <= args.port <= 65535:
+        raise TextVAEError(f"--port must be from 1 to 65535, not {args.port}")
+    models = _served_models(args.models or [Path("data/pretrained")])
+    data_dir = args.data if (args.data / "dataset").is_dir() else None
+    if data_dir is None:
+        print(f"warning: {args.data} is not a prepared dataset, so the latent map is off (run `textvae prepare "
+              "poems`, or pass --data)", file=sys.stderr)
+    if args.host not in serve.LOCAL_HOSTS:
+        print(f"warning: serving on {args.host}: anyone who can reach this machine can use the studio",
+              file=sys.stderr)
+    with _plain_warnings():
+        serve.run(models, data_dir, args.host, args.port)
+
+
+def _add_serve(sub) -> None:
+    parser = sub.add_parser("serve", help="the poem studio: a local web app and JSON API over saved models "
+                                          "(needs the web extra: pip install -e \".[web]\")")
+    parser.add_argument("models", nargs="*", type=Path, metavar="MODEL",
+                        help="saved model folders, each served under its folder name (default data/pretrained)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--data", type=Path, default=Path("data/poems"),
+                        help="the prepared dataset whose test split the latent map shows (default data/poems)")
+    parser.set_defaults(func=cmd_serve)
+
+
+PRIOR_HELP = ("where z comes from: auto (the model's aggregate prior if `textvae fit-prior` gave it one, else "
+              "the standard prior) | aggregate | standard (N(0, I); uniform on the sphere for vMF)")
 
 
 def _add_generation_flags(parser, func) -> None:
@@ -361,6 +436,7 @@ def _add_generate(sub) -> None:
     sample = sub.add_parser("sample", help="texts decoded from prior samples z ~ p(z), one per line")
     sample.add_argument("model_dir", type=Path, help=model_help)
     sample.add_argument("-n", type=int, default=10, help="how many texts (default 10)")
+    sample.add_argument("--prior", choices=generate.PRIORS, default="auto", help=PRIOR_HELP)
     _add_generation_flags(sample, cmd_sample)
     rec = sub.add_parser("reconstruct", help="encode texts and decode them from the posterior mean")
     rec.add_argument("model_dir", type=Path, help=model_help)
@@ -374,6 +450,7 @@ def _add_generate(sub) -> None:
     path.add_argument("model_dir", type=Path, help=model_help)
     path.add_argument("texts", nargs="*", metavar="A B", help="two texts (none: two prior samples)")
     path.add_argument("--steps", type=int, default=5, help="points on the path, endpoints included (default 5)")
+    path.add_argument("--prior", choices=generate.PRIORS, default="auto", help="without A and B: " + PRIOR_HELP)
     _add_generation_flags(path, cmd_interpolate)
     vary = sub.add_parser("vary", help="texts like TEXT: decodings of draws from q(z|TEXT)")
     vary.add_argument("model_dir", type=Path, help=model_help)
@@ -442,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_generate(sub)
     _add_evaluate(sub)
+    _add_fit_prior(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -21,10 +21,11 @@ from datasets import DatasetDict
 from torch.distributions import Independent, kl_divergence
 from tqdm import tqdm
 
-from textvae import data, metrics
+from textvae import data, metrics, mixture
 from textvae.errors import TextVAEError
 from textvae.fields import SEED_LIMIT, check_choice, check_device, check_int, setting
-from textvae.generate import FORM_CHOICES, Decoding, constraint_for, decode, load_model, sample
+from textvae.generate import (FORM_CHOICES, PRIORS, Decoding, check_prior, constraint_for, decode, load_model,
+                              sample)
 from textvae.poetry import find_group, form_compliance, rhyme_rate, split_lines, tonal_compliance
 from textvae.precision import PRECISION_HELP, autocast_for, check_precision, resolve_precision
 from textvae.tokenizer import check_same_tokenizer
@@ -46,6 +47,8 @@ class EvalConfig:
                                 "as it writes) | drawn (from the corpus's form shares) | 5x4 | 7x4 | 5x8 | 7x8")
     rhyme: str = setting("", "prior samples rhyme-steered: auto | random | a group or character (\"\" = off)")
     meter: bool = setting(False, "prior samples meter-steered (格律: the 近體詩 tonal pattern, as `sample --meter`)")
+    prior: str = setting("auto", "prior samples' z: auto (the aggregate prior where the model has one, else the "
+                                 "standard one) | aggregate | standard")
     max_examples: int = setting(0, "score a seeded random subset of N examples of the split (0: all)")
     seed: int = setting(0, "seeds every random draw")
     precision: str = setting("auto", PRECISION_HELP)
@@ -62,6 +65,7 @@ class EvalConfig:
             raise TextVAEError("EvalConfig.num_samples must be 0 or >= 2 (Self-BLEU compares samples)")
         check_choice(self, "strategy", STRATEGIES)
         check_choice(self, "form", FORM_CHOICES)
+        check_choice(self, "prior", PRIORS)
         if self.rhyme not in ("", "auto", "random"):
             find_group(self.rhyme)  # a one-line error for an unknown group before any work
         if not isinstance(self.meter, bool):
@@ -166,6 +170,37 @@ def latent_pass(model: TextVAE, sequences: list[list[int]], batch_size: int = 64
     return stats | dict(posteriors=posteriors, mi_batches=mi_batches)
 
 
+@torch.no_grad()
+def posterior_means(model: TextVAE, sequences: list[list[int]], batch_size: int = 256,
+                    progress: bool = False) -> torch.Tensor:
+    """E_q[z|x] (N, D) of each sequence in order, from the encoder alone."""
+    model.eval()
+    device = next(model.parameters()).device
+    parts = []
+    for _, ids, mask in tqdm(_batches(sequences, batch_size, model.config.max_len, sort=False), unit="batch",
+                             desc="posterior means", disable=not progress,
+                             total=math.ceil(len(sequences) / batch_size)):
+        parts.append(model.encode(ids.to(device), mask.to(device)).mean.double().cpu())
+    return torch.cat(parts)
+
+
+def fit_aggregate_prior(model: TextVAE, dataset: DatasetDict, components=mixture.COMPONENTS,
+                        max_points: int = 100_000, seed: int = 0, progress: bool = False) -> None:
+    """Fit a Gaussian mixture to the posterior means of (a seeded subset of max_points of) the training
+    split, its component count picked on the validation split's, and attach it to the model."""
+    if model.head is None or model.config.posterior == "vmf":
+        raise TextVAEError(f"an aggregate prior is a density on R^D: it needs a Gaussian posterior, not "
+                           f"{model.config.posterior!r}")
+    for split in ("train", "validation"):
+        if split not in dataset or len(dataset[split]) < 2:
+            raise TextVAEError(f"fitting an aggregate prior needs a {split} split of 2 or more examples")
+    train = _subsample(data.token_ids(dataset["train"]), max_points, seed)
+    means = [posterior_means(model, seqs, progress=progress) for seqs in (train, data.token_ids(dataset["validation"]))]
+    report = (lambda c, s: tqdm.write(f"{c:>4} components: validation log-likelihood {s['validation']:.3f} "
+                                      f"(train {s['train']:.3f})")) if progress else None
+    model.aggregate_prior, model.aggregate_prior_info = mixture.fit(*means, components, seed, report)
+
+
 def latent_report(model: TextVAE, stats: dict) -> dict:
     """ELBO terms, KL, MI (whole set and per mini-batch), active and effective units, decoder reliance (None
     when the pass skipped it)."""
@@ -264,6 +299,8 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
     if config.num_samples and model.tokenizer is not None:  # built now: refuse what would fail after the IW pass
         constraint = constraint_for(model.tokenizer, config.form, rhyme=config.rhyme or None, meter=config.meter,
                                     device=next(model.parameters()).device)
+        if model.head is not None:
+            check_prior(model, config.prior)
     sequences = data.token_ids(split)
     data.warn_if_cut(sequences, model.config.max_len, f"{config.split} examples (scored cut short)")
     report = dict(split=config.split, seed=config.seed, posterior=model.config.posterior,
@@ -292,6 +329,13 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
     return report, stats["mean"]
 
 
+def _prior_name(model: TextVAE, prior: str) -> str | None:
+    """The prior samples came from, named: aggregate or standard (None without a latent)."""
+    if model.head is None:
+        return None
+    return "aggregate" if prior == "aggregate" or prior == "auto" and model.aggregate_prior is not None else "standard"
+
+
 def _text_metrics(model: TextVAE, dataset: DatasetDict, split, stats: dict, config: EvalConfig, constraint,
                   progress: bool) -> dict:
     poems = "lines" in split.column_names
@@ -309,10 +353,12 @@ def _text_metrics(model: TextVAE, dataset: DatasetDict, split, stats: dict, conf
         if progress:
             print(f"decoding {config.num_samples} prior samples ...", flush=True)
         decoding = Decoding(strategy=config.strategy, precision=config.precision)
-        samples = sample(model, config.num_samples, decoding=decoding, constraint=constraint, seed=config.seed)
+        samples = sample(model, config.num_samples, decoding=decoding, constraint=constraint, seed=config.seed,
+                         prior=config.prior)
         out["samples"] = text_report(samples, train_texts, train_lines, poems) | dict(
             examples=samples[:10], constrained_form=config.form, rhyme_steering=config.rhyme or "off",
-            meter_steering=config.meter, relaxed=dict(getattr(constraint, "relaxed", {})))
+            meter_steering=config.meter, prior=_prior_name(model, config.prior),
+            relaxed=dict(getattr(constraint, "relaxed", {})))
     reference = _subsample(texts, config.num_samples or len(texts), config.seed)
     out["corpus"] = text_report(reference, train_texts, train_lines, poems)
     return out

@@ -35,6 +35,7 @@ FORM_CHOICES = (*FORMS, "auto", "drawn", "free")
 DEFAULT_FORM = "auto"  # a poem model's form when none is asked for
 MAX_OUTPUTS = 1_000_000  # texts from one call: its latents and texts stay within a few hundred MB
 MAX_DRAWS = 10_000  # draws per text (reconstruct --samples, vary -n) and points on a path
+PRIORS = ("auto", "aggregate", "standard")  # where prior samples z come from: see prior_sample
 _NEG_INF = float("-inf")
 
 
@@ -323,6 +324,13 @@ def _check_texts(model: TextVAE, texts: list[str]) -> list[str]:
     return texts
 
 
+def posterior(model: TextVAE, texts: list[str]):
+    """q(z|x) for texts in either script, batch (B,), checked as `reconstruct` checks them."""
+    _require_latent(model, "encoding")
+    with torch.inference_mode():
+        return _posterior(model, _check_texts(model, texts))
+
+
 def _posterior(model: TextVAE, texts: list[str]):
     """q(z|x) for the checked texts, batch (B,); over-long texts are cut to what the model takes, with a warning."""
     ids = model.tokenizer.encode_batch(texts)
@@ -341,16 +349,36 @@ def _default(model: TextVAE, constraint):
     return constraint or constraint_for(model.tokenizer, device=next(model.parameters()).device)
 
 
+def check_prior(model: TextVAE, prior: str) -> None:
+    if prior not in PRIORS:
+        raise TextVAEError(f"prior must be one of {', '.join(PRIORS)}, not {prior!r}")
+    if prior == "aggregate" and model.aggregate_prior is None:
+        raise TextVAEError("this model has no aggregate prior: fit one with `textvae fit-prior MODEL_DIR`, or "
+                           "sample from the standard prior (--prior standard)")
+
+
+def prior_sample(model: TextVAE, n: int, prior: str = "auto") -> torch.Tensor:
+    """(n, D) draws of z from the model's prior: auto is the aggregate prior (textvae.mixture) where the
+    model has one, else the standard one (N(0, I), or uniform on the sphere for vMF)."""
+    check_prior(model, prior)
+    if prior == "standard" or model.aggregate_prior is None:
+        return model.head.sample_prior(n)
+    return model.aggregate_prior.sample((n,)).to(next(model.parameters()).device)
+
+
 def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strategy="sample"), constraint=None,
-           seed: int | None = None, batch_size: int = 1000, script: str | None = None) -> list[str]:
-    """n texts decoded from z ~ p(z) (N(0, I), or uniform on the sphere for vMF); a model without a
-    latent samples as a plain language model. Options as for `decode`; the constraint defaults to the
-    model's own (`constraint_for`: a poem model writes regular poems of an automatic form)."""
+           seed: int | None = None, batch_size: int = 1000, script: str | None = None,
+           prior: str = "auto") -> list[str]:
+    """n texts decoded from z ~ p(z) (`prior_sample`); a model without a latent samples as a plain
+    language model. Options as for `decode`; the constraint defaults to the model's own (`constraint_for`:
+    a poem model writes regular poems of an automatic form)."""
     _check_count("the number of samples", n, 1, MAX_OUTPUTS)
     constraint = _default(model, constraint)
     device = next(model.parameters()).device
+    if model.head is not None:
+        check_prior(model, prior)
     with _seeded(seed, device), torch.inference_mode():
-        z = model.head.sample_prior(n) if model.head is not None else None
+        z = prior_sample(model, n, prior) if model.head is not None else None
         return decode(model, z, n, decoding=decoding, constraint=constraint, batch_size=batch_size, script=script)
 
 
@@ -383,44 +411,47 @@ def vary(model: TextVAE, text: str, n: int = 5, **options) -> list[str]:
     return reconstruct(model, [text], samples=n, **options)[0]
 
 
-def latent_path(model: TextVAE, a: str | None = None, b: str | None = None, steps: int = 5) -> torch.Tensor:
+def latent_path(model: TextVAE, a: str | None = None, b: str | None = None, steps: int = 5,
+                prior: str = "auto") -> torch.Tensor:
     """(steps, D) evenly spaced points from z(a) to z(b), the posterior modes, on a straight line for
     Gaussian posteriors and along the great circle for vMF; without a and b, between two prior samples."""
-    _check_path(model, a, b, steps)
-    return _path(model, None if a is None else _check_texts(model, [a, b]), steps)
+    _check_path(model, a, b, steps, prior)
+    return _path(model, None if a is None else _check_texts(model, [a, b]), steps, prior)
 
 
-def _check_path(model: TextVAE, a: str | None, b: str | None, steps: int) -> None:
+def _check_path(model: TextVAE, a: str | None, b: str | None, steps: int, prior: str) -> None:
     _require_latent(model, "interpolate")
     if (a is None) != (b is None):
         raise TextVAEError("interpolate needs two texts, or none (to walk between two prior samples)")
     _check_count("steps", steps, 2, MAX_DRAWS)  # the two endpoints included
+    check_prior(model, prior)
 
 
-def _path(model: TextVAE, texts: list[str] | None, steps: int) -> torch.Tensor:
+def _path(model: TextVAE, texts: list[str] | None, steps: int, prior: str) -> torch.Tensor:
     with torch.inference_mode():
-        z0, z1 = model.head.sample_prior(2) if texts is None else _posterior(model, texts).mode
+        z0, z1 = prior_sample(model, 2, prior) if texts is None else _posterior(model, texts).mode
         return model.head.interpolate(z0, z1, steps)
 
 
 def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, steps: int = 5,
                 decoding: Decoding = Decoding(), constraint=None, seed: int | None = None,
-                script: str | None = None) -> list[str]:
+                script: str | None = None, prior: str = "auto") -> list[str]:
     """Decodings of the points of `latent_path(model, a, b, steps)`: the first and last are the
     reconstructions of a and b. The points up to the midpoint decode under `constraint.for_text(a)`, the
     rest under `constraint.for_text(b)`: without a form of their own, poems of two forms give A's form up
-    to the midpoint and B's after it."""
+    to the midpoint and B's after it. Without a and b the path joins two draws from `prior`."""
     check_script(script)
-    _check_path(model, a, b, steps)
+    _check_path(model, a, b, steps, prior)
     constraint = _default(model, constraint)
     texts = None if a is None else _check_texts(model, [a, b])
     ends = [constraint] * 2 if texts is None else [constraint.for_text(t) for t in texts]
     device = next(model.parameters()).device
     with _seeded(seed, device):
-        path = _path(model, texts, steps)
+        path = _path(model, texts, steps, prior)
         return _decode_each(model, path, [ends[2 * i > steps - 1] for i in range(steps)], decoding=decoding,
                             script=script)
 
 
-__all__ = ["DEFAULT_FORM", "Decoding", "FORM_CHOICES", "FreeText", "STRATEGIES", "constraint_for", "decode",
-           "interpolate", "latent_path", "load_model", "reconstruct", "sample", "vary"]
+__all__ = ["DEFAULT_FORM", "Decoding", "FORM_CHOICES", "FreeText", "PRIORS", "STRATEGIES", "check_prior",
+           "constraint_for", "decode", "interpolate", "latent_path", "load_model", "posterior", "prior_sample",
+           "reconstruct", "sample", "vary"]

@@ -13,6 +13,8 @@ References: Bowman et al. 2016 (the text VAE); Kingma & Welling 2014 (reparamete
 import dataclasses
 import hashlib
 import json
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch.distributions import Distribution, kl_divergence
 
-from textvae.atomic import atomic_directory
+from textvae import mixture
+from textvae.atomic import atomic_directory, set_default_modes, write_text
 from textvae.decoders import DECODERS, OUTPUT_LAYERS
 from textvae.encoders import ENCODERS
 from textvae.errors import TextVAEError
@@ -171,7 +174,7 @@ def _build_decoder(c: VAEConfig, tokenizer: Tokenizer | None) -> nn.Module:
                                    max_len=c.max_len, **common)
 
 
-_CHECKSUMMED = ("model.safetensors", "tokenizer.model")  # the files whose sha256 config.json records
+_CHECKSUMMED = ("model.safetensors", "tokenizer.model", mixture.TENSORS)  # the files config.json checksums
 
 
 def _sha256(path: Path) -> str:
@@ -225,6 +228,8 @@ class TextVAE(nn.Module):
         self.encoder = _build_encoder(config) if config.has_latent else None
         self.head = _build_head(config, self.encoder.output_dim) if config.has_latent else None
         self.decoder = _build_decoder(config, tokenizer)
+        # an ex-post density on z fitted to the aggregate posterior (textvae.mixture), and how it was fitted
+        self.aggregate_prior, self.aggregate_prior_info = None, None
 
     def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> Distribution:
         """q(z|x) for a batch, batch shape (B,), event shape (D,). The head runs in fp32 even under bf16
@@ -268,8 +273,24 @@ class TextVAE(nn.Module):
         save_model(self, str(directory / "model.safetensors"))
         if self.tokenizer is not None:
             self.tokenizer.save(directory / "tokenizer.model")
+        if self.aggregate_prior is not None:
+            mixture.save(self.aggregate_prior, self.aggregate_prior_info, directory)
+        self._write_config(directory)
+
+    def _write_config(self, directory: Path) -> None:
         checksums = {name: _sha256(directory / name) for name in _CHECKSUMMED if (directory / name).is_file()}
-        (directory / "config.json").write_text(self.config.to_json(checksums))
+        write_text(directory / "config.json", self.config.to_json(checksums))
+
+    def save_aggregate_prior(self, directory: str | Path) -> None:
+        """Add (or replace) the aggregate prior in the folder this model was loaded from, leaving its other
+        files as they are: prior.safetensors and prior.json by rename, then config.json with its checksum."""
+        directory = Path(directory)
+        with tempfile.TemporaryDirectory(prefix=".prior-", dir=directory) as tmp:
+            mixture.save(self.aggregate_prior, self.aggregate_prior_info, Path(tmp))
+            set_default_modes(Path(tmp))
+            for name in (mixture.INFO, mixture.TENSORS):
+                os.replace(Path(tmp) / name, directory / name)
+        self._write_config(directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TextVAE":
@@ -291,6 +312,7 @@ class TextVAE(nn.Module):
         except (SafetensorError, RuntimeError, OSError) as e:
             raise TextVAEError(f"{directory}/model.safetensors is corrupt or does not match "
                                f"config.json ({e}).") from e
+        model.aggregate_prior, model.aggregate_prior_info = mixture.load(directory, config.latent_dim)
         return model.to(device).eval()
 
 

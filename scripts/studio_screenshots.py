@@ -1,0 +1,113 @@
+"""Screenshots of each tab of the poem studio, for the README: the real server over a real model, driven in
+headless Chromium (Debian's chromium and chromium-driver) through one seeded session.
+
+    python scripts/studio_screenshots.py                                  # data/pretrained, data/poems
+    python scripts/studio_screenshots.py runs/faithful/best --out /tmp/shots
+
+Writes OUT/studio-{write,edit,interpolate,map,card}.png (default docs/figures).
+"""
+
+import argparse
+import shutil
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from textvae.serve.app import create_app
+
+
+def start_server(model_dir: Path, data_dir: Path) -> tuple[uvicorn.Server, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app({model_dir.resolve().name: model_dir}, data_dir),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def browser() -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,860",
+                 "--lang=zh-TW"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def fill(driver, field: str, value: str) -> None:
+    box = driver.find_element(By.ID, field)
+    box.clear()
+    box.send_keys(value)
+
+
+def wait(driver, css: str) -> None:
+    WebDriverWait(driver, 300).until(lambda d: d.find_elements(By.CSS_SELECTOR, css))
+
+
+def tab(driver, name: str) -> None:
+    driver.find_element(By.CSS_SELECTOR, f'.tab[data-tab="{name}"]').click()
+
+
+def shoot(driver, out: Path) -> list[Path]:
+    Select(driver.find_element(By.ID, "form")).select_by_value("7x4")
+    for box in ("rhyme", "meter"):
+        driver.find_element(By.ID, box).click()
+    fill(driver, "count", "6")
+    fill(driver, "seed", "1")
+    driver.find_element(By.ID, "write-button").click()
+    wait(driver, "#poems .poem")
+    shots = [("write", None), ("edit", "#reconstruction .poem"), ("interpolate", "#path .step"),
+             ("map", "#map-plot .placed"), ("card", "#card-table tr")]
+    written = []
+    for name, ready in shots:
+        if name != "write":
+            tab(driver, name)
+        if name == "map":
+            wait(driver, "#map-plot circle")  # the map loads first; then the poems are placed on it
+        button = {"edit": "reconstruct-button", "interpolate": "interpolate-button", "map": "place-button"}.get(name)
+        if button:
+            driver.find_element(By.ID, button).click()
+        if ready:
+            wait(driver, ready)
+        time.sleep(0.5)
+        written.append(out / f"studio-{name}.png")
+        driver.save_screenshot(str(written[-1]))
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir", type=Path, nargs="?", default=Path("data/pretrained"))
+    parser.add_argument("--data", type=Path, default=Path("data/poems"))
+    parser.add_argument("--out", type=Path, default=Path("docs/figures"))
+    args = parser.parse_args()
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        sys.exit("error: needs Chromium and its driver: apt-get install chromium chromium-driver")
+    if not (args.data / "dataset").is_dir():
+        sys.exit(f"error: {args.data} is not a prepared dataset: run `textvae prepare poems` (the latent map needs it)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    server, url = start_server(args.model_dir, args.data)
+    driver = browser()
+    try:
+        driver.get(url)
+        wait(driver, "#model option")
+        for path in shoot(driver, args.out):
+            print(f"wrote {path}")
+    finally:
+        driver.quit()
+        server.should_exit = True
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The studio's JSON API (textvae.serve): each endpoint against the library it wraps, bad bodies and limits as
+400s with a JSON error, 20 concurrent requests against a real server, and `textvae serve`'s own checks."""
+
+import json
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from studio import POEMS, Server, make_model_and_data
+
+from textvae import generate
+from textvae.cli import main
+from textvae.poetry import Verse, follows_tonal_pattern, form_of, poem_rhymes, split_lines
+from textvae.serve.app import create_app
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return make_model_and_data(tmp_path_factory.mktemp("studio"))
+
+
+@pytest.fixture(scope="module")
+def client(folders):
+    return TestClient(create_app({"poem": folders[0]}, folders[1]))
+
+
+@pytest.fixture(scope="module")
+def model(folders):
+    return generate.load_model(folders[0])
+
+
+def ok(response) -> dict:
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def refused(response, words: str) -> str:
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert words in error and "Traceback" not in error
+    return error
+
+
+def test_models_lists_the_model_and_its_report(folders, client):
+    card = ok(client.get("/api/models"))["models"][0]
+    assert card["name"] == "poem" and card["posterior"] == "gaussian" and card["latent_dim"] == 8
+    assert card["eval"] is None and card["aggregate_prior"] is False
+    (folders[0] / "eval.json").write_text(json.dumps(dict(latent=dict(iw_nll=123.4, kl=5.5, mi=3.2, active_units=8))))
+    try:
+        fresh = TestClient(create_app({"poem": folders[0]}, folders[1]))
+        card = ok(fresh.get("/api/models"))["models"][0]
+        assert card["eval"]["iw_nll"] == 123.4 and card["eval"]["active_units"] == 8
+    finally:
+        (folders[0] / "eval.json").unlink()
+
+
+@pytest.mark.parametrize("form", ["5x4", "7x8"])
+def test_sample_writes_the_form_with_rhyme_and_meter(client, form):
+    body = dict(form=form, n=4, rhyme=True, meter=True, seed=1)
+    poems = ok(client.post("/api/sample", json=body))["poems"]
+    assert len(poems) == 4
+    for poem in poems:
+        lines = split_lines(poem)
+        assert form_of(lines) == form and poem_rhymes(lines) and follows_tonal_pattern(lines), poem
+
+
+def test_sample_is_the_library_call(client, model):
+    body = dict(n=3, seed=7, temperature=0.8, top_p=0.9)
+    poems = ok(client.post("/api/sample", json=body))["poems"]
+    assert poems == generate.sample(model, 3, seed=7, decoding=generate.Decoding(strategy="sample", temperature=0.8,
+                                                                                  top_p=0.9))
+    assert all(form_of(split_lines(p)) is not None for p in poems)  # no form given: a regular one, automatically
+
+
+def test_sample_with_an_acrostic(client):
+    poems = ok(client.post("/api/sample", json=dict(acrostic="床疑舉低", n=2, seed=0)))["poems"]
+    assert all([line[0] for line in split_lines(p)] == list("床疑舉低") for p in poems)
+
+
+def test_reconstruct_and_vary(client, model):
+    answer = ok(client.post("/api/reconstruct", json=dict(text=POEMS[2], variations=3, seed=0)))
+    assert answer["reconstruction"] == generate.reconstruct(model, [POEMS[2]])[0][0]
+    assert len(answer["variations"]) == 3 and all(form_of(split_lines(v)) == "5x4" for v in answer["variations"])
+    simplified = ok(client.post("/api/reconstruct", json=dict(text="白日依山尽，黄河入海流。欲穷千里目，更上一层楼。")))
+    assert simplified["reconstruction"] == answer["reconstruction"]  # read in the model's (traditional) script
+
+
+def test_interpolate(client, model):
+    path = ok(client.post("/api/interpolate", json=dict(a=POEMS[0], b=POEMS[5], steps=4)))["path"]
+    assert len(path) == 4
+    assert path[0] == generate.reconstruct(model, [POEMS[0]], constraint=Verse(model.tokenizer, "5x4"))[0][0]
+    assert [form_of(split_lines(p)) for p in path] == ["5x4", "5x4", "7x4", "7x4"]
+
+
+def test_the_latent_map_and_placing_poems(client):
+    found = ok(client.get("/api/latent-map"))
+    assert len(found["points"]) == len(POEMS) and all(len(p) == 2 for p in found["points"])
+    assert sorted(set(found["labels"]["form"])) == ["5x4", "5x8", "7x4"] and set(found["labels"]["dynasty"]) == {"tang", "song"}
+    assert 0 < sum(found["explained"]) <= 1
+    placed = ok(client.post("/api/project", json=dict(texts=[found["texts"][3]])))["points"]
+    assert placed[0] == pytest.approx(found["points"][3], abs=1e-4)  # a test poem lands on its own point
+
+
+def test_the_latent_map_needs_a_dataset(folders):
+    bare = TestClient(create_app({"poem": folders[0]}, None))
+    refused(bare.get("/api/latent-map"), "--data")
+
+
+@pytest.mark.parametrize("path, body, words", [
+    ("/api/sample", dict(n=101), "n: Input should be less than or equal to 100"),
+    ("/api/sample", dict(n=0), "n: Input should be greater than or equal to 1"),
+    ("/api/sample", dict(form="9x9"), "form must be one of"),
+    ("/api/sample", dict(acrostic="春夏秋"), "acrostic"),
+    ("/api/sample", dict(rhyme="yes please"), "rhyme: Input should be a valid boolean"),
+    ("/api/sample", dict(model="nope"), "unknown model 'nope'; this server has poem"),
+    ("/api/sample", dict(colour="red"), "colour: Extra inputs are not permitted"),
+    ("/api/sample", dict(temperature=0), "temperature"),
+    ("/api/sample", dict(prior="aggregate"), "fit-prior"),
+    ("/api/reconstruct", dict(text="x" * 201), "text: String should have at most 200 characters"),
+    ("/api/reconstruct", dict(text=""), "text: String should have at least 1 character"),
+    ("/api/reconstruct", dict(), "text: Field required"),
+    ("/api/reconstruct", dict(text="   "), "empty text"),
+    ("/api/interpolate", dict(a=POEMS[0], b=POEMS[1], steps=21), "steps: Input should be less than or equal to 20"),
+    ("/api/interpolate", dict(a=POEMS[0]), "b: Field required"),
+    ("/api/project", dict(texts=[]), "texts: List should have at least 1 item"),
+])
+def test_bad_bodies_are_400s_with_a_message(client, path, body, words):
+    refused(client.post(path, json=body), words)
+
+
+def test_a_body_that_is_not_json_is_a_400(client):
+    refused(client.post("/api/sample", content=b"{not json", headers={"Content-Type": "application/json"}), "JSON")
+
+
+def test_the_page_and_its_files_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="write-form"' in page.text
+    assert client.get("/static/studio.js").status_code == 200
+
+
+def test_20_concurrent_requests_give_what_20_sequential_ones_give(folders):
+    server = Server(*folders)
+    try:
+        bodies = [("/api/sample", dict(form="5x4", n=2, rhyme=True, seed=i)) for i in range(10)] + \
+                 [("/api/interpolate", dict(a=POEMS[0], b=POEMS[1], steps=3, seed=i)) for i in range(5)] + \
+                 [("/api/reconstruct", dict(text=POEMS[i], variations=2, seed=i)) for i in range(5)]
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            sequential = [ok(http.post(path, json=body)) for path, body in bodies]
+            with ThreadPoolExecutor(20) as pool:
+                concurrent = list(pool.map(lambda pb: ok(http.post(pb[0], json=pb[1])), bodies))
+        assert concurrent == sequential  # seeded requests do not disturb each other
+    finally:
+        server.stop()
+
+
+def fails(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code not in (0, None)
+    return capsys.readouterr().err
+
+
+def test_serve_refuses_what_it_cannot_serve(folders, tmp_path, capsys):
+    assert "is not a saved model" in fails(["serve", str(tmp_path)], capsys)
+    assert "--port must be from 1 to 65535" in fails(["serve", str(folders[0]), "--port", "70000"], capsys)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = fails(["serve", str(folders[0]), "--port", str(port), "--data", str(folders[1])], capsys)
+    assert f"cannot serve on 127.0.0.1:{port}" in err and "Traceback" not in err

@@ -1,0 +1,89 @@
+"""The studio driven as a person would, in headless Chromium: write a rhymed 5x4 poem, then interpolate.
+Needs Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`; CI installs them);
+skipped, saying so, where they are absent."""
+
+import shutil
+
+import pytest
+from studio import POEMS, Server, make_model_and_data
+
+from textvae.poetry import form_of, poem_rhymes, split_lines
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Chromium and its driver: apt-get install "
+                                                                    "chromium chromium-driver")]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = Server(*make_model_and_data(tmp_path_factory.mktemp("browser")))
+    yield server
+    server.stop()
+
+
+def wait_for(browser, css: str, count: int):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(browser, 60).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, css)) >= count)
+    return browser.find_elements(By.CSS_SELECTOR, css)
+
+
+def test_write_a_rhymed_5x4_poem_then_interpolate(browser, server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    browser.get(server.url)
+    wait_for(browser, "#model option", 1)
+    Select(browser.find_element(By.ID, "form")).select_by_value("5x4")
+    browser.find_element(By.ID, "rhyme").click()
+    count = browser.find_element(By.ID, "count")
+    count.clear()
+    count.send_keys("3")
+    browser.find_element(By.ID, "write-button").click()
+    poems = wait_for(browser, "#poems .poem", 3)
+    for poem in poems:
+        lines = [line.text for line in poem.find_elements(By.CLASS_NAME, "line")]
+        assert len(lines) == 4 and all(len(line) == 6 and line[-1] in "，。" for line in lines), lines
+        assert form_of(split_lines("".join(lines))) == "5x4" and poem_rhymes(split_lines("".join(lines)))
+    assert not browser.find_element(By.ID, "error").is_displayed()
+
+    browser.find_element(By.CSS_SELECTOR, '.tab[data-tab="interpolate"]').click()
+    for field, text in (("poem-a", POEMS[0]), ("poem-b", POEMS[1])):
+        box = browser.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(text)
+    steps = browser.find_element(By.ID, "steps")
+    steps.clear()
+    steps.send_keys("4")
+    browser.find_element(By.ID, "interpolate-button").click()
+    path = wait_for(browser, "#path .step", 4)
+    assert len(path) == 4
+    assert all(form_of(split_lines("".join(line.text for line in step.find_elements(By.CLASS_NAME, "line")))) == "5x4"
+               for step in path)
+
+
+def test_a_bad_input_shows_a_message_on_the_page(browser, server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    browser.get(server.url)
+    wait_for(browser, "#model option", 1)
+    acrostic = browser.find_element(By.ID, "acrostic")
+    acrostic.send_keys("春夏秋")  # three characters: neither 4 nor 8 lines
+    browser.find_element(By.ID, "write-button").click()
+    error = browser.find_element(By.ID, "error")
+    WebDriverWait(browser, 60).until(lambda b: error.is_displayed())
+    assert "acrostic" in error.text and "Traceback" not in error.text

@@ -1,0 +1,194 @@
+"""The poem studio: a local web app over saved models, and the JSON API its page and other programs call.
+
+`create_app({name: model_dir}, data_dir)` loads every model once, up front. One lock serialises the model
+calls: torch runs one request at a time, and a seeded request (which seeds the global generator inside
+`generate`) cannot interleave with another. Bodies are validated with limits (n ≤ 100, steps ≤ 20, text ≤ 200
+characters). A bad body, an unknown model or a TextVAEError is an HTTP 400 with {"error": message}; anything
+else is a 500 with a one-line message, never a traceback.
+"""
+
+import json
+import threading
+import warnings
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from textvae import generate
+from textvae.errors import TextVAEError
+from textvae.serve import latent_map
+from textvae.vae import TextVAE
+
+STATIC = Path(__file__).parent / "static"
+MAX_N, MAX_STEPS, MAX_TEXT, MAX_VARIATIONS = 100, 20, 200, 20
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model: str | None = Field(None, description="a model name from GET /api/models (default: the first)")
+    seed: int | None = Field(None, ge=0, lt=2**32)
+    script: Literal["traditional", "simplified"] | None = None
+
+
+class SampleBody(_Body):
+    form: str | None = Field(None, description="5x4 | 7x4 | 5x8 | 7x8 | auto | drawn | free; null: automatic")
+    n: int = Field(5, ge=1, le=MAX_N)
+    rhyme: bool = False
+    meter: bool = False
+    acrostic: str = Field("", max_length=8)
+    temperature: float = Field(1.0, gt=0, le=5)
+    top_p: float = Field(1.0, gt=0, le=1)
+    prior: Literal["auto", "aggregate", "standard"] = "auto"
+
+
+class ReconstructBody(_Body):
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    variations: int = Field(0, ge=0, le=MAX_VARIATIONS)
+
+
+class InterpolateBody(_Body):
+    a: str = Field(min_length=1, max_length=MAX_TEXT)
+    b: str = Field(min_length=1, max_length=MAX_TEXT)
+    steps: int = Field(5, ge=2, le=MAX_STEPS)
+
+
+class ProjectBody(_Body):
+    texts: list[str] = Field(min_length=1, max_length=MAX_N)
+
+
+class Studio:
+    """The loaded models, their lazily built latent maps, and the lock around every model call."""
+
+    def __init__(self, model_dirs: dict[str, Path], data_dir: Path | None):
+        if not model_dirs:
+            raise TextVAEError("the studio needs at least one model folder")
+        self.dirs = {name: Path(d) for name, d in model_dirs.items()}
+        self.models = {name: generate.load_model(d) for name, d in self.dirs.items()}
+        self.data_dir, self.maps, self.lock = data_dir, {}, threading.Lock()
+
+    def model(self, name: str | None) -> tuple[str, TextVAE]:
+        name = name or next(iter(self.models))
+        if name not in self.models:
+            raise TextVAEError(f"unknown model {name!r}; this server has {', '.join(self.models)}")
+        return name, self.models[name]
+
+    def card(self, name: str) -> dict:
+        """What GET /api/models says of a model: its shape, and its eval.json figures where it has one."""
+        model, report = self.models[name], self.dirs[name] / "eval.json"
+        c = model.config
+        card = dict(name=name, posterior=c.posterior, latent_dim=c.latent_dim if c.has_latent else 0,
+                    decoder=f"{c.decoder}-{c.decoder_hidden}", parameters=sum(p.numel() for p in model.parameters()),
+                    aggregate_prior=model.aggregate_prior is not None, eval=None)
+        if report.is_file():
+            latent = json.loads(report.read_text())["latent"]
+            card["eval"] = {k: latent.get(k) for k in ("iw_nll", "iw_estimator", "elbo", "rec", "kl", "mi",
+                                                        "active_units", "kl_per_dim", "variance_per_dim", "examples")}
+        return card
+
+    def latent_map(self, name: str) -> latent_map.LatentMap:
+        if name not in self.maps:
+            if self.data_dir is None:
+                raise TextVAEError("no dataset to map: start the studio with --data DIR (a prepared dataset)")
+            self.maps[name] = latent_map.build(self.models[name], self.data_dir)
+        return self.maps[name]
+
+
+def _options(body: _Body, **decoding) -> dict:
+    return dict(decoding=generate.Decoding(**decoding), seed=body.seed, script=body.script)
+
+
+def _sample(model: TextVAE, body: SampleBody) -> dict:
+    constraint = generate.constraint_for(model.tokenizer, body.form, body.acrostic, "auto" if body.rhyme else None,
+                                         body.meter)
+    decoding = dict(strategy="sample", temperature=body.temperature, top_p=body.top_p)
+    return dict(poems=generate.sample(model, body.n, constraint=constraint, prior=body.prior,
+                                      **_options(body, **decoding)))
+
+
+def _reconstruct(model: TextVAE, body: ReconstructBody) -> dict:
+    options = _options(body)
+    reconstruction = generate.reconstruct(model, [body.text], **options)[0][0]
+    variations = generate.vary(model, body.text, body.variations, **options) if body.variations else []
+    return dict(reconstruction=reconstruction, variations=variations)
+
+
+def _bad_request(message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=400)
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"] if part != "body")
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+def create_app(model_dirs: dict[str, Path], data_dir: Path | None = None) -> FastAPI:
+    studio = Studio(model_dirs, data_dir)
+    app = FastAPI(title="textvae poem studio", docs_url="/api/docs", redoc_url=None)
+    app.state.studio = studio
+
+    @app.exception_handler(TextVAEError)
+    async def textvae_error(request: Request, error: TextVAEError):
+        return _bad_request(str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError):
+        return _bad_request(_validation_message(error))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception):
+        return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
+
+    def call(body: _Body, work) -> dict:
+        """Run `work(model, body)` under the lock, with library warnings (unknown characters) returned."""
+        name, model = studio.model(body.model)
+        with studio.lock, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = work(model, body)
+        return dict(model=name, **result, warnings=[str(w.message) for w in caught])
+
+    @app.get("/api/models")
+    def models() -> dict:
+        return dict(models=[studio.card(name) for name in studio.models])
+
+    @app.post("/api/sample")
+    def sample(body: SampleBody) -> dict:
+        return call(body, _sample)
+
+    @app.post("/api/reconstruct")
+    def reconstruct(body: ReconstructBody) -> dict:
+        return call(body, _reconstruct)
+
+    @app.post("/api/interpolate")
+    def interpolate(body: InterpolateBody) -> dict:
+        return call(body, lambda model, b: dict(path=generate.interpolate(model, b.a, b.b, steps=b.steps,
+                                                                          **_options(b))))
+
+    @app.get("/api/latent-map")
+    def latent_map_points(model: str | None = None) -> dict:
+        name, _ = studio.model(model)
+        with studio.lock:
+            found = studio.latent_map(name)
+        return dict(model=name, points=found.points, labels=found.labels, texts=found.texts,
+                    explained=found.explained)
+
+    @app.post("/api/project")
+    def project(body: ProjectBody) -> dict:
+        if any(not t.strip() or len(t) > MAX_TEXT for t in body.texts):
+            raise TextVAEError(f"each text must be 1 to {MAX_TEXT} characters")
+        name, model = studio.model(body.model)
+        with studio.lock:
+            points = latent_map.project_texts(model, studio.latent_map(name), body.texts)
+        return dict(model=name, points=points)
+
+    @app.get("/")
+    def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
