@@ -148,3 +148,14 @@ def test_train_cleans_its_run_dir_before_resuming(tmp_path):
     train(model, TrainConfig(**c, max_steps=4), resume=True)
     assert names(run) == ["best", "last", "metrics.jsonl", "notes.txt", "run_config.json"]
     assert torch.load(run / "last" / "trainer_state.pt", weights_only=True)["step"] == 4
+
+
+def test_write_section_replaces_only_its_own_block(tmp_path):
+    path = tmp_path / "results.md"
+    atomic.write_section(path, "ptb", "first table")  # a new file: the block alone
+    assert path.read_text() == "<!-- begin ptb -->\nfirst table\n<!-- end ptb -->\n"
+    path.write_text("# Results\n\nby hand\n\n" + path.read_text() + "\nafter it\n")
+    atomic.write_section(path, "poems", "poem table\n")  # another block: appended, the rest untouched
+    atomic.write_section(path, "ptb", "second table")  # its own block: replaced in place
+    assert path.read_text() == ("# Results\n\nby hand\n\n<!-- begin ptb -->\nsecond table\n<!-- end ptb -->\n"
+                                "\nafter it\n\n<!-- begin poems -->\npoem table\n<!-- end poems -->\n")

@@ -136,3 +136,18 @@ def keep_previous(path: Path) -> Path | None:
         kept = path.with_name(f"{path.stem}.{stamp}-{n}{path.suffix}")
     os.rename(path, kept)
     return kept
+
+
+def write_section(path: str | Path, name: str, text: str) -> None:
+    """Put `text` between the markers <!-- begin NAME --> and <!-- end NAME --> of a Markdown file (appended,
+    with its markers, where it has none yet), leaving the rest of the file as it was; written by rename."""
+    path = Path(path)
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    block = f"{begin}\n{text.strip()}\n{end}"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + block + rest.split(end, 1)[1]
+    else:
+        new = (old.rstrip() + "\n\n" if old.strip() else "") + block + "\n"
+    write_text(path, new)

@@ -110,12 +110,21 @@ PRESETS = {
     # winner of scripts/poem_sweep.py (docs/results.md), trained for 16,000 steps (~9 epochs, ~2 h on 2 cores)
     "poem-v2": ({**_POEM_MODEL, "output_layer": "adaptive", "segment_marks": "，。"},
                 {**_POEM_TRAINING, "lr": 4e-3, "warmup_steps": 50, "max_steps": 16000, "eval_every": 500}),
+    # the Penn Treebank benchmark (issue 2.5, `textvae prepare ptb`): the published small setup (texar's
+    # vae_text config_lstm_ptb, Li et al. 2019's config_ptb): 256-d embeddings, one 256-unit recurrent layer
+    # (a GRU here, an LSTM there) in encoder and decoder, D = 32, dropout 0.5, batch 32; 20 epochs of 1,315
+    # steps, validated each epoch. A Gaussian VAE with β = 1; `--posterior none` is the LM baseline
+    "ptb": (dict(embed_dim=256, encoder_hidden=256, decoder_hidden=256, latent_dim=32, posterior="gaussian",
+                 dropout=0.5, output_layer="adaptive"),
+            dict(data_dir="data/ptb", max_steps=26_300, batch_size=32, eval_every=1315, lr=1e-3, warmup_steps=100,
+                 kl_schedule="constant")),
 }
 
 
 def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
     """Options that are valid alone but not together."""
-    if train.free_bits_mode == "dimension" and train.free_bits > 0 and model.posterior not in ("gaussian", "bn", "bn-tau"):
+    if (train.free_bits_mode == "dimension" and train.free_bits > 0
+            and model.posterior not in ("gaussian", "bn", "bn-tau")):
         raise TextVAEError(f"TrainConfig.free_bits_mode 'dimension' needs a Gaussian posterior; the "
                            f"{model.posterior!r} posterior has no per-dimension KL (use 'sentence')")
     if train.free_bits > 0 and not model.has_latent:

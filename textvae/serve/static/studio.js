@@ -120,6 +120,7 @@ $("edit-form").addEventListener("submit", (event) => {
       model: $("model").value || null, text: $("source").value.trim(), variations: number("variations") || 0,
       seed: number("edit-seed"),
     });
+    showPoems($("input-poem"), [$("source").value.trim()]);
     showPoems($("reconstruction"), [answer.reconstruction]);
     showPoems($("variations-out"), answer.variations);
     showWarnings(answer);
