@@ -144,6 +144,16 @@ def test_poem_preset_is_poem_base_with_the_adaptive_output_layer_and_a_faster_sc
     assert dataclasses.replace(fast[1], run_dir=base[1].run_dir, lr=base[1].lr, warmup_steps=base[1].warmup_steps) == base[1]
 
 
+@pytest.mark.parametrize("preset", sorted(train_module.PRESETS))
+def test_every_preset_is_a_valid_compatible_configuration(preset):
+    from textvae.cli import build_parser, train_configs
+    model, config = train_configs(build_parser().parse_args(["train", "--preset", preset]))
+    check_compatible(model, config)  # the constructors validated each field
+    lm = train_configs(build_parser().parse_args(["train", "--preset", preset, "--posterior", "none"]))
+    check_compatible(*lm)  # each preset has its same-budget LM baseline
+    assert not lm[0].has_latent and lm[1] == dataclasses.replace(config)
+
+
 def test_cli_reads_adaptive_cutoffs_as_integers():
     from textvae.cli import build_parser, train_configs
     args = build_parser().parse_args(["train", "--output-layer", "adaptive", "--adaptive-cutoffs", "500,2000"])
