@@ -183,6 +183,12 @@ def load_results(args) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
+def training_size(data_dir: Path) -> int:
+    """Training examples, from the manifest (PTB's counts sentences and words; the others a number)."""
+    size = json.loads((data_dir / "manifest.json").read_text())["splits"]["train"]
+    return size["sentences"] if isinstance(size, dict) else size
+
+
 def epochs(result: dict, train_size: int) -> float:
     train = result["config"]["train"]
     return train["max_steps"] * train["batch_size"] / train_size
@@ -261,8 +267,7 @@ def table(groups, study: Study) -> str:
 def section(results: list[dict], args) -> str:
     study = STUDIES[args.study]
     groups = grouped(results, study)
-    train_size = json.loads((args.data / "manifest.json").read_text())["splits"]["train"]
-    train_size = train_size["sentences"] if isinstance(train_size, dict) else train_size
+    train_size = training_size(args.data)
     done, planned = len(results), len(plan(argparse.Namespace(study=args.study, only=[])))
     first = results[0]
     published = "\n".join(f"- *{r['name']}*: {r['setup']} ({r['source']})." for r in study.published)
@@ -294,8 +299,7 @@ def write_report(args) -> None:
     if not results:
         return
     study = STUDIES[args.study]
-    train_size = json.loads((args.data / "manifest.json").read_text())["splits"]["train"]
-    train_size = train_size["sentences"] if isinstance(train_size, dict) else train_size
+    train_size = training_size(args.data)
     rows = rows_json(grouped(results, study), train_size)
     write_text(args.results / f"{args.study}.json", json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
     write_section(args.results.parent / "results.md", f"study-{args.study}", section(results, args))
