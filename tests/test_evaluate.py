@@ -207,6 +207,8 @@ def test_evaluate_reports_every_figure_and_the_corpus_reference(tokenizer, datas
     assert lat["tokens"] == sum(len(ids) + 1 for ids in dataset["test"]["ids"])  # EOS counted, BOS not
     assert lat["elbo_ppl"] == pytest.approx(math.exp(-lat["elbo"] * lat["examples"] / lat["tokens"]))
     assert text["samples"]["count"] == 3 and 0 <= text["reconstruction_bleu"] <= 100
+    for pair in text["reconstruction_examples"]:  # an untrained decoder, held to each input's form
+        assert form_of(split_lines(pair["decoded"])) == form_of(split_lines(pair["reference"])) is not None
     corpus = text["corpus"]  # the test poems are real regulated verse that the training split contains
     assert corpus["form"] == 1.0 and corpus["copied_texts"] == 1.0 and corpus["rhyme"] == 1.0
     assert report["seed"] == 0 and set(report["seconds"]) == {"latent", "iw_nll", "text"}

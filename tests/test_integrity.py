@@ -97,8 +97,8 @@ def test_a_model_saved_before_checksums_loads_with_a_warning(tmp_path):
 
 
 def test_the_shipped_model_is_verified():
-    assert set(json.loads((PRETRAINED / "config.json").read_text())["checksums"]) == {"model.safetensors",
-                                                                                      "tokenizer.model"}
+    assert set(json.loads((PRETRAINED / "config.json").read_text())["checksums"]) == {
+        "model.safetensors", "tokenizer.model", "prior.safetensors"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "could not be verified" would fail here
         generate.load_model(PRETRAINED)

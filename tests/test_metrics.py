@@ -1,4 +1,5 @@
 import math
+import random
 
 import pytest
 import sacrebleu
@@ -208,3 +209,41 @@ def test_copy_rate_counts_verbatim_texts_and_lines():
     lines = {line for poem in (DENG, JUEJU) for line in split_lines(poem)}
     sample = ["白日依山盡", "黃河入海去", "更上一層樓", "春眠不覺曉"]
     assert metrics.copy_rate(sample, lines) == pytest.approx(0.5)
+
+
+# --- edits -------------------------------------------------------------------------------------------------
+
+
+def _edit_distance_by_search(a: str, b: str) -> int:
+    """The fewest single edits from a to b, by breadth-first search over every string one edit away."""
+    alphabet, seen, frontier = set(a + b), {a}, [a]
+    for distance in range(len(a) + len(b) + 1):
+        if b in frontier:
+            return distance
+        step = set()
+        for s in frontier:
+            for i in range(len(s) + 1):
+                step |= {s[:i] + c + s[i:] for c in alphabet} | {s[:i] + c + s[i + 1:] for c in alphabet}
+                step.add(s[:i] + s[i + 1:])
+        frontier = list(step - seen)
+        seen |= step
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_edit_distance_matches_an_exhaustive_search(seed):
+    rng = random.Random(seed)
+    a, b = ("".join(rng.choice("春花月") for _ in range(rng.randint(0, 4))) for _ in range(2))
+    assert metrics.edit_distance(a, b) == _edit_distance_by_search(a, b) == metrics.edit_distance(b, a)
+
+
+def test_edit_distance_of_known_pairs():
+    assert metrics.edit_distance("kitten", "sitting") == 3
+    assert metrics.edit_distance("床前明月光", "床前明月光") == 0
+    assert metrics.edit_distance("", "春眠不覺曉") == 5
+
+
+def test_kept_in_place_counts_characters_at_their_position():
+    assert metrics.kept_in_place("白日依山盡", "白日依山盡") == 1.0
+    assert metrics.kept_in_place("白日依山盡", "白月依水盡") == 0.6
+    assert metrics.kept_in_place("白日依山盡", "日依山盡") == 0.0  # shifted: nothing in place
+    assert metrics.kept_in_place("白日依山盡", "白日") == 0.4

@@ -105,6 +105,25 @@ def test_free_bits_gradient_vanishes_below_the_floor():
     regularised_kl(out, model.prior(1), TrainConfig(free_bits=out.kl.item() + 1)).sum().backward()
     assert all(p.grad is None or p.grad.abs().max() == 0 for p in model.head.parameters())
 
+def test_target_rate_pulls_the_batch_mean_kl_towards_c():
+    torch.manual_seed(0)
+    model = TextVAE(VAEConfig(vocab_size=300, **TINY_MODEL)).eval()
+    ids, mask = data.pad_batch([[5, 6, 7], [8, 9], [10, 11, 12, 13]])
+    out, prior = model(ids, mask), model.prior(3)
+    mean_kl = out.kl.mean().item()
+    for target, sign in ((mean_kl + 5, -1.0), (mean_kl / 2, 1.0)):
+        term = regularised_kl(out, prior, TrainConfig(target_kl=target))
+        torch.testing.assert_close(term, torch.full((3,), abs(mean_kl - target)))
+        (kl_grad,) = torch.autograd.grad(term.mean(), out.kl, retain_graph=True)
+        torch.testing.assert_close(kl_grad, torch.full((3,), sign / 3))  # d|KL̄ − C|/dKL_i = sign(KL̄ − C)/B
+
+
+def test_target_rate_needs_a_latent_and_excludes_free_bits():
+    with pytest.raises(TextVAEError, match="target_kl needs a latent"):
+        check_compatible(VAEConfig(posterior="none"), TrainConfig(target_kl=50))
+    with pytest.raises(TextVAEError, match="use one of them"):
+        check_compatible(VAEConfig(), TrainConfig(target_kl=50, free_bits=3))
+
 # --- configuration -----------------------------------------------------------------------------------------
 
 

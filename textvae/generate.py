@@ -267,7 +267,7 @@ def decode(model: TextVAE, z: torch.Tensor | None, n: int | None = None, *, deco
     return in_script(texts, script, model.tokenizer)
 
 
-def _decode_each(model: TextVAE, z: torch.Tensor, constraints: list, **options) -> list[str]:
+def decode_each(model: TextVAE, z: torch.Tensor, constraints: list, **options) -> list[str]:
     """decode with row i of z under constraints[i]; the rows that share a constraint decode together."""
     texts = [""] * len(constraints)
     for constraint in dict.fromkeys(constraints):  # distinct, in order of first use
@@ -399,7 +399,7 @@ def reconstruct(model: TextVAE, texts: list[str], *, samples: int = 0, decoding:
         q = _posterior(model, texts)
         z = q.mode[None] if samples == 0 else q.sample((samples,))  # (S, B, D)
         k = z.size(0)
-        flat = _decode_each(model, z.transpose(0, 1).reshape(-1, z.size(-1)), [c for c in fitted for _ in range(k)],
+        flat = decode_each(model, z.transpose(0, 1).reshape(-1, z.size(-1)), [c for c in fitted for _ in range(k)],
                             decoding=decoding, batch_size=batch_size, script=script)
     return [flat[i * k:(i + 1) * k] for i in range(len(texts))]
 
@@ -448,7 +448,7 @@ def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, s
     device = next(model.parameters()).device
     with _seeded(seed, device):
         path = _path(model, texts, steps, prior)
-        return _decode_each(model, path, [ends[2 * i > steps - 1] for i in range(steps)], decoding=decoding,
+        return decode_each(model, path, [ends[2 * i > steps - 1] for i in range(steps)], decoding=decoding,
                             script=script)
 
 

@@ -4,7 +4,8 @@ feed them live in evaluate.py.
 Shapes: K importance samples, B batch, N examples (M of them in a chunk of rows), D latent.
 References: Burda et al. 2016 (importance-weighted bound, active units); Hoffman & Johnson 2016 (MI term
 of the ELBO); Papineni et al. 2002 and Post 2018 (BLEU, sacrebleu); Zhu et al. 2018, Texygen (Self-BLEU);
-Li et al. 2016 (distinct-n). Poem metrics (form, rhyme, tonal patterns) live in textvae.poetry.
+Li et al. 2016 (distinct-n); Levenshtein 1966 (edit distance). Poem metrics (form, rhyme, tonal patterns)
+live in textvae.poetry.
 """
 
 import math
@@ -166,5 +167,24 @@ def copy_rate(texts: Sequence[str], training: set[str] | frozenset[str]) -> floa
     return sum(t in training for t in texts) / len(texts) if texts else 0.0
 
 
-__all__ = ["active_units", "aggregate_mutual_information", "bleu", "copy_rate", "distinct_n", "effective_units",
-           "iw_nll", "log_aggregate_posterior", "mutual_information", "perplexity", "self_bleu"]
+def edit_distance(a: Sequence, b: Sequence) -> int:
+    """Levenshtein distance: the fewest insertions, deletions and substitutions (characters, for strings)
+    that turn a into b; one row of the dynamic programme at a time."""
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
+def kept_in_place(source: str, other: str) -> float:
+    """Share of source's characters that other has at the same position (1 = identical, for texts of one
+    length such as two poems of one form; positions past other's end count as changed)."""
+    return sum(x == y for x, y in zip(source, other)) / len(source) if source else 0.0
+
+
+__all__ = ["active_units", "aggregate_mutual_information", "bleu", "copy_rate", "distinct_n", "edit_distance",
+           "effective_units", "iw_nll", "kept_in_place", "log_aggregate_posterior", "mutual_information",
+           "perplexity", "self_bleu"]

@@ -56,6 +56,8 @@ class TrainConfig:
     beta_max: float = setting(1.0, "final KL weight")
     free_bits: float = setting(0.0, "λ in nats (0 = off)")
     free_bits_mode: str = setting("sentence", "sentence: max(λ, KL) per sentence | dimension: Σ_j max(λ, KL_j)")
+    target_kl: float = setting(0.0, "rate control: C in nats; β·|KL̄ − C| on the batch-mean KL replaces β·KL, "
+                                    "holding the rate near C (0 = off)")
     eval_every: int = setting(250, "steps between validations and checkpoints")
     eval_examples: int = setting(0, "validation sentences used (0 = all)")
     seed: int = setting(0, "seeds data order, initialisation and every random draw")
@@ -83,7 +85,7 @@ class TrainConfig:
         check_float(self, "kl_ratio", 0, 1, low_open=True)
         for name in ("min_lr", "weight_decay"):
             check_float(self, name, 0, 10)
-        for name in ("beta_max", "free_bits"):
+        for name in ("beta_max", "free_bits", "target_kl"):
             check_float(self, name, 0, 1000)
         check_choice(self, "kl_schedule", SCHEDULES)
         check_choice(self, "free_bits_mode", ("sentence", "dimension"))
@@ -127,8 +129,12 @@ def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
             and model.posterior not in ("gaussian", "bn", "bn-tau")):
         raise TextVAEError(f"TrainConfig.free_bits_mode 'dimension' needs a Gaussian posterior; the "
                            f"{model.posterior!r} posterior has no per-dimension KL (use 'sentence')")
-    if train.free_bits > 0 and not model.has_latent:
-        raise TextVAEError("TrainConfig.free_bits needs a latent: the 'none' posterior has no KL")
+    for name in ("free_bits", "target_kl"):
+        if getattr(train, name) > 0 and not model.has_latent:
+            raise TextVAEError(f"TrainConfig.{name} needs a latent: the 'none' posterior has no KL")
+    if train.free_bits > 0 and train.target_kl > 0:
+        raise TextVAEError("TrainConfig.free_bits and TrainConfig.target_kl are two ways to set the rate: "
+                           "use one of them")
     if train.batch_size < 2 and model.posterior in ("bn", "bn-tau"):
         raise TextVAEError(f"TrainConfig.batch_size 1 with the {model.posterior!r} posterior: batch-norm on μ "
                            "needs the statistics of a batch for its KL floor, and one example has none; "
@@ -181,7 +187,10 @@ def lr_at(step: int, c: TrainConfig) -> float:
 
 
 def regularised_kl(out, prior, c: TrainConfig) -> torch.Tensor:
-    """KL′ per sentence (B,): the KL, or its free-bits version."""
+    """KL′ per sentence (B,): the KL, its free-bits version, or the distance of the batch's mean KL from the
+    target rate (its gradient pushes the rate up below C and down above it)."""
+    if c.target_kl > 0:
+        return (out.kl.mean() - c.target_kl).abs().expand_as(out.kl)
     if c.free_bits == 0:
         return out.kl
     if c.free_bits_mode == "sentence":
