@@ -74,7 +74,7 @@ def execute(setting: Setting, args) -> dict:
     for prior in PRIORS:
         out = run_dir / f"evaluate-{prior}.json"
         commands.append(command("evaluate", str(best), "--data", str(args.data), "--prior", prior, "--form", "free",
-                                "--iw-samples", str(args.iw_samples if prior == "standard" else 0),
+                                "--iw-prior", prior, "--iw-samples", str(args.iw_samples),
                                 "--num-samples", str(args.samples), "--max-examples", str(args.max_examples),
                                 "--seed", "0", "--out", str(out), "--json"))
         call(commands[-1], log, env)
@@ -86,6 +86,7 @@ def execute(setting: Setting, args) -> dict:
                   commands=[" ".join(c[2:]).replace(str(args.runs), "runs/rate") for c in commands],
                   wall_seconds_this_session=round(time.perf_counter() - start), config=config,
                   latent=reports["standard"]["latent"], reconstruction=reports["standard"]["text"],
+                  iw_nll_aggregate=reports["aggregate"]["latent"]["iw_nll"],
                   samples={p: reports[p]["text"]["samples"] for p in PRIORS},
                   prior_components=prior_file.get("components"),
                   validation=[r for r in records if r["split"] == "validation"])
@@ -116,6 +117,7 @@ RATE_COLUMNS = [  # header, how to read it from a run file, format
     ("MI", lambda r: r["latent"].get("mi"), ".2f"),
     ("AU", lambda r: r["latent"].get("active_units"), ".0f"),
     ("IW-NLL", lambda r: r["latent"].get("iw_nll"), ".1f"),
+    ("IW-NLL (agg.)", lambda r: r.get("iw_nll_aggregate"), ".1f"),
     ("−ELBO", lambda r: -r["latent"]["elbo"], ".1f"),
     ("rec BLEU", lambda r: r["reconstruction"]["reconstruction_bleu"], ".1f"),
 ]
@@ -169,7 +171,8 @@ commit and commands are in `docs/results/rate-runs/`). Every run trains `textvae
 --latent-dim {LATENT_DIM}` for {train['max_steps']:,} steps of {train['batch_size']} poems, with only the
 setting's flags changed (a Gaussian posterior but for the BN row); `textvae fit-prior` fits the aggregate prior to its best
 checkpoint, and `textvae evaluate --form free` scores it on {first['latent']['examples']:,} test poems: KL,
-whole-set MI, active units, IW-NLL (K = {first['iw_samples']}) and −ELBO in nats per poem, and reconstruction
+whole-set MI, active units, IW-NLL (K = {first['iw_samples']}) with the standard prior N(0, I) and with the
+aggregate prior as p(z) (agg., `--iw-prior aggregate`), and −ELBO in nats per poem, and reconstruction
 char-BLEU (sacrebleu, zh; posterior mean, greedy, each poem's form kept):
 
 {table(results, RATE_COLUMNS)}

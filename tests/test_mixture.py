@@ -9,7 +9,7 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
-from textvae import evaluate, generate, mixture
+from textvae import data, evaluate, generate, mixture
 from textvae.cli import main
 from textvae.errors import TextVAEError
 from textvae.tokenizer import Tokenizer
@@ -138,6 +138,31 @@ def test_a_fitted_prior_is_saved_checksummed_and_used_by_sample(saved):
     (folder / mixture.TENSORS).write_bytes(bytes(damaged))
     with pytest.raises(TextVAEError, match="checksum"):
         TextVAE.from_pretrained(folder)
+
+
+def test_a_prior_fitted_on_posterior_draws_spreads_wider_than_one_on_the_means(saved):
+    model, dataset, _ = saved
+    evaluate.fit_aggregate_prior(model, dataset, components=(1,), max_points=100)
+    on_means = model.aggregate_prior.component_distribution.covariance_matrix[0].diagonal()
+    evaluate.fit_aggregate_prior(model, dataset, components=(1,), max_points=100, fit_on="samples")
+    on_draws = model.aggregate_prior.component_distribution.covariance_matrix[0].diagonal()
+    assert model.aggregate_prior_info["fitted_on"] == "posterior samples"
+    # Var(z) = Var(E[z|x]) + E[Var(z|x)]: the draws add each posterior's own variance to the means' spread
+    ids = [model.tokenizer.encode(t) for t in dataset["train"]["text"]]
+    with torch.no_grad():
+        own = torch.cat([model.encode(*data.pad_batch([x])).variance for x in ids]).mean(0)
+    assert torch.all(on_draws > on_means + 0.3 * own), (on_means, on_draws, own)
+
+
+def test_the_iw_nll_under_a_standard_normal_mixture_is_the_standard_iw_nll(saved):
+    model, dataset, _ = saved
+    sequences = [model.tokenizer.encode(t) for t in dataset["test"]["text"]]
+    standard = evaluate.iw_nll(model, sequences, num_samples=20, seed=3)
+    as_mixture = evaluate.iw_nll(model, sequences, num_samples=20, seed=3,
+                                 prior=mixture.mixture(torch.ones(1), torch.zeros(1, 3), torch.eye(3)[None]))
+    torch.testing.assert_close(as_mixture, standard)
+    far = evaluate.iw_nll(model, sequences, num_samples=20, seed=3, prior=far_away())
+    assert torch.all(far > standard + 100)  # z ~ q lands nowhere near that prior's mass
 
 
 def test_the_aggregate_prior_needs_one(saved):

@@ -335,11 +335,13 @@ def cmd_fit_prior(args) -> None:
     check_can_write(args.model_dir, "the model folder")
     with _plain_warnings():
         model, dataset = evaluate.load(args.model_dir, args.data)
-        evaluate.fit_aggregate_prior(model, dataset, args.components, args.max_points, args.seed, progress=True)
+        evaluate.fit_aggregate_prior(model, dataset, args.components, args.max_points, args.seed, progress=True,
+                                     fit_on=args.fit_on)
     model.aggregate_prior_info |= dict(data=str(args.data))
     model.save_aggregate_prior(args.model_dir)
     info = model.aggregate_prior_info
-    print(f"aggregate prior: a {info['components']}-component Gaussian mixture (validation log-likelihood "
+    print(f"aggregate prior: a {info['components']}-component Gaussian mixture on {info['fitted_on']} "
+          f"(validation log-likelihood "
           f"{info['scores'][str(info['components'])]['validation']:.3f} per point); wrote "
           f"{args.model_dir / mixture.TENSORS} and {mixture.INFO}. `textvae sample` now draws z from it "
           "(--prior standard: N(0, I))")
@@ -356,6 +358,9 @@ def _add_fit_prior(sub) -> None:
                              "kept (default 1,2,4,8,16,32,64)")
     parser.add_argument("--max-points", type=int, default=100_000,
                         help="fit on a seeded subset of this many training examples (default 100000)")
+    parser.add_argument("--fit-on", choices=list(evaluate.FIT_ON), default="means",
+                        help="the points the mixture is fitted to: each training poem's posterior mean, or one "
+                             "draw z ~ q(z|x) each (the aggregate posterior itself; default means)")
     parser.add_argument("--seed", type=_seed, default=0)
     parser.set_defaults(func=cmd_fit_prior)
 

@@ -49,6 +49,8 @@ class EvalConfig:
     meter: bool = setting(False, "prior samples meter-steered (格律: the 近體詩 tonal pattern, as `sample --meter`)")
     prior: str = setting("auto", "prior samples' z: auto (the aggregate prior where the model has one, else the "
                                  "standard one) | aggregate | standard")
+    iw_prior: str = setting("standard", "p(z) in the IW-NLL: standard (the model's N(0, I)) | aggregate (the "
+                                        "model's fitted aggregate prior: the likelihood of what `sample` draws from)")
     max_examples: int = setting(0, "score a seeded random subset of N examples of the split (0: all)")
     seed: int = setting(0, "seeds every random draw")
     precision: str = setting("auto", PRECISION_HELP)
@@ -66,6 +68,7 @@ class EvalConfig:
         check_choice(self, "strategy", STRATEGIES)
         check_choice(self, "form", FORM_CHOICES)
         check_choice(self, "prior", PRIORS)
+        check_choice(self, "iw_prior", ("standard", "aggregate"))
         if self.rhyme not in ("", "auto", "random"):
             find_group(self.rhyme)  # a one-line error for an unknown group before any work
         if not isinstance(self.meter, bool):
@@ -84,20 +87,23 @@ def _batches(sequences: list[list[int]], batch_size: int, max_len: int, sort: bo
         index = order[start:start + batch_size]
         yield index, *data.pad_batch([sequences[i] for i in index], max_len)
 
+FIT_ON = {"means": "posterior means", "samples": "posterior samples"}  # what an aggregate prior is fitted to
+
 # -----------------------------------------------------------------------------
 # likelihood and latent statistics
 
 
 @torch.no_grad()  # not inference_mode: with CPU bf16 autocast it sends the 3-D lm_head through a slow bmm
 def iw_nll_batch(model: TextVAE, ids: torch.Tensor, mask: torch.Tensor, num_samples: int = 500,
-                 rows: int = 256, precision: str = "fp32") -> torch.Tensor:
+                 rows: int = 256, precision: str = "fp32", prior=None) -> torch.Tensor:
     """IW-NLL (B,) in nats with K = num_samples, z_k ~ q(z|x) drawn in chunks of rows // B samples, each
     chunk decoded as one (chunk x B)-row batch. log q and log p(z) are the posterior's and the prior's own
-    densities (vMF and the uniform sphere for vMF heads). A model without a latent gets its exact NLL."""
+    densities (vMF and the uniform sphere for vMF heads), or `prior`'s (a density on R^D, such as the
+    aggregate prior). A model without a latent gets its exact NLL."""
     if model.head is None:
         return model.reconstruction_nll(None, ids).double()
     B = ids.size(0)
-    q, prior = model.encode(ids, mask), model.prior(B)
+    q, prior = model.encode(ids, mask), prior or model.prior(B)
     chunk = max(1, rows // B)
     log_joint, log_q = [], []
     for start in range(0, num_samples, chunk):
@@ -112,8 +118,10 @@ def iw_nll_batch(model: TextVAE, ids: torch.Tensor, mask: torch.Tensor, num_samp
 
 @torch.no_grad()
 def iw_nll(model: TextVAE, sequences: list[list[int]], num_samples: int = 500, rows: int = 256,
-           batch_size: int = 64, precision: str = "fp32", seed: int = 0, progress: bool = False) -> torch.Tensor:
-    """IW-NLL per example (N,), in the order given; examples are batched by length (no padding)."""
+           batch_size: int = 64, precision: str = "fp32", seed: int = 0, progress: bool = False,
+           prior=None) -> torch.Tensor:
+    """IW-NLL per example (N,), in the order given; examples are batched by length (no padding). `prior`
+    as for iw_nll_batch."""
     model.eval()
     device = next(model.parameters()).device
     nll = torch.empty(len(sequences), dtype=torch.float64)
@@ -121,7 +129,8 @@ def iw_nll(model: TextVAE, sequences: list[list[int]], num_samples: int = 500, r
     torch.manual_seed(seed)
     with tqdm(total=len(sequences), desc=f"IW-NLL (K={num_samples})", unit="ex", disable=not progress) as bar:
         for index, ids, mask in _batches(sequences, batch_size, model.config.max_len, sort=True):
-            nll[index] = iw_nll_batch(model, ids.to(device), mask.to(device), num_samples, rows, precision).cpu()
+            nll[index] = iw_nll_batch(model, ids.to(device), mask.to(device), num_samples, rows, precision,
+                                      prior).cpu()
             bar.update(len(index))
     return nll
 
@@ -174,20 +183,35 @@ def latent_pass(model: TextVAE, sequences: list[list[int]], batch_size: int = 64
 def posterior_means(model: TextVAE, sequences: list[list[int]], batch_size: int = 256,
                     progress: bool = False) -> torch.Tensor:
     """E_q[z|x] (N, D) of each sequence in order, from the encoder alone."""
+    return _posterior_points(model, sequences, lambda q: q.mean, batch_size, progress, "posterior means")
+
+
+def posterior_samples(model: TextVAE, sequences: list[list[int]], batch_size: int = 256,
+                      progress: bool = False) -> torch.Tensor:
+    """One z ~ q(z|x) (N, D) for each sequence in order: together, a draw from the aggregate posterior."""
+    return _posterior_points(model, sequences, lambda q: q.sample(), batch_size, progress, "posterior samples")
+
+
+def _posterior_points(model: TextVAE, sequences: list[list[int]], pick, batch_size: int, progress: bool,
+                      desc: str) -> torch.Tensor:
     model.eval()
     device = next(model.parameters()).device
     parts = []
     for _, ids, mask in tqdm(_batches(sequences, batch_size, model.config.max_len, sort=False), unit="batch",
-                             desc="posterior means", disable=not progress,
-                             total=math.ceil(len(sequences) / batch_size)):
-        parts.append(model.encode(ids.to(device), mask.to(device)).mean.double().cpu())
+                             desc=desc, disable=not progress, total=math.ceil(len(sequences) / batch_size)):
+        with torch.no_grad():
+            parts.append(pick(model.encode(ids.to(device), mask.to(device))).double().cpu())
     return torch.cat(parts)
 
 
 def fit_aggregate_prior(model: TextVAE, dataset: DatasetDict, components=mixture.COMPONENTS,
-                        max_points: int = 100_000, seed: int = 0, progress: bool = False) -> None:
+                        max_points: int = 100_000, seed: int = 0, progress: bool = False,
+                        fit_on: str = "means") -> None:
     """Fit a Gaussian mixture to the posterior means of (a seeded subset of max_points of) the training
-    split, its component count picked on the validation split's, and attach it to the model."""
+    split, or with fit_on="samples" to one draw z ~ q(z|x) per example (the aggregate posterior itself),
+    its component count picked on the validation split's, and attach it to the model."""
+    if fit_on not in FIT_ON:
+        raise TextVAEError(f"fit_on must be one of {', '.join(FIT_ON)}, not {fit_on!r}")
     if model.head is None or model.config.posterior == "vmf":
         raise TextVAEError(f"an aggregate prior is a density on R^D: it needs a Gaussian posterior, not "
                            f"{model.config.posterior!r}")
@@ -195,10 +219,13 @@ def fit_aggregate_prior(model: TextVAE, dataset: DatasetDict, components=mixture
         if split not in dataset or len(dataset[split]) < 2:
             raise TextVAEError(f"fitting an aggregate prior needs a {split} split of 2 or more examples")
     train = _subsample(data.token_ids(dataset["train"]), max_points, seed)
-    means = [posterior_means(model, seqs, progress=progress) for seqs in (train, data.token_ids(dataset["validation"]))]
+    torch.manual_seed(seed)
+    points_of = posterior_samples if fit_on == "samples" else posterior_means
+    points = [points_of(model, seqs, progress=progress) for seqs in (train, data.token_ids(dataset["validation"]))]
     report = (lambda c, s: tqdm.write(f"{c:>4} components: validation log-likelihood {s['validation']:.3f} "
                                       f"(train {s['train']:.3f})")) if progress else None
-    model.aggregate_prior, model.aggregate_prior_info = mixture.fit(*means, components, seed, report)
+    model.aggregate_prior, model.aggregate_prior_info = mixture.fit(*points, components, seed, report)
+    model.aggregate_prior_info["fitted_on"] = FIT_ON[fit_on]
 
 
 def latent_report(model: TextVAE, stats: dict) -> dict:
@@ -301,6 +328,8 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
                                     device=next(model.parameters()).device)
         if model.head is not None:
             check_prior(model, config.prior)
+    if config.iw_prior == "aggregate" and config.iw_samples:
+        check_prior(model, "aggregate")
     sequences = data.token_ids(split)
     data.warn_if_cut(sequences, model.config.max_len, f"{config.split} examples (scored cut short)")
     report = dict(split=config.split, seed=config.seed, posterior=model.config.posterior,
@@ -318,11 +347,13 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
         report["latent"] = latent_report(model, stats)
         lap("latent")
         if config.iw_samples:
+            aggregate = config.iw_prior == "aggregate" and model.head is not None
             nll = iw_nll(model, sequences, config.iw_samples, config.iw_rows, config.batch_size, config.precision,
-                         config.seed, progress)
+                         config.seed, progress, mixture.moved(model.aggregate_prior, config.device) if aggregate else None)
             report["latent"] |= dict(iw_nll=float(nll.mean()), iw_ppl=metrics.perplexity(nll, stats["ntokens"]),
                                      iw_estimator="NLL (exact, no latent)" if model.head is None
-                                     else f"IW-NLL (K={config.iw_samples})")
+                                     else f"IW-NLL (K={config.iw_samples})" + (", aggregate prior" if aggregate
+                                                                               else ""))
             lap("iw_nll")
         report["text"] = _text_metrics(model, dataset, split, stats, config, constraint, progress)
         lap("text")

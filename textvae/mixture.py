@@ -1,7 +1,9 @@
 """An ex-post density on the latent space: a Gaussian mixture fitted to the aggregate posterior, i.e. to the
-posterior means of the training set (Ghosh et al. 2020, "From variational to deterministic autoencoders";
-Bauer & Mnih 2019 on learned priors). A high-rate VAE's aggregate posterior leaves holes in N(0, I), so its
-prior samples decode poorly; sampling z from this density instead lands where the decoder was trained.
+posterior means of the training set, or to one draw from each posterior (Ghosh et al. 2020, "From variational
+to deterministic autoencoders"; Bauer & Mnih 2019 on learned priors). A high-rate VAE's aggregate posterior
+leaves holes in N(0, I), so its prior samples decode poorly; sampling z from this density instead lands where
+the decoder was trained. It is also a prior in its own right: `evaluate --iw-prior aggregate` scores the
+likelihood of the model that samples from it.
 
 The fit is scikit-learn's GaussianMixture (k-means start, EM, full covariances); the component count is the
 one with the best validation log-likelihood. Saved beside the model as prior.safetensors (weights, means,
@@ -26,6 +28,13 @@ COMPONENTS = (1, 2, 4, 8, 16, 32, 64)
 def mixture(weights: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor) -> MixtureSameFamily:
     """The mixture density: weights (C,), means (C, D), Cholesky factors of the covariances (C, D, D)."""
     return MixtureSameFamily(Categorical(probs=weights), MultivariateNormal(means, scale_tril=scale_tril))
+
+
+def moved(density: MixtureSameFamily, device: str | torch.device) -> MixtureSameFamily:
+    """The same mixture with its tensors on `device`."""
+    parts = (density.mixture_distribution.probs, density.component_distribution.loc,
+             density.component_distribution.scale_tril)
+    return mixture(*(x.to(device) for x in parts))
 
 
 def _fit_one(train, components: int, seed: int):
@@ -53,7 +62,7 @@ def fit(train: torch.Tensor, validation: torch.Tensor, components=COMPONENTS, se
             progress(c, scores[c])
     density = mixture(*(torch.as_tensor(x, dtype=torch.float32) for x in
                         (best.weights_, best.means_, torch.linalg.cholesky(torch.as_tensor(best.covariances_)))))
-    info = dict(kind="gaussian-mixture", components=best.n_components, covariance="full", fitted_on="posterior means",
+    info = dict(kind="gaussian-mixture", components=best.n_components, covariance="full",
                 train_points=len(train64), validation_points=len(valid64), seed=seed,
                 scores={str(c): s for c, s in scores.items()})
     return density, info

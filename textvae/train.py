@@ -101,15 +101,16 @@ PRESETS = {
     # ~10 minutes on a 2-core CPU: enough to see poem structure and a used latent
     "poem-small": (dict(embed_dim=128, encoder_hidden=128, decoder_hidden=256, latent_dim=32, posterior="bn"),
                    dict(max_steps=600, batch_size=128, eval_every=200, kl_warmup_steps=300)),
-    # the shipped poem model's recipe (data/pretrained): the collapse study's pick (docs/results.md), BN-VAE
-    # with γ = 0.6 and no annealing, trained for 1,000 steps (128,000 poems, ~0.57 epoch)
+    # the first shipped poem model's recipe (until poem-v2): the collapse study's pick (docs/results.md),
+    # BN-VAE with γ = 0.6 and no annealing, trained for 1,000 steps (128,000 poems, ~0.57 epoch)
     "poem-base": (_POEM_MODEL, _POEM_TRAINING),
     # poem-base's successor on the fast path, and the default: the same model with the adaptive softmax
     # output layer (2.8x the tokens/s) and a higher learning rate with a shorter warm-up (half the steps to
     # poem-base's validation -ELBO); it reaches that -ELBO 6.4x sooner (scripts/benchmark.py, README Speed)
     "poem": ({**_POEM_MODEL, "output_layer": "adaptive"}, {**_POEM_TRAINING, "lr": 4e-3, "warmup_steps": 50}),
-    # the flagship (issue 2.3): poem with the line index and place in the line fed to the decoder, the
-    # winner of scripts/poem_sweep.py (docs/results.md), trained for 16,000 steps (~9 epochs, ~2 h on 2 cores)
+    # the shipped model's recipe (data/pretrained, issue 2.3): poem with the line index and place in the line
+    # fed to the decoder, the winner of scripts/poem_sweep.py (docs/results.md), trained for 16,000 steps
+    # (~9 epochs, 2 h 35 min on 2 cores)
     "poem-v2": ({**_POEM_MODEL, "output_layer": "adaptive", "segment_marks": "，。"},
                 {**_POEM_TRAINING, "lr": 4e-3, "warmup_steps": 50, "max_steps": 16000, "eval_every": 500}),
     # the Penn Treebank benchmark (issue 2.5, `textvae prepare ptb`): the published small setup (texar's
