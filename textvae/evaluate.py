@@ -103,7 +103,7 @@ def iw_nll_batch(model: TextVAE, ids: torch.Tensor, mask: torch.Tensor, num_samp
     if model.head is None:
         return model.reconstruction_nll(None, ids).double()
     B = ids.size(0)
-    q, prior = model.encode(ids, mask), prior or model.prior(B)
+    q, prior = model.encode(ids, mask), model.prior(B) if prior is None else prior
     chunk = max(1, rows // B)
     log_joint, log_q = [], []
     for start in range(0, num_samples, chunk):
@@ -328,8 +328,10 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
                                     device=next(model.parameters()).device)
         if model.head is not None:
             check_prior(model, config.prior)
+    iw_prior = None  # the model's own p(z)
     if config.iw_prior == "aggregate" and config.iw_samples:
         check_prior(model, "aggregate")
+        iw_prior = mixture.moved(model.aggregate_prior, config.device)
     sequences = data.token_ids(split)
     data.warn_if_cut(sequences, model.config.max_len, f"{config.split} examples (scored cut short)")
     report = dict(split=config.split, seed=config.seed, posterior=model.config.posterior,
@@ -347,13 +349,12 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
         report["latent"] = latent_report(model, stats)
         lap("latent")
         if config.iw_samples:
-            aggregate = config.iw_prior == "aggregate" and model.head is not None
             nll = iw_nll(model, sequences, config.iw_samples, config.iw_rows, config.batch_size, config.precision,
-                         config.seed, progress, mixture.moved(model.aggregate_prior, config.device) if aggregate else None)
+                         config.seed, progress, iw_prior)
             report["latent"] |= dict(iw_nll=float(nll.mean()), iw_ppl=metrics.perplexity(nll, stats["ntokens"]),
                                      iw_estimator="NLL (exact, no latent)" if model.head is None
-                                     else f"IW-NLL (K={config.iw_samples})" + (", aggregate prior" if aggregate
-                                                                               else ""))
+                                     else f"IW-NLL (K={config.iw_samples})" + (", aggregate prior" if iw_prior
+                                                                               is not None else ""))
             lap("iw_nll")
         report["text"] = _text_metrics(model, dataset, split, stats, config, constraint, progress)
         lap("text")
