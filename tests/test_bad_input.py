@@ -433,3 +433,13 @@ def test_resume_survives_a_metrics_line_torn_by_a_kill(data_dir, tmp_path, capsy
     main(["train", "--resume", "--run-dir", str(run), "--max-steps", "8"])
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 8
+
+
+@pytest.mark.parametrize("verb", ["sample", "reconstruct", "interpolate", "vary", "evaluate"])
+def test_shipped_models_load_by_short_name_unless_a_folder_has_that_name(verb, tmp_path, monkeypatch):
+    rest = {"reconstruct": ["x"], "vary": ["x"]}.get(verb, [])
+    parse = lambda name: build_parser().parse_args([verb, name, *rest]).model_dir  # noqa: E731
+    monkeypatch.chdir(tmp_path)
+    assert (parse("poem"), parse("faithful")) == (Path("data/pretrained"), Path("data/faithful"))
+    (tmp_path / "poem").mkdir()
+    assert parse("poem") == Path("poem") and parse("runs/x") == Path("runs/x")

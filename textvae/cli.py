@@ -436,15 +436,25 @@ def _add_generation_flags(parser, func) -> None:
     parser.set_defaults(func=func)
 
 
+SHIPPED_MODELS = {"poem": Path("data/pretrained"), "faithful": Path("data/faithful")}  # short names, from the repo root
+
+
+def model_dir(value: str) -> Path:
+    """A model folder, or the short name of a shipped one (`poem`, `faithful`) where no folder has that name."""
+    path = Path(value)
+    return SHIPPED_MODELS[value] if value in SHIPPED_MODELS and not path.exists() else path
+
+
 def _add_generate(sub) -> None:
-    model_help = "a saved model (config.json, model.safetensors, tokenizer.model)"
+    model_help = ("a saved model folder (config.json, model.safetensors, tokenizer.model), or a shipped model's name: "
+                  "poem (the default, low-rate model) or faithful (the high-rate model for reconstruction)")
     sample = sub.add_parser("sample", help="texts decoded from prior samples z ~ p(z), one per line")
-    sample.add_argument("model_dir", type=Path, help=model_help)
+    sample.add_argument("model_dir", type=model_dir, help=model_help)
     sample.add_argument("-n", type=int, default=10, help="how many texts (default 10)")
     sample.add_argument("--prior", choices=generate.PRIORS, default="auto", help=PRIOR_HELP)
     _add_generation_flags(sample, cmd_sample)
     rec = sub.add_parser("reconstruct", help="encode texts and decode them from the posterior mean")
-    rec.add_argument("model_dir", type=Path, help=model_help)
+    rec.add_argument("model_dir", type=model_dir, help=model_help)
     rec.add_argument("texts", nargs="+", metavar="TEXT", help="texts to reconstruct; - reads stdin, one a line")
     rec.add_argument("--samples", type=int, default=0, help="decode k draws z ~ q(z|x) instead of the mean")
     _add_generation_flags(rec, cmd_reconstruct)
@@ -452,13 +462,13 @@ def _add_generate(sub) -> None:
                           description="Decode points on the path between the latents of A and B. Without --form, "
                                       "the points keep A's form up to the midpoint and B's after it (poems of "
                                       "two forms change form half way).")
-    path.add_argument("model_dir", type=Path, help=model_help)
+    path.add_argument("model_dir", type=model_dir, help=model_help)
     path.add_argument("texts", nargs="*", metavar="A B", help="two texts (none: two prior samples)")
     path.add_argument("--steps", type=int, default=5, help="points on the path, endpoints included (default 5)")
     path.add_argument("--prior", choices=generate.PRIORS, default="auto", help="without A and B: " + PRIOR_HELP)
     _add_generation_flags(path, cmd_interpolate)
     vary = sub.add_parser("vary", help="texts like TEXT: decodings of draws from q(z|TEXT)")
-    vary.add_argument("model_dir", type=Path, help=model_help)
+    vary.add_argument("model_dir", type=model_dir, help=model_help)
     vary.add_argument("text")
     vary.add_argument("-n", type=int, default=5, help="how many variations (default 5)")
     _add_generation_flags(vary, cmd_vary)
@@ -498,7 +508,8 @@ def _add_evaluate(sub) -> None:
     parser = sub.add_parser("evaluate", help="score a model on a split: IW-NLL, KL, MI, active units, text "
                                              "and poem metrics; writes eval.json",
                             description="Score a saved model on a dataset split and print a table.")
-    parser.add_argument("model_dir", type=Path, help="a saved model (config.json, model.safetensors, tokenizer.model)")
+    parser.add_argument("model_dir", type=model_dir, help="a saved model (config.json, model.safetensors, "
+                                                           "tokenizer.model), or poem or faithful")
     parser.add_argument("--data", type=Path, default=Path("data/poems"), help="the prepared dataset (default data/poems)")
     parser.add_argument("--out", type=Path, help="where to write the report (default MODEL_DIR/eval.json); an existing "
                                                  "report is kept, renamed NAME.<its time>.json")
