@@ -287,6 +287,15 @@ def _show(args, records: list[dict], lines: list[str]) -> None:
     print(json.dumps(records, ensure_ascii=False, indent=1) if args.json else "\n".join(lines))
 
 
+SHIPPED_MODELS = {"poem": Path("data/pretrained"), "faithful": Path("data/faithful")}  # short names, from the repo root
+
+
+def model_dir(value: str) -> Path:
+    """A model folder, or the short name of a shipped one (`poem`, `faithful`) where no folder has that name."""
+    path = Path(value)
+    return SHIPPED_MODELS[value] if value in SHIPPED_MODELS and not path.exists() else path
+
+
 def cmd_sample(args) -> None:
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
@@ -340,9 +349,8 @@ def cmd_fit_prior(args) -> None:
     model.aggregate_prior_info |= dict(data=str(args.data))
     model.save_aggregate_prior(args.model_dir)
     info = model.aggregate_prior_info
-    print(f"aggregate prior: a {info['components']}-component Gaussian mixture on {info['fitted_on']} "
-          f"(validation log-likelihood "
-          f"{info['scores'][str(info['components'])]['validation']:.3f} per point); wrote "
+    print(f"aggregate prior: a {info['components']}-component Gaussian mixture on {info['fitted_on']} (validation "
+          f"log-likelihood {info['scores'][str(info['components'])]['validation']:.3f} per point); wrote "
           f"{args.model_dir / mixture.TENSORS} and {mixture.INFO}. `textvae sample` now draws z from it "
           "(--prior standard: N(0, I))")
 
@@ -379,7 +387,7 @@ def _served_models(dirs: list[Path]) -> dict[str, Path]:
 def cmd_serve(args) -> None:
     if not 1 <= args.port <= 65535:
         raise TextVAEError(f"--port must be from 1 to 65535, not {args.port}")
-    models = _served_models(args.models or [Path("data/pretrained")])
+    models = _served_models(args.models or [SHIPPED_MODELS["poem"]])
     data_dir = args.data if (args.data / "dataset").is_dir() else None
     if data_dir is None:
         print(f"warning: {args.data} is not a prepared dataset, so the latent map is off (run `textvae prepare "
@@ -434,15 +442,6 @@ def _add_generation_flags(parser, func) -> None:
                              "in either)")
     _add_dataclass_flags(parser, generate.Decoding)
     parser.set_defaults(func=func)
-
-
-SHIPPED_MODELS = {"poem": Path("data/pretrained"), "faithful": Path("data/faithful")}  # short names, from the repo root
-
-
-def model_dir(value: str) -> Path:
-    """A model folder, or the short name of a shipped one (`poem`, `faithful`) where no folder has that name."""
-    path = Path(value)
-    return SHIPPED_MODELS[value] if value in SHIPPED_MODELS and not path.exists() else path
 
 
 def _add_generate(sub) -> None:

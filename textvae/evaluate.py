@@ -87,8 +87,6 @@ def _batches(sequences: list[list[int]], batch_size: int, max_len: int, sort: bo
         index = order[start:start + batch_size]
         yield index, *data.pad_batch([sequences[i] for i in index], max_len)
 
-FIT_ON = {"means": "posterior means", "samples": "posterior samples"}  # what an aggregate prior is fitted to
-
 # -----------------------------------------------------------------------------
 # likelihood and latent statistics
 
@@ -179,7 +177,6 @@ def latent_pass(model: TextVAE, sequences: list[list[int]], batch_size: int = 64
     return stats | dict(posteriors=posteriors, mi_batches=mi_batches)
 
 
-@torch.no_grad()
 def posterior_means(model: TextVAE, sequences: list[list[int]], batch_size: int = 256,
                     progress: bool = False) -> torch.Tensor:
     """E_q[z|x] (N, D) of each sequence in order, from the encoder alone."""
@@ -192,6 +189,7 @@ def posterior_samples(model: TextVAE, sequences: list[list[int]], batch_size: in
     return _posterior_points(model, sequences, lambda q: q.sample(), batch_size, progress, "posterior samples")
 
 
+@torch.no_grad()
 def _posterior_points(model: TextVAE, sequences: list[list[int]], pick, batch_size: int, progress: bool,
                       desc: str) -> torch.Tensor:
     model.eval()
@@ -199,9 +197,11 @@ def _posterior_points(model: TextVAE, sequences: list[list[int]], pick, batch_si
     parts = []
     for _, ids, mask in tqdm(_batches(sequences, batch_size, model.config.max_len, sort=False), unit="batch",
                              desc=desc, disable=not progress, total=math.ceil(len(sequences) / batch_size)):
-        with torch.no_grad():
-            parts.append(pick(model.encode(ids.to(device), mask.to(device))).double().cpu())
+        parts.append(pick(model.encode(ids.to(device), mask.to(device))).double().cpu())
     return torch.cat(parts)
+
+
+FIT_ON = {"means": "posterior means", "samples": "posterior samples"}  # what an aggregate prior is fitted to
 
 
 def fit_aggregate_prior(model: TextVAE, dataset: DatasetDict, components=mixture.COMPONENTS,
@@ -351,10 +351,9 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
         if config.iw_samples:
             nll = iw_nll(model, sequences, config.iw_samples, config.iw_rows, config.batch_size, config.precision,
                          config.seed, progress, iw_prior)
+            estimator = f"IW-NLL (K={config.iw_samples}{', aggregate prior' if iw_prior is not None else ''})"
             report["latent"] |= dict(iw_nll=float(nll.mean()), iw_ppl=metrics.perplexity(nll, stats["ntokens"]),
-                                     iw_estimator="NLL (exact, no latent)" if model.head is None
-                                     else f"IW-NLL (K={config.iw_samples})" + (", aggregate prior" if iw_prior
-                                                                               is not None else ""))
+                                     iw_estimator="NLL (exact, no latent)" if model.head is None else estimator)
             lap("iw_nll")
         report["text"] = _text_metrics(model, dataset, split, stats, config, constraint, progress)
         lap("text")
