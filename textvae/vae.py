@@ -10,6 +10,7 @@ config.json records the sha256 of the other two, and loading refuses a file that
 References: Bowman et al. 2016 (the text VAE); Kingma & Welling 2014 (reparameterisation).
 """
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -270,7 +271,10 @@ class TextVAE(nn.Module):
     def write_to(self, directory: Path) -> None:
         """The files of a saved model, written into an existing folder (the caller makes it atomic).
         config.json comes last: it records the sha256 of the others, which from_pretrained checks."""
-        save_model(self, str(directory / "model.safetensors"))
+        # on CUDA, cuDNN packs a GRU's weights into one shared buffer, which safetensors refuses to save;
+        # on the CPU each weight has its own storage
+        on_cpu = self if next(self.parameters()).device.type == "cpu" else copy.deepcopy(self).cpu()
+        save_model(on_cpu, str(directory / "model.safetensors"))
         if self.tokenizer is not None:
             self.tokenizer.save(directory / "tokenizer.model")
         if self.aggregate_prior is not None:

@@ -1,0 +1,132 @@
+"""Train several runs side by side on one device inside a fixed wall-clock budget.
+
+A lent GPU comes for minutes, not hours, so the step count of each run is fitted to the time: all runs first
+train together for --calibrate seconds (the cosine schedule is irrelevant there), the script reads each run's
+steps per second under that shared load, stops them, and starts them afresh with --max-steps sized to end inside
+the budget. Every run then has a full warm-up and cosine decay. At the end each run's last/ weights, config and
+metrics are packed into one archive cut into 15 MiB parts (the device tool returns at most 16 MiB a file).
+
+    python scripts/timed_runs.py --budget 540 --out $OUT            # on the lent GPU (scripts/device_faithful.sh)
+    python scripts/timed_runs.py --budget 150 --calibrate 40 --device cpu --out /tmp/t -- --decoder-hidden 32
+
+The runs are the `faithful` candidates of issue 2.4 (docs/results.md): free bits at three rates on poem-v2 with
+D = 64, a 256-unit encoder, a 512-unit decoder and batches of 512.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+CANDIDATES = {f"faithful-fb{rate}": ["--free-bits", str(rate)] for rate in (120, 200, 300)}
+COMMON = ["--preset", "poem-v2", "--latent-dim", "64", "--posterior", "gaussian", "--encoder-hidden", "256",
+          "--decoder-hidden", "512", "--batch-size", "512", "--lr", "4e-3", "--warmup-steps", "200",
+          "--precision", "fp32", "--log-every", "10"]
+EVALS_PER_RUN = 5
+PART_BYTES = 15 * 2**20
+
+
+def launch(name: str, run_root: Path, max_steps: int, eval_every: int, args, log) -> subprocess.Popen:
+    command = [sys.executable, "-m", "textvae", "train", *COMMON, *CANDIDATES[name], "--data-dir", args.data_dir,
+               "--run-dir", str(run_root / name), "--max-steps", str(max_steps), "--eval-every", str(eval_every),
+               "--device", args.device, *args.extra]
+    log.write(f"$ {shlex.join(command)}\n")
+    log.flush()
+    run_root.mkdir(parents=True, exist_ok=True)
+    with open(run_root / f"{name}.log", "a") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def last_step(run_dir: Path) -> int:
+    """The last logged training step of a run (0 before its first log line)."""
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    steps = [json.loads(line)["step"] for line in lines if line.endswith("}")]
+    return max(steps, default=0)
+
+
+def stop(processes: dict) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes.values():
+        process.wait()
+
+
+def calibrate(args, run_root: Path, log) -> dict[str, float]:
+    """Steps per second of each candidate while all of them train at once."""
+    processes = {name: launch(name, run_root / "calibration", 10**7, 10**7, args, log) for name in CANDIDATES}
+    started = time.monotonic()
+    first = {}
+    while time.monotonic() - started < args.calibrate:
+        time.sleep(1)
+        if any(p.poll() is not None for p in processes.values()):
+            stop(processes)
+            raise SystemExit(f"a calibration run stopped early: see {run_root / 'calibration'}/*.log")
+        if not first and time.monotonic() - started >= args.calibrate / 2:  # past start-up and the first steps
+            first = {name: (time.monotonic(), last_step(run_root / "calibration" / name)) for name in CANDIDATES}
+    rates = {}
+    for name, (tick, step) in first.items():
+        rates[name] = (last_step(run_root / "calibration" / name) - step) / (time.monotonic() - tick)
+    stop(processes)
+    return rates
+
+
+def pack(run_root: Path, out: Path) -> None:
+    """Each run's last/ (without the optimizer state), config and metrics, in 15 MiB parts of one archive."""
+    archive = run_root / "runs.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in CANDIDATES:
+            run = run_root / name
+            for path in [run / "run_config.json", run / "metrics.jsonl", run_root / f"{name}.log",
+                         *sorted((run / "last").glob("*"))]:
+                if path.is_file() and path.name != "trainer_state.pt":
+                    tar.add(path, arcname=str(path.relative_to(run_root)))
+    data = archive.read_bytes()
+    for index, start in enumerate(range(0, len(data), PART_BYTES)):
+        (out / f"runs.tar.part{index}").write_bytes(data[start:start + PART_BYTES])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, required=True, help="seconds from start to packed results")
+    parser.add_argument("--calibrate", type=float, default=60, help="seconds of the shared calibration run")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--data-dir", default="data/poems")
+    parser.add_argument("--out", type=Path, required=True, help="folder that receives the archive parts and log")
+    parser.add_argument("--work", type=Path, default=Path("runs/timed"), help="folder for the runs themselves")
+    parser.add_argument("extra", nargs="*", help="more `textvae train` options for every run (after --)")
+    args = parser.parse_args()
+    started = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "timed_runs.log", "a") as log:
+        rates = calibrate(args, args.work, log)
+        startup, pack_time = 30, 20  # seconds: imports, data and CUDA start; evaluation and packing at the end
+        train_time = args.budget - (time.monotonic() - started) - startup - pack_time
+        plan = {name: max(EVALS_PER_RUN, int(rate * train_time * 0.85) // EVALS_PER_RUN * EVALS_PER_RUN)
+                for name, rate in rates.items()}
+        log.write(json.dumps(dict(rates=rates, train_seconds=train_time, max_steps=plan)) + "\n")
+        log.flush()
+        print(json.dumps(dict(rates=rates, max_steps=plan)), flush=True)
+        processes = {name: launch(name, args.work, steps, steps // EVALS_PER_RUN, args, log)
+                     for name, steps in plan.items()}
+        deadline = started + args.budget - pack_time
+        while time.monotonic() < deadline and any(p.poll() is None for p in processes.values()):
+            time.sleep(2)
+        stop(processes)
+        for name, process in processes.items():
+            line = dict(run=name, returncode=process.returncode, last_step=last_step(args.work / name))
+            log.write(json.dumps(line) + "\n")
+            print(json.dumps(line), flush=True)
+    pack(args.work, args.out)
+
+
+if __name__ == "__main__":
+    main()
