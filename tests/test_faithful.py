@@ -1,0 +1,50 @@
+"""The shipped high-rate model in data/faithful: complete, within its size budget, and more faithful to its input
+than the default model."""
+
+import json
+from pathlib import Path
+
+from textvae import generate
+from textvae.metrics import kept_in_place
+from textvae.poetry import Verse, form_of, split_lines
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+FAITHFUL, DEFAULT = DATA / "faithful", DATA / "pretrained"
+# test-split poems with no line in the training split (the README's two examples)
+HELD_OUT = ["尚想夷與齊，求仁無怨嘖。誰傳采薇音，荒哉太史筆。", "女子乃知我，明朝變姓名。可憐逃不密，猶迫詔書行。"]
+
+
+def test_the_folder_holds_a_complete_model_with_its_aggregate_prior_within_25_mb():
+    names = {"config.json", "model.safetensors", "tokenizer.model", "prior.safetensors", "prior.json", "eval.json"}
+    assert names <= {p.name for p in FAITHFUL.iterdir()}
+    assert sum(p.stat().st_size for p in FAITHFUL.iterdir()) <= 25 * 10**6
+    assert generate.load_model(FAITHFUL).aggregate_prior is not None
+
+
+def test_its_report_shows_a_high_rate_that_reconstructs_better_than_the_default():
+    faithful, default = (json.loads((folder / "eval.json").read_text()) for folder in (FAITHFUL, DEFAULT))
+    assert faithful["split"] == "test" and faithful["config"]["max_examples"] == 0  # the whole test split
+    assert faithful["latent"]["kl"] >= 60 and faithful["latent"]["active_units"] == 64
+    assert faithful["text"]["reconstruction_bleu"] > 5 * default["text"]["reconstruction_bleu"]
+
+
+def characters(poem: str) -> str:
+    """The poem without its line-end marks, which every reconstruction of its form keeps."""
+    return "".join(split_lines(poem))
+
+
+def test_it_keeps_more_of_a_held_out_poem_than_the_default_model():
+    kept = {}
+    for folder in (FAITHFUL, DEFAULT):
+        model = generate.load_model(folder)
+        decoded = [r[0] for r in generate.reconstruct(model, HELD_OUT, constraint=Verse(model.tokenizer, "5x4"))]
+        assert all(form_of(split_lines(poem)) == "5x4" for poem in decoded)
+        kept[folder.name] = sum(kept_in_place(characters(a), characters(b)) for a, b in zip(HELD_OUT, decoded)) / 2
+    assert kept["faithful"] >= 0.15 and kept["faithful"] >= kept["pretrained"] + 0.1, kept
+
+
+def test_its_interpolation_starts_and_ends_at_the_reconstructions():
+    model = generate.load_model(FAITHFUL)
+    path = generate.interpolate(model, *HELD_OUT, steps=5)
+    ends = [r[0] for r in generate.reconstruct(model, HELD_OUT, constraint=Verse(model.tokenizer, "5x4"))]
+    assert [path[0], path[-1]] == ends and all(form_of(split_lines(p)) == "5x4" for p in path)
