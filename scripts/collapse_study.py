@@ -145,7 +145,7 @@ def train_command(run: Run, run_dir: Path, args) -> list[str]:
                  for flag in (name, str(value))]
     resume = ["--resume"] if (run_dir / "last" / "trainer_state.pt").is_file() else []
     return command("train", "--preset", study.preset, "--data-dir", str(args.data), "--run-dir", str(run_dir),
-                   "--seed", str(run.seed), *overrides, *run.setting.flags, *resume)
+                   "--seed", str(run.seed), "--device", args.device, *overrides, *run.setting.flags, *resume)
 
 
 def execute(run: Run, args) -> dict:
@@ -160,12 +160,13 @@ def execute(run: Run, args) -> dict:
     seconds = time.perf_counter() - start
     evaluate = command("evaluate", str(run_dir / "best"), "--data", str(args.data), "--iw-samples",
                        str(args.iw_samples), "--max-examples", str(args.max_examples), "--num-samples",
-                       str(args.samples), "--seed", "0", "--out", str(run_dir / "evaluate.json"), "--json")
+                       str(args.samples), "--seed", "0", "--device", args.device, "--out", str(run_dir / "evaluate.json"),
+                       "--json")
     call(evaluate, args.runs / f"{run.slug}.evaluate.log", env)
     report = json.loads((run_dir / "evaluate.json").read_text())
     config = json.loads((run_dir / "run_config.json").read_text())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    result = dict(name=run.setting.name, seed=run.seed, flags=list(run.setting.flags), commit=git_commit(),
+    result = dict(name=run.setting.name, seed=run.seed, flags=list(run.setting.flags), commit=args.commit,
                   iw_samples=args.iw_samples,
                   commands=[" ".join(train[1:]).replace(str(args.runs), "runs/" + args.study),
                             " ".join(evaluate[1:]).replace(str(args.runs), "runs/" + args.study)],
@@ -335,12 +336,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="prior samples per run (default 200)")
     parser.add_argument("--workers", type=int, default=2, help="runs at once (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
+    parser.add_argument("--device", default="cpu", help="where runs train and are scored: cpu | cuda (default cpu)")
+    parser.add_argument("--commit", help="the commit recorded with each run (default: git's HEAD, +dirty where the "
+                        "tree differs; give it where the code runs outside its git checkout, as on a lent GPU)")
     parser.add_argument("--only", nargs="+", default=[],
                         help="only these settings, by slug (e.g. lm-no-latent, bn-g-0-7)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the tables from the committed files")
     args = parser.parse_args()
     args.data = args.data or Path(STUDIES[args.study].data)
     args.runs = args.runs or Path("runs") / args.study
+    args.commit = args.commit or git_commit()
     if not (args.data / "dataset").is_dir():
         parser.error(f"{args.data} is not a prepared dataset: run `textvae prepare {args.study}` first")
     if min(args.workers, args.threads, args.iw_samples) < 1 or args.samples < 2 or args.max_examples < 0:

@@ -1,17 +1,13 @@
 #!/usr/bin/env bash
 # The `faithful` candidates on a lent GPU (issue 2.4): one call of the device tool, about 9 minutes.
-# The lent machine has PyTorch but neither `datasets` nor the prepared corpus, so the call carries .gpu/
-# (git-ignored, built by scripts/build_device_bundle.sh): .gpu/whl holds the wheels of datasets 5.2.0, dill,
-# multiprocess and fsspec; .gpu/pyarrow.tar.xz a pyarrow 26 for Python 3.12, used only if the machine's own
-# pyarrow is too old; .gpu/poems.tar.xz the train and validation token ids of data/poems (`ids` only, as int16), the tokenizer
-# and the manifest. Results come back as $OUT/runs.tar.part*; `cat runs.tar.part* | tar -x` joins them.
+# The lent machine has PyTorch and pyarrow but neither `datasets` nor the prepared corpus, so the call carries .gpu/
+# (git-ignored, built by scripts/build_device_bundle.sh): wheels of datasets and its missing needs, and the train
+# and validation token ids of data/poems. Results come back as $OUT/runs.tar.part*; `cat runs.tar.part* | tar -x`
+# joins them.
 set -euo pipefail
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD
-if ! python3 -c "import datasets" 2>/dev/null; then
-    tar -xJf .gpu/pyarrow.tar.xz -C /tmp/site
-fi
 python3 -c "import datasets, pyarrow, torch; print('datasets', datasets.__version__, 'pyarrow', pyarrow.__version__,
     'torch', torch.__version__, torch.cuda.get_device_name())"
 mkdir -p data && tar -xJf .gpu/poems.tar.xz -C data
