@@ -160,8 +160,8 @@ def execute(run: Run, args) -> dict:
     seconds = time.perf_counter() - start
     evaluate = command("evaluate", str(run_dir / "best"), "--data", str(args.data), "--iw-samples",
                        str(args.iw_samples), "--max-examples", str(args.max_examples), "--num-samples",
-                       str(args.samples), "--seed", "0", "--device", args.device, "--out", str(run_dir / "evaluate.json"),
-                       "--json")
+                       str(args.samples), "--seed", "0", "--device", args.device,
+                       "--out", str(run_dir / "evaluate.json"), "--json")
     call(evaluate, args.runs / f"{run.slug}.evaluate.log", env)
     report = json.loads((run_dir / "evaluate.json").read_text())
     config = json.loads((run_dir / "run_config.json").read_text())
