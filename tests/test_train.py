@@ -168,9 +168,11 @@ def test_every_preset_is_a_valid_compatible_configuration(preset):
     from textvae.cli import build_parser, train_configs
     model, config = train_configs(build_parser().parse_args(["train", "--preset", preset]))
     check_compatible(model, config)  # the constructors validated each field
-    lm = train_configs(build_parser().parse_args(["train", "--preset", preset, "--posterior", "none"]))
-    check_compatible(*lm)  # each preset has its same-budget LM baseline
-    assert not lm[0].has_latent and lm[1] == dataclasses.replace(config)
+    # each preset has its same-budget LM baseline: no latent, and no rate control (free bits, a KL target)
+    no_rate = ["--posterior", "none", "--free-bits", "0", "--target-kl", "0"]
+    lm = train_configs(build_parser().parse_args(["train", "--preset", preset, *no_rate]))
+    check_compatible(*lm)
+    assert not lm[0].has_latent and lm[1] == dataclasses.replace(config, free_bits=0.0, target_kl=0.0)
 
 
 def test_cli_reads_adaptive_cutoffs_as_integers():
