@@ -5,11 +5,8 @@
 # and validation token ids of data/poems. Results come back as $OUT/runs.tar.part*; `cat runs.tar.part* | tar -x`
 # joins them.
 set -euo pipefail
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
-python3 -c "import datasets, pyarrow, torch; print('datasets', datasets.__version__, 'pyarrow', pyarrow.__version__,
-    'torch', torch.__version__, torch.cuda.get_device_name())"
+export OMP_NUM_THREADS=4
+source scripts/device_env.sh
 mkdir -p data && tar -xJf .gpu/poems.tar.xz -C data
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
 python3 scripts/timed_runs.py --budget "${BUDGET:-540}" --calibrate 50 --out "$OUT"

@@ -9,12 +9,8 @@
 # WORKERS so that the runs end inside it.
 set -euo pipefail
 : "${COMMIT:?set COMMIT to the commit of this tree}"
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
+source scripts/device_env.sh
 tar -xJf .gpu/ptb.tar.xz
-python3 -c "import datasets, torch; print('datasets', datasets.__version__, 'torch', torch.__version__,
-    torch.cuda.get_device_name())"
 status=0
 timeout "${BUDGET:-540}" python3 scripts/collapse_study.py --study ptb --device cuda --workers "${WORKERS:-4}" \
     --threads 2 --commit "$COMMIT" "$@" || status=$?

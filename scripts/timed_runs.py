@@ -9,8 +9,8 @@ metrics are packed into one archive cut into 15 MiB parts (the device tool retur
     python scripts/timed_runs.py --budget 540 --out $OUT            # on the lent GPU (scripts/device_faithful.sh)
     python scripts/timed_runs.py --budget 150 --calibrate 40 --device cpu --out /tmp/t -- --decoder-hidden 32
 
-The runs are the `faithful` candidates of issue 2.4 (docs/results.md): free bits at three rates on poem-v2 with
-D = 64, a 256-unit encoder, a 512-unit decoder and batches of 512.
+The runs are the `faithful` candidates of issue 2.4 (docs/results.md): the preset poem-faithful (poem-v2 with
+D = 64, a 256-unit encoder, a 512-unit decoder and batches of 512) with free bits at three rates.
 """
 
 import argparse
@@ -25,9 +25,7 @@ import time
 from pathlib import Path
 
 CANDIDATES = {f"faithful-fb{rate}": ["--free-bits", str(rate)] for rate in (120, 200, 300)}
-COMMON = ["--preset", "poem-v2", "--latent-dim", "64", "--posterior", "gaussian", "--encoder-hidden", "256",
-          "--decoder-hidden", "512", "--batch-size", "512", "--lr", "4e-3", "--warmup-steps", "200",
-          "--precision", "fp32", "--log-every", "10"]
+COMMON = ["--preset", "poem-faithful", "--log-every", "10"]  # each candidate sets its own free bits
 EVALS_PER_RUN = 5
 PART_BYTES = 15 * 2**20
 
@@ -105,7 +103,6 @@ def main() -> None:
     args = parser.parse_args()
     started = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
-    args.work.mkdir(parents=True, exist_ok=True)
     with open(args.out / "timed_runs.log", "a") as log:
         rates = calibrate(args, args.work, log)
         startup, pack_time = 30, 20  # seconds: imports, data and CUDA start; evaluation and packing at the end

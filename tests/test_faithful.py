@@ -1,6 +1,7 @@
 """The shipped high-rate model in data/faithful: complete, within its size budget, and more faithful to its input
 than the default model."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from textvae.poetry import Verse, form_of, split_lines
 DATA = Path(__file__).resolve().parent.parent / "data"
 FAITHFUL, DEFAULT = DATA / "faithful", DATA / "pretrained"
 # test-split poems with no line in the training split (the README's two examples)
+load_model = functools.cache(generate.load_model)  # each model loaded once for the module's tests
 HELD_OUT = ["尚想夷與齊，求仁無怨嘖。誰傳采薇音，荒哉太史筆。", "女子乃知我，明朝變姓名。可憐逃不密，猶迫詔書行。"]
 
 
@@ -18,7 +20,7 @@ def test_the_folder_holds_a_complete_model_with_its_aggregate_prior_within_25_mb
     names = {"config.json", "model.safetensors", "tokenizer.model", "prior.safetensors", "prior.json", "eval.json"}
     assert names <= {p.name for p in FAITHFUL.iterdir()}
     assert sum(p.stat().st_size for p in FAITHFUL.iterdir()) <= 25 * 10**6
-    assert generate.load_model(FAITHFUL).aggregate_prior is not None
+    assert load_model(FAITHFUL).aggregate_prior is not None
 
 
 def test_its_report_shows_a_high_rate_that_reconstructs_better_than_the_default():
@@ -36,7 +38,7 @@ def characters(poem: str) -> str:
 def test_it_keeps_more_of_a_held_out_poem_than_the_default_model():
     kept = {}
     for folder in (FAITHFUL, DEFAULT):
-        model = generate.load_model(folder)
+        model = load_model(folder)
         decoded = [r[0] for r in generate.reconstruct(model, HELD_OUT, constraint=Verse(model.tokenizer, "5x4"))]
         assert all(form_of(split_lines(poem)) == "5x4" for poem in decoded)
         kept[folder.name] = sum(kept_in_place(characters(a), characters(b)) for a, b in zip(HELD_OUT, decoded)) / 2
@@ -44,7 +46,7 @@ def test_it_keeps_more_of_a_held_out_poem_than_the_default_model():
 
 
 def test_its_interpolation_starts_and_ends_at_the_reconstructions():
-    model = generate.load_model(FAITHFUL)
+    model = load_model(FAITHFUL)
     path = generate.interpolate(model, *HELD_OUT, steps=5)
     ends = [r[0] for r in generate.reconstruct(model, HELD_OUT, constraint=Verse(model.tokenizer, "5x4"))]
     assert [path[0], path[-1]] == ends and all(form_of(split_lines(p)) == "5x4" for p in path)

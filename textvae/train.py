@@ -97,6 +97,8 @@ class TrainConfig:
 
 _POEM_MODEL = dict(embed_dim=128, encoder_hidden=128, decoder_hidden=256, latent_dim=32, posterior="bn", gamma=0.6)
 _POEM_TRAINING = dict(max_steps=1000, batch_size=128, eval_every=250, kl_schedule="constant")
+_POEM_V2 = ({**_POEM_MODEL, "output_layer": "adaptive", "segment_marks": "，。"},
+            {**_POEM_TRAINING, "lr": 4e-3, "warmup_steps": 50, "max_steps": 16000, "eval_every": 500})
 PRESETS = {
     # ~10 minutes on a 2-core CPU: enough to see poem structure and a used latent
     "poem-small": (dict(embed_dim=128, encoder_hidden=128, decoder_hidden=256, latent_dim=32, posterior="bn"),
@@ -111,15 +113,14 @@ PRESETS = {
     # the shipped model's recipe (data/pretrained, issue 2.3): poem with the line index and place in the line
     # fed to the decoder, the winner of scripts/poem_sweep.py (docs/results.md), trained for 16,000 steps
     # (~9 epochs, 2 h 35 min on 2 cores)
-    "poem-v2": ({**_POEM_MODEL, "output_layer": "adaptive", "segment_marks": "，。"},
-                {**_POEM_TRAINING, "lr": 4e-3, "warmup_steps": 50, "max_steps": 16000, "eval_every": 500}),
+    "poem-v2": _POEM_V2,
     # the high-rate model for reconstruction and interpolation (data/faithful, issue 2.4): poem-v2 with D = 64,
     # a Gaussian posterior kept at >= 200 nats by free bits, a GRU-256 encoder and a GRU-512 decoder; batches of
     # 512 for a GPU (scripts/device_faithful.sh: 8,495 steps, 19.3 epochs, in 6 min on an H200)
-    "poem-faithful": ({**_POEM_MODEL, "output_layer": "adaptive", "segment_marks": "，。", "latent_dim": 64,
-                       "posterior": "gaussian", "encoder_hidden": 256, "decoder_hidden": 512},
-                      {**_POEM_TRAINING, "lr": 4e-3, "warmup_steps": 200, "max_steps": 8495, "eval_every": 1699,
-                       "batch_size": 512, "free_bits": 200.0, "precision": "fp32"}),
+    "poem-faithful": ({**_POEM_V2[0], "latent_dim": 64, "posterior": "gaussian", "encoder_hidden": 256,
+                       "decoder_hidden": 512},
+                      {**_POEM_V2[1], "warmup_steps": 200, "max_steps": 8495, "eval_every": 1699, "batch_size": 512,
+                       "free_bits": 200.0, "precision": "fp32"}),
     # the Penn Treebank benchmark (issue 2.5, `textvae prepare ptb`): the published small setup (texar's
     # vae_text config_lstm_ptb, Li et al. 2019's config_ptb): 256-d embeddings, one 256-unit recurrent layer
     # (a GRU here, an LSTM there) in encoder and decoder, D = 32, dropout 0.5, batch 32; 20 epochs of 1,315
