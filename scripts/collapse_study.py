@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from textvae.atomic import write_section, write_text
 from textvae.train import COLLAPSE_KL, PRESETS
+from textvae.vae import TextVAE
 
 SEEDS = (0, 1)
 GAUSSIAN = ("--posterior", "gaussian")
@@ -173,7 +174,9 @@ def execute(run: Run, args) -> dict:
                   iw_samples=args.iw_samples,
                   commands=[" ".join(train[1:]).replace(str(args.runs), "runs/" + args.study),
                             " ".join(evaluate[1:]).replace(str(args.runs), "runs/" + args.study)],
-                  wall_seconds_this_session=round(seconds), config=config, latent=report["latent"],
+                  wall_seconds_this_session=round(seconds), config=config,
+                  parameters=sum(p.numel() for p in TextVAE.from_pretrained(run_dir / "best").parameters()),
+                  latent=report["latent"],
                   text={k: v for k, v in report["text"].items() if k != "reconstruction_examples"},
                   validation=[r for r in records if r["split"] == "validation"])
     write_text(run.result_path(args), json.dumps(result, ensure_ascii=False, indent=1) + "\n")
@@ -220,6 +223,7 @@ def ptb_perplexity(latent: dict) -> float | None:
 
 
 COLUMNS = [  # header, how to read it from a run file, format
+    ("params (M)", lambda r: r["parameters"] / 1e6 if "parameters" in r else None, ".2f"),
     ("IW-NLL", lambda r: r["latent"].get("iw_nll"), ".2f"),
     ("PPL", lambda r: ptb_perplexity(r["latent"]), ".2f"),
     ("−ELBO", lambda r: -r["latent"]["elbo"], ".2f"),
@@ -236,8 +240,9 @@ def cell(values: list, spec: str) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "–"
-    mean = format(statistics.mean(values), spec)
-    return mean if len(values) == 1 else f"{mean} ± {statistics.stdev(values):{spec}}"
+    if len(set(values)) == 1:  # one seed, or a figure the seed does not change (the parameter count)
+        return format(values[0], spec)
+    return f"{statistics.mean(values):{spec}} ± {statistics.stdev(values):{spec}}"
 
 
 def collapsed(results: list[dict]) -> str:
@@ -266,7 +271,7 @@ def rows_json(groups, train_size: int) -> list[dict]:
     return [dict(name=s.name, iw_nll=_mean(rs, lambda r: r["latent"].get("iw_nll")),
                  ppl=_mean(rs, lambda r: ptb_perplexity(r["latent"])), kl=_mean(rs, lambda r: r["latent"]["kl"]),
                  mi=_mean(rs, lambda r: r["latent"].get("mi")), au=_mean(rs, lambda r: r["latent"].get("active_units")),
-                 seeds=[r["seed"] for r in rs], epochs=round(epochs(rs[0], train_size), 2),
+                 params=_mean(rs, lambda r: r.get("parameters")), seeds=[r["seed"] for r in rs], epochs=round(epochs(rs[0], train_size), 2),
                  commit=sorted({r["commit"] for r in rs}))
             for s, rs in groups]
 
@@ -278,7 +283,7 @@ def table(groups, study: Study) -> str:
         cells = [cell([get(r) for r in results], spec) for _, get, spec in COLUMNS]
         lines.append(f"| {setting.name} | {len(results)} | {collapsed(results)} | " + " | ".join(cells) + " |")
     for row in study.published:
-        cells = [row.get(key) for key in ("nll", "ppl", "elbo", "kl", "mi", "au")]
+        cells = [row.get(key) for key in ("params", "nll", "ppl", "elbo", "kl", "mi", "au")]
         cells = ["–" if v is None else str(v) for v in cells] + ["–"] * (len(COLUMNS) - len(cells))
         lines.append(f"| *{row['name']}* (published) | – | – | " + " | ".join(cells) + " |")
     return "\n".join(lines)
