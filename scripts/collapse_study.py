@@ -295,7 +295,8 @@ def section(results: list[dict], args) -> str:
     train_size = training_size(args.data)
     done, planned = len(results), len(plan(argparse.Namespace(study=args.study, only=[])))
     first = results[0]
-    published = "\n".join(f"- *{r['name']}*: {r['setup']} ({r['source']})." for r in study.published)
+    published = "".join(f"- *{r['name']}*: {r['setup']} ({r['source']}).\n" for r in study.published)
+    published += "\n" if published else ""  # a blank line before the settings, none where nothing is quoted
     settings_text = "\n".join(f"- **{s.name}**: {s.note}; flags `{' '.join(s.flags)}`" for s, _ in groups)
     return f"""## The collapse study: {args.study}
 
@@ -312,9 +313,7 @@ own) and reconstruction BLEU. Rows with two seeds are mean ± sd.
 
 {table(groups, study)}
 
-{published}
-
-The settings:
+{published}The settings:
 {settings_text}
 """
 
