@@ -271,7 +271,8 @@ def rows_json(groups, train_size: int) -> list[dict]:
     return [dict(name=s.name, iw_nll=_mean(rs, lambda r: r["latent"].get("iw_nll")),
                  ppl=_mean(rs, lambda r: ptb_perplexity(r["latent"])), kl=_mean(rs, lambda r: r["latent"]["kl"]),
                  mi=_mean(rs, lambda r: r["latent"].get("mi")), au=_mean(rs, lambda r: r["latent"].get("active_units")),
-                 params=_mean(rs, lambda r: r.get("parameters")), seeds=[r["seed"] for r in rs], epochs=round(epochs(rs[0], train_size), 2),
+                 params=_mean(rs, lambda r: r.get("parameters")), seeds=[r["seed"] for r in rs],
+                 epochs=round(epochs(rs[0], train_size), 2),
                  commit=sorted({r["commit"] for r in rs}))
             for s, rs in groups]
 
