@@ -68,7 +68,7 @@ def main() -> None:
                                  vocab_size=tokenizer.vocab_size)
     torch.manual_seed(0)
     start = TextVAE(config, tokenizer).train()
-    batch_size = args.batch_size or train_settings.get("batch_size", 128)
+    batch_size = args.batch_size or train_settings["batch_size"]
     batches = data.Batches(data.token_ids(dataset["train"]), batch_size, seed=0, max_len=config.max_len)
     models = {name: copy.deepcopy(start) for name in OPTIMIZERS}
     optimizers = {name: torch.optim.AdamW(models[name].parameters(), lr=1e-3, **kw) for name, kw in OPTIMIZERS.items()}
