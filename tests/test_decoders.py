@@ -1,14 +1,15 @@
 import pytest
 import torch
 
-from textvae.decoders import DECODERS, GRUDecoder, SegmentPositions, TransformerDecoder, word_dropout
+from textvae.decoders import DECODERS, GRUDecoder, LSTMDecoder, SegmentPositions, TransformerDecoder, word_dropout
 
 V, PAD, UNK, BOS = 20, 0, 1, 2
 TINY = {
     GRUDecoder: {"embed_dim": 12, "hidden_dim": 16, "num_layers": 2},
+    LSTMDecoder: {"embed_dim": 12, "hidden_dim": 16, "num_layers": 2},
     TransformerDecoder: {"d_model": 16, "num_layers": 2, "num_heads": 2, "max_len": 16},
 }
-CLASSES = [GRUDecoder, TransformerDecoder]
+CLASSES = [GRUDecoder, LSTMDecoder, TransformerDecoder]
 both = pytest.mark.parametrize("cls", CLASSES)
 latents = pytest.mark.parametrize("latent_dim", [0, 8])
 
@@ -37,7 +38,7 @@ def decode_stepwise(dec, z, ids):
 
 
 def test_registry():
-    assert DECODERS == {"gru": GRUDecoder, "transformer": TransformerDecoder}
+    assert DECODERS == {"gru": GRUDecoder, "lstm": LSTMDecoder, "transformer": TransformerDecoder}
 
 
 @both
@@ -137,6 +138,21 @@ def test_reorder_state_selects_rows(cls, latent_dim):
     torch.testing.assert_close(logits, reference, atol=1e-6, rtol=0)
 
 
+def test_lstm_starts_from_cell_w_z_and_hidden_its_tanh():
+    # He et al. 2019's decoder: c0 = W z + b, h0 = tanh(c0) in every layer; zeros without a latent
+    dec = make(LSTMDecoder, latent_dim=8)
+    z, _ = inputs()
+    h, c = dec.init_state(z, 3)["h"]
+    W, b = dec.z_to_hidden.weight, dec.z_to_hidden.bias  # (L * H, D), (L * H,)
+    for layer in range(2):
+        rows = slice(layer * 16, (layer + 1) * 16)
+        expected = z @ W[rows].T + b[rows]  # (B, H)
+        torch.testing.assert_close(c[layer], expected)
+        torch.testing.assert_close(h[layer], torch.tanh(expected))
+    h, c = make(LSTMDecoder, latent_dim=0).init_state(None, 3)["h"]
+    assert h.shape == c.shape == (2, 3, 16) and not h.any() and not c.any()
+
+
 def test_transformer_refuses_inputs_past_max_len():
     dec = make(TransformerDecoder, latent_dim=0)
     with pytest.raises(ValueError):
@@ -165,9 +181,10 @@ def test_segment_positions_match_a_walk_through_the_tokens():
         assert list(zip(segment[row].tolist(), position[row].tolist())) == brute_force_positions(ids[row].tolist())
 
 
+@pytest.mark.parametrize("cls", [GRUDecoder, LSTMDecoder])
 @latents
-def test_gru_with_segment_positions_decodes_stepwise_as_forward_and_uses_them(latent_dim):
-    dec = make(GRUDecoder, latent_dim, separators=SEPARATORS)
+def test_rnn_with_segment_positions_decodes_stepwise_as_forward_and_uses_them(cls, latent_dim):
+    dec = make(cls, latent_dim, separators=SEPARATORS)
     z, ids = inputs(T=12, latent_dim=latent_dim)
     stepwise, state = decode_stepwise(dec, z, ids)
     torch.testing.assert_close(stepwise, dec(z, ids), atol=1e-5, rtol=0)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from textvae.encoders import ENCODERS, GCNNEncoder, GRUEncoder
+from textvae.encoders import ENCODERS, GCNNEncoder, GRUEncoder, LSTMEncoder
 
 V, PAD = 20, 0
 TINY = {"embed_dim": 12, "hidden_dim": 10, "num_layers": 2, "pad_id": PAD}
@@ -21,10 +21,10 @@ def batch(lengths, T=None):
 
 
 def test_registry():
-    assert ENCODERS == {"gru": GRUEncoder, "gcnn": GCNNEncoder}
+    assert ENCODERS == {"gru": GRUEncoder, "lstm": LSTMEncoder, "gcnn": GCNNEncoder}
 
 
-@pytest.mark.parametrize("cls", [GRUEncoder, GCNNEncoder])
+@pytest.mark.parametrize("cls", [GRUEncoder, LSTMEncoder, GCNNEncoder])
 def test_output_shape(cls):
     enc = make(cls)
     ids, mask = batch([5, 3, 1])
@@ -32,7 +32,7 @@ def test_output_shape(cls):
     assert enc(ids, mask).shape == (3, enc.output_dim)
 
 
-@pytest.mark.parametrize("cls", [GRUEncoder, GCNNEncoder])
+@pytest.mark.parametrize("cls", [GRUEncoder, LSTMEncoder, GCNNEncoder])
 def test_extra_padding_changes_nothing(cls):
     enc = make(cls)
     ids, mask = batch([5, 3, 1])
@@ -41,7 +41,7 @@ def test_extra_padding_changes_nothing(cls):
     torch.testing.assert_close(enc(more_ids, more_mask), enc(ids, mask), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("cls", [GRUEncoder, GCNNEncoder])
+@pytest.mark.parametrize("cls", [GRUEncoder, LSTMEncoder, GCNNEncoder])
 def test_masked_positions_are_ignored_whatever_they_hold(cls):
     enc = make(cls)
     ids, mask = batch([5, 3, 1])
@@ -49,7 +49,7 @@ def test_masked_positions_are_ignored_whatever_they_hold(cls):
     torch.testing.assert_close(enc(junk, mask), enc(ids, mask), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("cls", [GRUEncoder, GCNNEncoder])
+@pytest.mark.parametrize("cls", [GRUEncoder, LSTMEncoder, GCNNEncoder])
 def test_batch_equals_each_sentence_alone(cls):
     enc = make(cls)
     lengths = [6, 2, 4, 1]
@@ -60,7 +60,7 @@ def test_batch_equals_each_sentence_alone(cls):
         torch.testing.assert_close(together[i:i + 1], alone, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("cls", [GRUEncoder, GCNNEncoder])
+@pytest.mark.parametrize("cls", [GRUEncoder, LSTMEncoder, GCNNEncoder])
 @pytest.mark.parametrize("position", ["first", "last"])
 def test_every_real_token_matters(cls, position):
     # guards against reading the final state at the wrong place (a classic packing bug)

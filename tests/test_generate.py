@@ -113,7 +113,7 @@ def test_beam_search_finds_the_reconstruction_of_a_trained_model(trained):
     assert generate.reconstruct(model, POEMS, decoding=Decoding(strategy="beam", beam=3)) == [[p] for p in POEMS]
 
 
-@pytest.mark.parametrize("decoder", ["gru", "transformer"])
+@pytest.mark.parametrize("decoder", ["gru", "lstm", "transformer"])
 @pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
 def test_bf16_decoding_keeps_the_form_and_leaves_the_model_in_fp32(tok, decoder, strategy):
     model = tiny(tok, decoder=decoder)

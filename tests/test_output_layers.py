@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from textvae.decoders import AdaptiveSoftmax, FullSoftmax, GRUDecoder, TransformerDecoder
+from textvae.decoders import AdaptiveSoftmax, FullSoftmax, GRUDecoder, LSTMDecoder, TransformerDecoder
 
 H, V, CUTOFFS = 16, 40, (10, 25)
 
@@ -64,6 +64,7 @@ def test_nll_stays_fp32_under_bf16_autocast():
 
 
 @pytest.mark.parametrize("cls,sizes", [(GRUDecoder, dict(embed_dim=8, hidden_dim=H)),
+                                       (LSTMDecoder, dict(embed_dim=8, hidden_dim=H)),
                                        (TransformerDecoder, dict(d_model=H, num_heads=2, max_len=16))])
 def test_decoder_step_gives_the_adaptive_distribution_of_forward(cls, sizes):
     torch.manual_seed(0)

@@ -67,7 +67,7 @@ def rhyme_chars(text):
 # form and acrostic
 
 
-@pytest.mark.parametrize("decoder", ["gru", "transformer"])
+@pytest.mark.parametrize("decoder", ["gru", "lstm", "transformer"])
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), form=st.sampled_from(FORMS + [None]), temperature=st.floats(0.5, 5.0))
 def test_every_sample_of_an_untrained_model_has_the_form(tok, decoder, seed, form, temperature):

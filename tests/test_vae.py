@@ -14,7 +14,8 @@ TINY = dict(vocab_size=40, embed_dim=32, encoder_hidden=32, decoder_hidden=64, l
             decoder_layers=1, encoder_layers=2, max_len=32)
 COMBOS = [(e, p, d) for e, p, d in itertools.product(["gru", "gcnn"], ["gaussian", "bn", "bn-tau", "vmf"],
                                                        ["gru", "transformer"])] + [("gru", "none", "gru"),
-                                                                                    ("gru", "none", "transformer")]
+                                                                                    ("gru", "none", "transformer"),
+                                                                                    ("lstm", "bn", "lstm"), ("gru", "none", "lstm")]
 
 
 def sentences(n=8, seed=0):
@@ -45,7 +46,8 @@ def test_tiny_model_overfits_eight_sentences(encoder, posterior, decoder):
 
 
 @pytest.mark.parametrize("encoder,posterior,decoder", [("gru", "vmf", "transformer"), ("gcnn", "bn-tau", "gru"),
-                                                        ("gcnn", "bn", "transformer"), ("gru", "none", "gru")])
+                                                        ("gcnn", "bn", "transformer"), ("gru", "none", "gru"),
+                                                        ("lstm", "gaussian", "lstm")])
 def test_save_then_load_gives_identical_logits(tmp_path, encoder, posterior, decoder):
     torch.manual_seed(0)
     tok = Tokenizer.train(["春眠不覺曉，處處聞啼鳥。", "夜來風雨聲，花落知多少。"], kind="char", vocab_size=300)
@@ -105,7 +107,7 @@ def test_config_json_round_trip_and_unknown_keys_fail():
         VAEConfig.from_json(json.dumps({**dataclasses.asdict(config), "latent": 3}))
 
 
-@pytest.mark.parametrize("bad,field", [(dict(encoder="lstm"), "encoder"), (dict(posterior="normal"), "posterior"),
+@pytest.mark.parametrize("bad,field", [(dict(encoder="rnn"), "encoder"), (dict(posterior="normal"), "posterior"),
                                        (dict(latent_dim=0), "latent_dim"), (dict(kappa=0.0), "kappa"),
                                        (dict(tau=1.0), "tau"), (dict(vocab_size=-5), "vocab_size"),
                                        (dict(decoder="transformer", decoder_hidden=30, num_heads=4), "decoder_hidden"),
@@ -207,5 +209,5 @@ def test_segment_marks_find_their_tokens_and_survive_save_and_load(tmp_path):
     torch.testing.assert_close(loaded(ids, mask, sample=False).rec, model(ids, mask, sample=False).rec)
     with pytest.raises(TextVAEError, match="segment_marks"):
         TextVAE(dataclasses.replace(config, segment_marks="，x"), tokenizer)
-    with pytest.raises(TextVAEError, match="GRU decoder"):
+    with pytest.raises(TextVAEError, match="recurrent decoder"):
         VAEConfig(decoder="transformer", segment_marks="，。")

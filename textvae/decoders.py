@@ -168,6 +168,8 @@ class GRUDecoder(nn.Module):
     needs it.
     """
 
+    cell = nn.GRU
+
     def __init__(self, vocab_size, embed_dim=256, hidden_dim=512, latent_dim=32, num_layers=1, dropout=0.0,
                  word_dropout=0.0, pad_id=0, unk_id=1, output="full", cutoffs=(1000, 3000), div_value=4,
                  separators=None):
@@ -182,8 +184,8 @@ class GRUDecoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.drop = nn.Dropout(dropout)
         self.z_to_hidden = nn.Linear(latent_dim, num_layers * hidden_dim) if latent_dim > 0 else None
-        self.rnn = nn.GRU(embed_dim + latent_dim, hidden_dim, num_layers, batch_first=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = self.cell(embed_dim + latent_dim, hidden_dim, num_layers, batch_first=True,
+                             dropout=dropout if num_layers > 1 else 0.0)
         self.lm_head = output_layer(output, hidden_dim, vocab_size, cutoffs, div_value)
 
     def _inputs(self, z, ids, where=None):
@@ -209,14 +211,24 @@ class GRUDecoder(nn.Module):
 
     def init_state(self, z, batch_size):
         assert (z is None) == (self.latent_dim == 0), "z must be given exactly when latent_dim > 0"
+        assert z is None or z.size(0) == batch_size
+        device = self.embed.weight.device
+        where = self.positions.start(batch_size, device) if self.positions is not None else None
+        return {"h": self.initial_hidden(z, batch_size), "z": z, "where": where}
+
+    def _from_z(self, z, batch_size):
+        """W z + b (L, B, H), or zeros without a latent."""
         if z is None:
-            h = self.embed.weight.new_zeros(self.num_layers, batch_size, self.hidden_dim)
-        else:
-            assert z.size(0) == batch_size
-            h = torch.tanh(self.z_to_hidden(z))  # (B, L * H)
-            h = h.view(batch_size, self.num_layers, self.hidden_dim).transpose(0, 1).contiguous()  # (L, B, H)
-        where = self.positions.start(batch_size, h.device) if self.positions is not None else None
-        return {"h": h, "z": z, "where": where}
+            return self.embed.weight.new_zeros(self.num_layers, batch_size, self.hidden_dim)
+        wz = self.z_to_hidden(z)  # (B, L * H)
+        return wz.view(batch_size, self.num_layers, self.hidden_dim).transpose(0, 1).contiguous()  # (L, B, H)
+
+    def initial_hidden(self, z, batch_size):
+        return torch.tanh(self._from_z(z, batch_size))  # (L, B, H)
+
+    @staticmethod
+    def select_hidden(h, index):
+        return h[:, index]
 
     def advance(self, ids_t, state):
         where = self.positions.advance(ids_t, state["where"]) if state["where"] else None
@@ -233,8 +245,27 @@ class GRUDecoder(nn.Module):
 
     def reorder_state(self, state, index):
         z, where = state["z"], state["where"]
-        return {"h": state["h"][:, index], "z": None if z is None else z[index],
+        return {"h": self.select_hidden(state["h"], index), "z": None if z is None else z[index],
                 "where": {key: value[index] for key, value in where.items()} if where else None}
+
+
+
+class LSTMDecoder(GRUDecoder):
+    """
+    The GRU decoder with an LSTM cell, as in the published PTB sentence VAEs (He et al. 2019; Li et al.
+    2019): W z + b is the initial cell state of every layer and its tanh the initial hidden state (zeros
+    for both without a latent), and z joins every input. state["h"] is the pair (h, c), each (L, B, H).
+    """
+
+    cell = nn.LSTM
+
+    def initial_hidden(self, z, batch_size):
+        c = self._from_z(z, batch_size)  # (L, B, H)
+        return torch.tanh(c), c
+
+    @staticmethod
+    def select_hidden(h, index):
+        return tuple(part[:, index] for part in h)
 
 # -----------------------------------------------------------------------------
 # Transformer decoder
@@ -406,4 +437,4 @@ class TransformerDecoder(nn.Module):
 
 # -----------------------------------------------------------------------------
 
-DECODERS = {"gru": GRUDecoder, "transformer": TransformerDecoder}
+DECODERS = {"gru": GRUDecoder, "lstm": LSTMDecoder, "transformer": TransformerDecoder}

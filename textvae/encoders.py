@@ -15,19 +15,21 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 # -----------------------------------------------------------------------------
-# Bidirectional GRU
+# Bidirectional GRU or LSTM
 
 
 class GRUEncoder(nn.Module):
     """Bidirectional GRU; the sentence vector is the top layer's last forward and last backward state."""
+
+    cell = nn.GRU
 
     def __init__(self, vocab_size, embed_dim=256, hidden_dim=256, num_layers=1, dropout=0.0, pad_id=0):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.drop = nn.Dropout(dropout)
         # nn.GRU applies its own dropout between stacked layers only, and warns if asked to with one layer
-        self.rnn = nn.GRU(embed_dim, hidden_dim, num_layers, batch_first=True, bidirectional=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = self.cell(embed_dim, hidden_dim, num_layers, batch_first=True, bidirectional=True,
+                             dropout=dropout if num_layers > 1 else 0.0)
         self.output_dim = 2 * hidden_dim
 
     def forward(self, ids, mask):
@@ -37,7 +39,23 @@ class GRUEncoder(nn.Module):
         lengths = mask.sum(dim=1).cpu()  # (B,)
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         _, h = self.rnn(packed)  # (num_layers * 2, B, H), already back in the input's row order
+        h = self.hidden_of(h)
         return torch.cat([h[-2], h[-1]], dim=-1)  # (B, 2H): top layer, forward then backward
+
+    @staticmethod
+    def hidden_of(final):
+        return final
+
+
+class LSTMEncoder(GRUEncoder):
+    """Bidirectional LSTM; the sentence vector is the top layer's last forward and last backward hidden
+    state (not the cell state)."""
+
+    cell = nn.LSTM
+
+    @staticmethod
+    def hidden_of(final):
+        return final[0]  # final is (h, c)
 
 # -----------------------------------------------------------------------------
 # Gated convolutions
@@ -88,4 +106,4 @@ class GCNNEncoder(nn.Module):
 
 # -----------------------------------------------------------------------------
 
-ENCODERS = {"gru": GRUEncoder, "gcnn": GCNNEncoder}
+ENCODERS = {"gru": GRUEncoder, "lstm": LSTMEncoder, "gcnn": GCNNEncoder}

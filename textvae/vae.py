@@ -40,15 +40,15 @@ from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, load_to
 @dataclass(frozen=True)
 class VAEConfig:
     vocab_size: int = setting(8000, "tokenizer pieces (set from the tokenizer)")
-    encoder: str = setting("gru", "gru | gcnn")
+    encoder: str = setting("gru", "gru | lstm | gcnn")
     posterior: str = setting("gaussian", "gaussian | bn | bn-tau | vmf | none (no latent: a plain language model)")
-    decoder: str = setting("gru", "gru | transformer")
-    embed_dim: int = setting(256, "token embedding size (encoder; GRU decoder)")
-    encoder_hidden: int = setting(256, "GRU state per direction / GCNN channels")
-    encoder_layers: int = setting(1, "GRU layers / GCNN gated conv layers")
+    decoder: str = setting("gru", "gru | lstm | transformer")
+    embed_dim: int = setting(256, "token embedding size (encoder; GRU/LSTM decoder)")
+    encoder_hidden: int = setting(256, "GRU/LSTM state per direction / GCNN channels")
+    encoder_layers: int = setting(1, "GRU/LSTM layers / GCNN gated conv layers")
     kernel_size: int = setting(3, "GCNN convolution width")
-    decoder_hidden: int = setting(512, "GRU decoder state / Transformer width")
-    decoder_layers: int = setting(1, "GRU or Transformer layers")
+    decoder_hidden: int = setting(512, "GRU/LSTM decoder state / Transformer width")
+    decoder_layers: int = setting(1, "GRU/LSTM or Transformer layers")
     num_heads: int = setting(4, "Transformer attention heads")
     latent_dim: int = setting(32, "D")
     kappa: float = setting(50.0, "vMF concentration (fixed)")
@@ -60,7 +60,7 @@ class VAEConfig:
     output_layer: str = setting("full", "full (one V-way softmax) | adaptive (Grave et al. 2017: exact, fewer FLOPs)")
     adaptive_cutoffs: tuple = setting((1000, 3000), "adaptive: band edges; ids below the first are scored by the head")
     adaptive_div: int = setting(4, "adaptive: band i's tail projects H down to H / adaptive_div ** (i + 1)")
-    segment_marks: str = setting("", "tokens that end a segment, e.g. a poem's line-end marks ，。: the GRU "
+    segment_marks: str = setting("", "tokens that end a segment, e.g. a poem's line-end marks ，。: the recurrent "
                                      "decoder is told each input's segment and place in it (\"\" = off)")
 
     def __post_init__(self):
@@ -89,9 +89,9 @@ class VAEConfig:
         if not isinstance(self.segment_marks, str) or len(self.segment_marks) > 16:
             raise TextVAEError(f"VAEConfig.segment_marks must be a string of at most 16 characters, not "
                                f"{self.segment_marks!r}")
-        if self.segment_marks and self.decoder != "gru":
-            raise TextVAEError("VAEConfig.segment_marks needs the GRU decoder (the Transformer has positions of "
-                               "its own)")
+        if self.segment_marks and self.decoder == "transformer":
+            raise TextVAEError("VAEConfig.segment_marks needs a recurrent decoder (the Transformer has positions "
+                               "of its own)")
         if self.decoder == "transformer" and self.decoder_hidden % self.num_heads:
             raise TextVAEError("VAEConfig.decoder_hidden must be divisible by num_heads for the Transformer")
 
@@ -138,7 +138,7 @@ class VAEOutput(NamedTuple):
 
 
 def _build_encoder(c: VAEConfig) -> nn.Module:
-    extra = {"gcnn": dict(kernel_size=c.kernel_size), "gru": {}}[c.encoder]
+    extra = dict(kernel_size=c.kernel_size) if c.encoder == "gcnn" else {}
     return ENCODERS[c.encoder](c.vocab_size, embed_dim=c.embed_dim, hidden_dim=c.encoder_hidden,
                                num_layers=c.encoder_layers, dropout=c.dropout, pad_id=PAD_ID, **extra)
 
@@ -168,8 +168,8 @@ def _build_decoder(c: VAEConfig, tokenizer: Tokenizer | None) -> nn.Module:
     common = dict(latent_dim=latent_dim, num_layers=c.decoder_layers, dropout=c.dropout,
                   word_dropout=c.word_dropout, pad_id=PAD_ID, unk_id=UNK_ID, output=c.output_layer,
                   cutoffs=c.adaptive_cutoffs, div_value=c.adaptive_div)
-    if c.decoder == "gru":
-        return DECODERS["gru"](c.vocab_size, embed_dim=c.embed_dim, hidden_dim=c.decoder_hidden,
+    if c.decoder in ("gru", "lstm"):
+        return DECODERS[c.decoder](c.vocab_size, embed_dim=c.embed_dim, hidden_dim=c.decoder_hidden,
                                separators=_separator_ids(c.segment_marks, tokenizer), **common)
     return DECODERS["transformer"](c.vocab_size, d_model=c.decoder_hidden, num_heads=c.num_heads,
                                    max_len=c.max_len, **common)
