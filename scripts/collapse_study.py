@@ -321,7 +321,11 @@ own) and reconstruction BLEU. Rows with two seeds are mean ± sd.
 
 def write_report(args) -> None:
     results = load_results(args)
-    if not results:
+    if not results:  # none yet, or the committed ones were withdrawn (a changed preset): say so
+        write_text(args.results / f"{args.study}.json", "[]\n")
+        write_section(args.results.parent / "results.md", f"study-{args.study}",
+                      f"## The collapse study: {args.study}\n\nNo run of `python scripts/collapse_study.py --study "
+                      f"{args.study}` is done under the current preset `{STUDIES[args.study].preset}` yet.\n")
         return
     study = STUDIES[args.study]
     train_size = training_size(args.data)
