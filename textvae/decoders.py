@@ -16,7 +16,7 @@ References: Bowman et al. 2016 (z initialises the RNN and joins every input; wor
 Radford et al. 2019, GPT-2 (pre-LN causal transformer); Li et al. 2020, Optimus (z as a memory vector that
 every position attends to, and added to the embeddings; here the memory is one prefix token run through
 the blocks rather than a separate key/value projection per layer); Press & Wolf 2017 (tied output layer);
-Grave et al. 2017 (adaptive softmax).
+Grave et al. 2017 (adaptive softmax); He et al. 2019 (an LSTM decoder whose initial cell state is W z + b).
 """
 
 import torch
@@ -247,7 +247,6 @@ class GRUDecoder(nn.Module):
         z, where = state["z"], state["where"]
         return {"h": self.select_hidden(state["h"], index), "z": None if z is None else z[index],
                 "where": {key: value[index] for key, value in where.items()} if where else None}
-
 
 
 class LSTMDecoder(GRUDecoder):

@@ -27,7 +27,7 @@ class GRUEncoder(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.drop = nn.Dropout(dropout)
-        # nn.GRU applies its own dropout between stacked layers only, and warns if asked to with one layer
+        # nn.GRU and nn.LSTM apply their own dropout between stacked layers only, and warn if asked to with one
         self.rnn = self.cell(embed_dim, hidden_dim, num_layers, batch_first=True, bidirectional=True,
                              dropout=dropout if num_layers > 1 else 0.0)
         self.output_dim = 2 * hidden_dim
