@@ -23,6 +23,11 @@ def test_perplexity_is_exp_of_total_nll_over_total_tokens():
     assert metrics.perplexity(torch.tensor([10.0, 20.0]), torch.tensor([5, 10])) == pytest.approx(math.exp(2.0))
 
 
+def test_perplexity_of_a_diverged_model_is_inf_not_an_overflow():
+    assert metrics.perplexity(torch.tensor([800.0, 1e6]), torch.tensor([1, 1])) == math.inf
+    assert metrics.perplexity(torch.tensor([700.0]), torch.tensor([1])) == pytest.approx(math.exp(700.0))
+
+
 def test_iw_nll_with_one_sample_is_the_single_sample_negative_elbo():
     log_joint, log_q = torch.randn(1, 6), torch.randn(1, 6)
     torch.testing.assert_close(metrics.iw_nll(log_joint, log_q), -(log_joint - log_q)[0].double())

@@ -9,6 +9,7 @@ live in textvae.poetry.
 """
 
 import math
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -25,10 +26,12 @@ def perplexity(nll, ntokens) -> float:
     """exp(Σ nll / Σ tokens): per-token perplexity from per-sentence NLLs (nats) and token counts.
 
     With nll = rec + KL this is the ELBO-PPL (an upper bound on the true perplexity); with the IW-NLL it
-    is the IW-PPL. Tokens count EOS and exclude BOS, as `VAEOutput.ntokens` does.
+    is the IW-PPL. Tokens count EOS and exclude BOS, as `VAEOutput.ntokens` does. A diverged model's
+    NLL past ~709 nats a token has no finite float perplexity: inf, not an OverflowError mid-training.
     """
-    return math.exp(float(torch.as_tensor(nll, dtype=torch.float64).sum())
-                    / float(torch.as_tensor(ntokens, dtype=torch.float64).sum()))
+    per_token = (float(torch.as_tensor(nll, dtype=torch.float64).sum())
+                 / float(torch.as_tensor(ntokens, dtype=torch.float64).sum()))
+    return math.exp(per_token) if per_token < math.log(sys.float_info.max) else math.inf
 
 
 def iw_nll(log_joint: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
