@@ -252,7 +252,9 @@ def test_evaluate_is_reproducible_under_its_seed(tokenizer, dataset):
 
 
 def test_language_model_baseline_reports_its_exact_nll(tokenizer, dataset):
-    report, means = evaluate(tiny(tokenizer, "none"), dataset, EvalConfig(iw_samples=5, num_samples=2))
+    # fp32: the exact NLL and the reconstruction term batch the rows differently, which bf16 rounds differently
+    config = EvalConfig(iw_samples=5, num_samples=2, precision="fp32")
+    report, means = evaluate(tiny(tokenizer, "none"), dataset, config)
     lat = report["latent"]
     assert means is None and "mi" not in lat and "reconstruction_bleu" not in report["text"]
     assert "exact" in lat["iw_estimator"] and lat["iw_nll"] == pytest.approx(lat["rec"])
