@@ -472,4 +472,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         log.close()
     if writer:
         writer.close()
+    if world_size > 1:  # a gloo group left to the interpreter's exit can abort a rank ("terminate called ...")
+        dist.barrier()
+        dist.destroy_process_group()
     return last_valid
