@@ -9,7 +9,6 @@ live in textvae.poetry.
 """
 
 import math
-import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -31,7 +30,10 @@ def perplexity(nll, ntokens) -> float:
     """
     per_token = (float(torch.as_tensor(nll, dtype=torch.float64).sum())
                  / float(torch.as_tensor(ntokens, dtype=torch.float64).sum()))
-    return math.exp(per_token) if per_token < math.log(sys.float_info.max) else math.inf
+    try:
+        return math.exp(per_token)
+    except OverflowError:
+        return math.inf
 
 
 def iw_nll(log_joint: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:

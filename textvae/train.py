@@ -351,6 +351,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
     if c.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise TextVAEError("TrainConfig.tensorboard needs the tensorboard package: pip install tensorboard")
     keep_freed_memory()
+    joined_group = not dist.is_initialized()  # the group is left at the end only where this call joined it
     rank, world_size, device = init_distributed(c.device)
     is_main = rank == 0
     run_dir = Path(c.run_dir)
@@ -472,7 +473,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         log.close()
     if writer:
         writer.close()
-    if world_size > 1:  # a gloo group left to the interpreter's exit can abort a rank ("terminate called ...")
+    if world_size > 1 and joined_group:  # a gloo group left to the interpreter's exit can abort a rank
         dist.barrier()
         dist.destroy_process_group()
     return last_valid
