@@ -321,6 +321,7 @@ def section(results: list[dict], args) -> str:
     train_size = training_size(args.data)
     done, planned = len(results), len(plan(argparse.Namespace(study=args.study, only=[])))
     first = results[0]
+    protocol = statistics.mode(round(epochs(r, train_size), 1) for r in results)  # rows' notes give others
     published = "".join(f"- *{r['name']}*: {r['setup']} ({r['source']}).\n" for r in study.published)
     published += "\n" if published else ""  # a blank line before the settings, none where nothing is quoted
     settings_text = "\n".join(f"- **{s.name}**: {s.note}; flags `{' '.join(s.flags)}`" for s, _ in groups)
@@ -329,7 +330,7 @@ def section(results: list[dict], args) -> str:
 Produced by `python scripts/collapse_study.py --study {args.study}` ({done} of {planned} runs done; each run's
 figures, commit and commands are in `docs/results/{args.study}-runs/`, the rows as JSON in
 `docs/results/{args.study}.json`). Every run trains `textvae train --preset {study.preset}`
-({epochs(first, train_size):.1f} epochs of {train_size:,} training {study.unit}s,
+({protocol:.1f} epochs of {train_size:,} training {study.unit}s,
 {first['config']['train']['batch_size']} a step) with only the
 setting's flags changed, and `textvae evaluate` scores its best validation checkpoint on
 {first['latent']['examples']:,} test {study.unit}s: IW-NLL with K = {first['iw_samples']} importance samples
