@@ -175,6 +175,31 @@ def test_tiny_adaptive_model_overfits_eight_sentences():
     assert (out.rec / out.ntokens).mean() < 0.5  # nats per token; uniform would be log 40 = 3.7
 
 
+@pytest.mark.parametrize("decoder", ["gru", "lstm"])
+def test_tied_recurrent_decoder_shares_its_embedding_and_survives_save_and_load(decoder, tmp_path):
+    torch.manual_seed(0)
+    config = VAEConfig(**{**TINY, "decoder_hidden": 32}, decoder=decoder, posterior="bn", output_layer="tied")
+    model = TextVAE(config).eval()
+    assert model.decoder.lm_head.weight is model.decoder.embed.weight
+    untied = sum(p.numel() for p in TextVAE(dataclasses.replace(config, output_layer="full")).parameters())
+    assert untied - sum(p.numel() for p in model.parameters()) == 40 * 32  # one V x H matrix fewer
+    model.save_pretrained(tmp_path / "m")
+    loaded = TextVAE.from_pretrained(tmp_path / "m").eval()
+    assert loaded.decoder.lm_head.weight is loaded.decoder.embed.weight
+    ids, mask = pad_batch(sentences(3))
+    z = model.encode(ids, mask).mean
+    torch.testing.assert_close(loaded.decoder(z, ids), model.decoder(z, ids), rtol=0, atol=0)
+    # the shared matrix gets the gradient of both uses: id 39, never an input here, still gets one as an output
+    assert not bool((ids == 39).any())
+    model.decoder(z, ids).logsumexp(-1).sum().backward()
+    assert model.decoder.embed.weight.grad[39].abs().sum() > 0
+
+
+def test_tied_output_layer_needs_embedding_and_hidden_of_one_size():
+    with pytest.raises(TextVAEError, match="embed_dim .32. must equal decoder_hidden .64."):
+        VAEConfig(**TINY, decoder="lstm", output_layer="tied")
+
+
 @pytest.mark.parametrize("posterior", ["gaussian", "bn", "vmf"])
 def test_posterior_parameters_stay_fp32_under_bf16_autocast(posterior):
     model = TextVAE(VAEConfig(**TINY, posterior=posterior)).eval()

@@ -104,13 +104,18 @@ def token_nll(logits, targets):
     return nll.view(targets.shape)
 
 
-OUTPUT_LAYERS = ("full", "adaptive")
+OUTPUT_LAYERS = ("full", "adaptive", "tied")
 
 
-def output_layer(kind, hidden_dim, vocab_size, cutoffs, div_value):
-    if kind == "full":
-        return FullSoftmax(hidden_dim, vocab_size)
-    return AdaptiveSoftmax(hidden_dim, vocab_size, cutoffs, div_value)
+def output_layer(kind, hidden_dim, vocab_size, cutoffs, div_value, embed=None):
+    """The output layer `kind`; "tied" is the full softmax whose weight is the input embedding `embed`
+    (Press & Wolf 2017), so hidden_dim must equal the embedding size."""
+    if kind == "adaptive":
+        return AdaptiveSoftmax(hidden_dim, vocab_size, cutoffs, div_value)
+    head = FullSoftmax(hidden_dim, vocab_size)
+    if kind == "tied":
+        head.weight = embed.weight
+    return head
 
 # -----------------------------------------------------------------------------
 # GRU decoder
@@ -182,11 +187,13 @@ class GRUDecoder(nn.Module):
         self.pad_id = pad_id
         self.unk_id = unk_id
         self.embed = nn.Embedding(vocab_size, embed_dim)
+        if output == "tied":  # N(0, 1) rows would make the shared output layer's first logits huge
+            nn.init.uniform_(self.embed.weight, -0.1, 0.1)
         self.drop = nn.Dropout(dropout)
         self.z_to_hidden = nn.Linear(latent_dim, num_layers * hidden_dim) if latent_dim > 0 else None
         self.rnn = self.cell(embed_dim + latent_dim, hidden_dim, num_layers, batch_first=True,
                              dropout=dropout if num_layers > 1 else 0.0)
-        self.lm_head = output_layer(output, hidden_dim, vocab_size, cutoffs, div_value)
+        self.lm_head = output_layer(output, hidden_dim, vocab_size, cutoffs, div_value, self.embed)
 
     def _inputs(self, z, ids, where=None):
         """Embeddings of ids (B, T), plus their segment positions `where` (B, T, E), with z appended to each
@@ -358,7 +365,7 @@ class TransformerDecoder(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d_model, num_heads, dropout) for _ in range(num_layers))
         self.ln_f = nn.LayerNorm(d_model)
-        if output == "full":
+        if output in ("full", "tied"):  # the Transformer's full output layer is always tied
             self.lm_head = FullSoftmax(d_model, vocab_size, bias=False)
             # tying saves V * C parameters, most of a small model's, and tends to help perplexity
             self.lm_head.weight = self.embed.weight

@@ -57,7 +57,9 @@ class VAEConfig:
     dropout: float = setting(0.0, "dropout inside encoder and decoder")
     word_dropout: float = setting(0.0, "decoder inputs replaced by unk with this probability while training")
     max_len: int = setting(128, "longest token sequence the model reads and writes (BOS + text + EOS)")
-    output_layer: str = setting("full", "full (one V-way softmax) | adaptive (Grave et al. 2017: exact, fewer FLOPs)")
+    output_layer: str = setting("full", "full (one V-way softmax) | adaptive (Grave et al. 2017: exact, fewer FLOPs) "
+                                        "| tied (full, sharing the decoder's input embedding: GRU/LSTM need "
+                                        "embed_dim == decoder_hidden; the Transformer's full layer is tied anyway)")
     adaptive_cutoffs: tuple = setting((1000, 3000), "adaptive: band edges; ids below the first are scored by the head")
     adaptive_div: int = setting(4, "adaptive: band i's tail projects H down to H / adaptive_div ** (i + 1)")
     segment_marks: str = setting("", "tokens that end a segment, e.g. a poem's line-end marks ，。: the recurrent "
@@ -86,6 +88,9 @@ class VAEConfig:
         check_float(self, "word_dropout", 0, 1)
         if self.output_layer == "adaptive":
             self._check_adaptive()
+        if self.output_layer == "tied" and self.decoder != "transformer" and self.embed_dim != self.decoder_hidden:
+            raise TextVAEError(f"VAEConfig.output_layer 'tied' shares the embedding with the output layer, so "
+                               f"embed_dim ({self.embed_dim}) must equal decoder_hidden ({self.decoder_hidden})")
         if not isinstance(self.segment_marks, str) or len(self.segment_marks) > 16:
             raise TextVAEError(f"VAEConfig.segment_marks must be a string of at most 16 characters, not "
                                f"{self.segment_marks!r}")
