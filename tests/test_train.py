@@ -16,7 +16,8 @@ from textvae.cli import main
 from textvae.errors import TextVAEError
 from textvae.evaluate import EvalConfig, evaluate, validation_figures
 from textvae.metrics import mutual_information
-from textvae.train import TrainConfig, check_compatible, kl_weight, lr_at, regularised_kl, train
+from textvae.train import (TrainConfig, check_compatible, kl_weight, lr_at, regularised_kl, start_encoder_from,
+                           train)
 from textvae.vae import TextVAE, VAEConfig
 
 TINY_MODEL = dict(embed_dim=16, encoder_hidden=16, decoder_hidden=32, latent_dim=4, num_heads=2, max_len=40)
@@ -384,3 +385,36 @@ def test_two_process_ddp_trains_in_sync_and_resumes(data_dir, tmp_path):
     assert steps == list(range(1, 16)), "only rank 0 logs, once per step"
     state = torch.load(tmp_path / "ddp" / "last" / "trainer_state.pt", weights_only=True)
     assert state["step"] == 15
+
+
+def test_encoder_from_copies_the_pretrained_encoder_and_head_and_keeps_the_fresh_decoder(data_dir, tmp_path):
+    model_config, c = tiny_configs(data_dir, tmp_path / "ae", beta_max=0.0, kl_schedule="constant")
+    train(model_config, c)
+    donor = TextVAE.from_pretrained(tmp_path / "ae" / "best")
+    _, tokenizer = data.load(data_dir)
+    torch.manual_seed(1)
+    model = TextVAE(dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size), tokenizer)
+    fresh_decoder = {k: v.clone() for k, v in model.decoder.state_dict().items()}
+    start_encoder_from(model, tmp_path / "ae" / "best", str(data_dir))
+    for mine, theirs in ((model.encoder, donor.encoder), (model.head, donor.head)):
+        for key, value in theirs.state_dict().items():
+            torch.testing.assert_close(mine.state_dict()[key], value, rtol=0, atol=0)
+    for key, value in model.decoder.state_dict().items():
+        torch.testing.assert_close(value, fresh_decoder[key], rtol=0, atol=0)
+    _, follow = tiny_configs(data_dir, tmp_path / "vae", max_steps=5, encoder_from=str(tmp_path / "ae" / "best"))
+    assert train(model_config, follow)["kl"] > 0
+
+
+def test_encoder_from_refuses_a_mismatched_or_missing_model(data_dir, tmp_path):
+    model_config, c = tiny_configs(data_dir, tmp_path / "ae", max_steps=5)
+    train(model_config, c)
+    wider, follow = tiny_configs(data_dir, tmp_path / "vae", model=dict(latent_dim=6),
+                                 encoder_from=str(tmp_path / "ae" / "best"))
+    with pytest.raises(TextVAEError, match="latent_dim 4 != 6"):
+        train(wider, follow)
+    assert not (tmp_path / "vae").exists()  # refused before the run's first write
+    missing = dataclasses.replace(follow, encoder_from=str(tmp_path / "nothing"))
+    with pytest.raises(TextVAEError, match="is not a saved model"):
+        train(model_config, missing)
+    with pytest.raises(TextVAEError, match="needs a latent"):
+        check_compatible(dataclasses.replace(model_config, posterior="none"), follow)

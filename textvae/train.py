@@ -58,6 +58,9 @@ class TrainConfig:
     free_bits_mode: str = setting("sentence", "sentence: max(λ, KL) per sentence | dimension: Σ_j max(λ, KL_j)")
     target_kl: float = setting(0.0, "rate control: C in nats; β·|KL̄ − C| on the batch-mean KL replaces β·KL, "
                                     "holding the rate near C (0 = off)")
+    encoder_from: str = setting("", "a saved model (e.g. an autoencoder run's best/, trained with --beta-max 0) "
+                                    "whose encoder and posterior head start this run while the decoder starts "
+                                    "afresh: Li et al. 2019's pretraining ('' = off)")
     eval_every: int = setting(250, "steps between validations and checkpoints")
     eval_examples: int = setting(0, "validation sentences used (0 = all)")
     seed: int = setting(0, "seeds data order, initialisation and every random draw")
@@ -147,10 +150,34 @@ def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
     if train.free_bits > 0 and train.target_kl > 0:
         raise TextVAEError("TrainConfig.free_bits and TrainConfig.target_kl are two ways to set the rate: "
                            "use one of them")
+    if train.encoder_from and not model.has_latent:
+        raise TextVAEError("TrainConfig.encoder_from needs a latent: the 'none' posterior has no encoder")
     if train.batch_size < 2 and model.posterior in ("bn", "bn-tau"):
         raise TextVAEError(f"TrainConfig.batch_size 1 with the {model.posterior!r} posterior: batch-norm on μ "
                            "needs the statistics of a batch for its KL floor, and one example has none; "
                            "use batch_size >= 2 (the presets use 128)")
+
+
+# what must match for one model's encoder and posterior head to start another's
+ENCODER_FIELDS = ("encoder", "embed_dim", "encoder_hidden", "encoder_layers", "kernel_size", "latent_dim", "posterior")
+
+
+def start_encoder_from(model: TextVAE, source: Path, data_dir: str) -> None:
+    """Copy the encoder and posterior head of the saved model at `source` into `model`; its decoder is kept
+    as initialised (Li et al. 2019: pretrain as an autoencoder, then reset the decoder)."""
+    if not is_saved_model(source):
+        raise TextVAEError(f"TrainConfig.encoder_from: {source} is not a saved model (config.json, "
+                           "model.safetensors, tokenizer.model), such as a run's best/ folder")
+    donor = TextVAE.from_pretrained(source)
+    check_same_tokenizer(donor.tokenizer, model.tokenizer, source, data_dir,
+                         "Pretrain the encoder on the dataset this run trains on.")
+    differ = [f"{name} {getattr(donor.config, name)!r} != {getattr(model.config, name)!r}"
+              for name in ENCODER_FIELDS if getattr(donor.config, name) != getattr(model.config, name)]
+    if not donor.config.has_latent or differ:
+        raise TextVAEError(f"TrainConfig.encoder_from: {source}'s encoder does not fit this model ("
+                           f"{'; '.join(differ) or 'it has no latent'}): give the same encoder and posterior flags")
+    model.encoder.load_state_dict(donor.encoder.state_dict())
+    model.head.load_state_dict(donor.head.state_dict())
 
 
 def available_memory() -> int:
@@ -371,6 +398,8 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         check_fits_memory(model_config, device)
         torch.manual_seed(c.seed)
         model, state = TextVAE(model_config, tokenizer).to(device).train(), None
+        if c.encoder_from:
+            start_encoder_from(model, Path(c.encoder_from), c.data_dir)
     batches = data.Batches(data.token_ids(dataset["train"]), c.batch_size, seed=c.seed, rank=rank,
                            world_size=world_size, max_len=model.config.max_len)
     if is_main:  # every check has passed: the run's first write
