@@ -37,6 +37,7 @@ from textvae.vae import TextVAE
 SEEDS = (0, 1)
 GAUSSIAN = ("--posterior", "gaussian")
 CONSTANT = ("--kl-schedule", "constant")
+FREE_BITS = ("--free-bits", "0.25", "--free-bits-mode", "dimension")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Setting:
     flags: tuple  # `textvae train` flags on top of the study's preset
     headline: bool = True  # run for every seed in SEEDS (else the first only: the 2-core budget)
     note: str = ""  # what the row varies
+    pretrain: tuple = ()  # flags of a first run whose last/ starts this one's encoder (Li et al. 2019)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def _remedies(epoch: int) -> tuple[Setting, ...]:
                 headline=False, note=f"β 0 → 1 over {epoch:,} steps"),
         Setting("cyclical annealing", (*GAUSSIAN, "--kl-schedule", "cyclical", "--kl-cycles", "4", "--kl-ratio", "0.5"),
                 headline=False, note="4 cycles, β rises over the first half of each (Fu et al. 2019)"),
-        Setting("free bits λ=0.25/dim", (*GAUSSIAN, *CONSTANT, "--free-bits", "0.25", "--free-bits-mode", "dimension"),
+        Setting("free bits λ=0.25/dim", (*GAUSSIAN, *CONSTANT, *FREE_BITS),
                 headline=False, note="Σ_j max(λ, KL_j), batch-mean KL per dimension (Kingma et al. 2016)"),
         Setting("BN γ=0.6", ("--posterior", "bn", "--gamma", "0.6", *CONSTANT),
                 note="fixed γ on BN(μ) (Zhu et al. 2020)"),
@@ -90,7 +92,12 @@ def _ptb_own(epoch: int) -> tuple[Setting, ...]:
     twenty = ("--max-steps", str(20 * epoch))
     variants = (("LSTM-512", ("--decoder-hidden", "512"), "larger decoder"),
                 ("tied", ("--output-layer", "tied"), "decoder with the tied full softmax"))
-    return tuple(setting for label, flags, what in variants for setting in (
+    pretrained = (
+        Setting("AE pretraining + free bits", (*GAUSSIAN, *CONSTANT, *FREE_BITS, *twenty),
+                pretrain=(*GAUSSIAN, *CONSTANT, "--beta-max", "0", *twenty), headline=False,
+                note="an autoencoder (β = 0) for 20 epochs, whose encoder starts a VAE with a fresh decoder and free "
+                     "bits λ = 0.25/dim for 20 more (Li et al. 2019)"),)
+    return pretrained + tuple(setting for label, flags, what in variants for setting in (
         Setting(f"LM, {label} (no latent)", (*flags, *twenty, "--posterior", "none", *CONSTANT),
                 note=f"our {what} without z, 20 epochs"),
         Setting(f"BN γ=0.7, {label}", (*flags, *twenty, "--posterior", "bn", "--gamma", "0.7", *CONSTANT),
@@ -169,26 +176,36 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def train_command(run: Run, run_dir: Path, args) -> list[str]:
+def train_command(run_dir: Path, flags: tuple, seed: int, args) -> list[str]:
     study = STUDIES[args.study]
     steps, every = args.steps or study.steps, args.eval_every or study.eval_every
     overrides = [flag for name, value in (("--max-steps", steps), ("--eval-every", every)) if value
                  for flag in (name, str(value))]
     resume = ["--resume"] if (run_dir / "last" / "trainer_state.pt").is_file() else []
     return command("train", "--preset", study.preset, "--data-dir", str(args.data), "--run-dir", str(run_dir),
-                   "--seed", str(run.seed), "--device", args.device, *run.setting.flags, *overrides, *resume)
+                   "--seed", str(seed), "--device", args.device, *flags, *overrides, *resume)
+
+
+def stages(run: Run, args) -> list[tuple[Path, tuple]]:
+    """The (run folder, flags) trainings of one run: its own, after the pretraining run where it has one."""
+    if not run.setting.pretrain:
+        return [(args.runs / run.slug, run.setting.flags)]
+    first = args.runs / f"{run.slug}-pretrain"
+    return [(first, run.setting.pretrain), (args.runs / run.slug, (*run.setting.flags, "--encoder-from",
+                                                                    str(first / "last")))]
 
 
 def execute(run: Run, args) -> dict:
     """Train (or resume) and evaluate one run, then commit-ready: its figures as one JSON file."""
-    run_dir = args.runs / run.slug
-    if run_dir.exists() and not (run_dir / "last" / "trainer_state.pt").is_file():
-        shutil.rmtree(run_dir)  # cut before its first checkpoint: nothing to resume
     env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    train = train_command(run, run_dir, args)
-    start = time.perf_counter()
-    call(train, args.runs / f"{run.slug}.train.log", env)
+    start, trainings = time.perf_counter(), []
+    for run_dir, flags in stages(run, args):
+        if run_dir.exists() and not (run_dir / "last" / "trainer_state.pt").is_file():
+            shutil.rmtree(run_dir)  # cut before its first checkpoint: nothing to resume
+        trainings.append(train_command(run_dir, flags, run.seed, args))
+        call(trainings[-1], args.runs / f"{run_dir.name}.train.log", env)
     seconds = time.perf_counter() - start
+    run_dir = args.runs / run.slug  # the last stage: the run itself
     evaluate = command("evaluate", str(run_dir / "best"), "--data", str(args.data), "--iw-samples",
                        str(args.iw_samples), "--max-examples", str(args.max_examples), "--num-samples",
                        str(args.samples), "--seed", "0", "--device", args.device,
@@ -199,8 +216,8 @@ def execute(run: Run, args) -> dict:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     result = dict(name=run.setting.name, seed=run.seed, flags=list(run.setting.flags), commit=args.commit,
                   iw_samples=args.iw_samples,
-                  commands=[" ".join(train[1:]).replace(str(args.runs), "runs/" + args.study),
-                            " ".join(evaluate[1:]).replace(str(args.runs), "runs/" + args.study)],
+                  commands=[" ".join(words[1:]).replace(str(args.runs), "runs/" + args.study)
+                            for words in (*trainings, evaluate)],
                   wall_seconds_this_session=round(seconds), config=config,
                   parameters=sum(p.numel() for p in TextVAE.from_pretrained(run_dir / "best").parameters()),
                   latent=report["latent"],
