@@ -195,6 +195,20 @@ def test_tied_recurrent_decoder_shares_its_embedding_and_survives_save_and_load(
     assert model.decoder.embed.weight.grad[39].abs().sum() > 0
 
 
+@pytest.mark.parametrize("encoder", ["gru", "gcnn"])
+def test_encoder_dropout_overrides_dropout_in_the_encoder_only(encoder):
+    ids, mask = pad_batch(sentences(4))
+    for encoder_dropout, encoder_is_random in ((-1.0, True), (0.0, False), (0.5, True)):
+        torch.manual_seed(0)
+        model = TextVAE(VAEConfig(**TINY, encoder=encoder, dropout=0.5, encoder_dropout=encoder_dropout)).train()
+        codes = [model.encoder(ids, mask) for _ in range(2)]
+        assert (not torch.equal(*codes)) == encoder_is_random
+        z = torch.zeros(4, TINY["latent_dim"])
+        assert not torch.equal(model.decoder(z, ids), model.decoder(z, ids))  # the decoder keeps dropout 0.5
+    with pytest.raises(TextVAEError, match="encoder_dropout must be -1"):
+        VAEConfig(**TINY, encoder_dropout=-0.5)
+
+
 def test_tied_output_layer_needs_embedding_and_hidden_of_one_size():
     with pytest.raises(TextVAEError, match="embed_dim .32. must equal decoder_hidden .64."):
         VAEConfig(**TINY, decoder="lstm", output_layer="tied")

@@ -55,6 +55,8 @@ class VAEConfig:
     gamma: float = setting(0.6, "BN-VAE: fixed scale of the batch-normalised mean")
     tau: float = setting(0.5, "τ-scaled BN: share of the prior variance carried by the mean")
     dropout: float = setting(0.0, "dropout inside encoder and decoder")
+    encoder_dropout: float = setting(-1.0, "dropout inside the encoder instead (-1: the same as dropout; the "
+                                           "published PTB encoders use none)")
     word_dropout: float = setting(0.0, "decoder inputs replaced by unk with this probability while training")
     max_len: int = setting(128, "longest token sequence the model reads and writes (BOS + text + EOS)")
     output_layer: str = setting("full", "full (one V-way softmax) | adaptive (Grave et al. 2017: exact, fewer FLOPs) "
@@ -85,6 +87,10 @@ class VAEConfig:
         if self.tau == 1:
             raise TextVAEError("VAEConfig.tau must be in (0, 1), not 1 (the mean would carry all the variance)")
         check_float(self, "dropout", 0, 0.99)
+        check_float(self, "encoder_dropout", -1, 0.99)
+        if -1 < self.encoder_dropout < 0:
+            raise TextVAEError(f"VAEConfig.encoder_dropout must be -1 (the same as dropout) or in [0, 0.99], not "
+                               f"{self.encoder_dropout!r}")
         check_float(self, "word_dropout", 0, 1)
         if self.output_layer == "adaptive":
             self._check_adaptive()
@@ -145,7 +151,8 @@ class VAEOutput(NamedTuple):
 def _build_encoder(c: VAEConfig) -> nn.Module:
     extra = dict(kernel_size=c.kernel_size) if c.encoder == "gcnn" else {}
     return ENCODERS[c.encoder](c.vocab_size, embed_dim=c.embed_dim, hidden_dim=c.encoder_hidden,
-                               num_layers=c.encoder_layers, dropout=c.dropout, pad_id=PAD_ID, **extra)
+                               num_layers=c.encoder_layers, pad_id=PAD_ID, **extra,
+                               dropout=c.dropout if c.encoder_dropout == -1 else c.encoder_dropout)
 
 
 def _build_head(c: VAEConfig, input_dim: int) -> nn.Module:
