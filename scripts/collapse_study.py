@@ -23,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -195,8 +196,13 @@ def stages(run: Run, args) -> list[tuple[Path, tuple]]:
                                                                     str(first / "last")))]
 
 
+FAILED = threading.Event()  # set by a failed command: the queue's workers start no further run
+
+
 def execute(run: Run, args) -> dict:
     """Train (or resume) and evaluate one run, then commit-ready: its figures as one JSON file."""
+    if FAILED.is_set():
+        raise SystemExit(f"{run.slug}: not started, an earlier run failed")
     env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     start, trainings = time.perf_counter(), []
     for run_dir, flags in stages(run, args):
@@ -232,6 +238,7 @@ def call(cmd: list[str], log: Path, env: dict) -> None:
     with open(log, "a") as f:
         done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     if done.returncode:
+        FAILED.set()
         raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n--- {log} ---\n{log.read_text()[-3000:]}")
 
 
@@ -413,11 +420,16 @@ def main() -> None:
     todo = [] if args.report_only else [run for run in plan(args) if not run.result_path(args).exists()]
     with ThreadPoolExecutor(args.workers) as pool:
         futures = [pool.submit(execute, run, args) for run in todo]
-        for future in tqdm(as_completed(futures), total=len(futures), desc=f"{args.study} study", unit="run"):
-            result = future.result()
-            tqdm.write(f"{result['name']} seed {result['seed']}: IW-NLL {result['latent'].get('iw_nll')}, "
-                       f"KL {result['latent']['kl']:.2f}")
-            write_report(args)
+        try:
+            for future in tqdm(as_completed(futures), total=len(futures), desc=f"{args.study} study", unit="run"):
+                result = future.result()
+                tqdm.write(f"{result['name']} seed {result['seed']}: IW-NLL {result['latent'].get('iw_nll')}, "
+                           f"KL {result['latent']['kl']:.2f}")
+                write_report(args)
+        except BaseException:  # Ctrl-C, or a failed run (which has set FAILED): drop the runs not yet started
+            FAILED.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     write_report(args)
     print(f"results: {args.results}/{args.study}.json and the study-{args.study} section of "
           f"{args.results.parent / 'results.md'}")
