@@ -58,7 +58,7 @@ class TrainConfig:
     free_bits_mode: str = setting("sentence", "sentence: max(λ, KL) per sentence | dimension: Σ_j max(λ, KL_j)")
     target_kl: float = setting(0.0, "rate control: C in nats; β·|KL̄ − C| on the batch-mean KL replaces β·KL, "
                                     "holding the rate near C (0 = off)")
-    encoder_from: str = setting("", "a saved model (e.g. an autoencoder run's best/, trained with --beta-max 0) "
+    encoder_from: str = setting("", "a saved model (e.g. the last/ of an autoencoder run, trained with --beta-max 0) "
                                     "whose encoder and posterior head start this run while the decoder starts "
                                     "afresh: Li et al. 2019's pretraining ('' = off)")
     eval_every: int = setting(250, "steps between validations and checkpoints")
@@ -167,7 +167,7 @@ def start_encoder_from(model: TextVAE, source: Path, data_dir: str) -> None:
     as initialised (Li et al. 2019: pretrain as an autoencoder, then reset the decoder)."""
     if not is_saved_model(source):
         raise TextVAEError(f"TrainConfig.encoder_from: {source} is not a saved model (config.json, "
-                           "model.safetensors, tokenizer.model), such as a run's best/ folder")
+                           "model.safetensors, tokenizer.model), such as a run's last/ or best/ folder")
     donor = TextVAE.from_pretrained(source)
     check_same_tokenizer(donor.tokenizer, model.tokenizer, source, data_dir,
                          "Pretrain the encoder on the dataset this run trains on.")
