@@ -55,8 +55,8 @@ class VAEConfig:
     gamma: float = setting(0.6, "BN-VAE: fixed scale of the batch-normalised mean")
     tau: float = setting(0.5, "τ-scaled BN: share of the prior variance carried by the mean")
     dropout: float = setting(0.0, "dropout inside encoder and decoder")
-    encoder_dropout: float = setting(-1.0, "dropout inside the encoder instead (-1: the same as dropout; the "
-                                           "published PTB encoders use none)")
+    encoder_dropout: float = setting(-1.0, "dropout inside the encoder instead (-1: the same as dropout; public "
+                                           "sentence-VAE code for PTB uses none)")
     word_dropout: float = setting(0.0, "decoder inputs replaced by unk with this probability while training")
     max_len: int = setting(128, "longest token sequence the model reads and writes (BOS + text + EOS)")
     output_layer: str = setting("full", "full (one V-way softmax) | adaptive (Grave et al. 2017: exact, fewer FLOPs) "
