@@ -177,12 +177,16 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "last" / "trainer_state.pt").is_file()
+
+
 def train_command(run_dir: Path, flags: tuple, seed: int, args) -> list[str]:
     study = STUDIES[args.study]
     steps, every = args.steps or study.steps, args.eval_every or study.eval_every
     overrides = [flag for name, value in (("--max-steps", steps), ("--eval-every", every)) if value
                  for flag in (name, str(value))]
-    resume = ["--resume"] if (run_dir / "last" / "trainer_state.pt").is_file() else []
+    resume = ["--resume"] if has_checkpoint(run_dir) else []
     return command("train", "--preset", study.preset, "--data-dir", str(args.data), "--run-dir", str(run_dir),
                    "--seed", str(seed), "--device", args.device, *flags, *overrides, *resume)
 
@@ -204,14 +208,14 @@ def execute(run: Run, args) -> dict:
     if FAILED.is_set():
         raise SystemExit(f"{run.slug}: not started, an earlier run failed")
     env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    start, trainings = time.perf_counter(), []
-    for run_dir, flags in stages(run, args):
-        if run_dir.exists() and not (run_dir / "last" / "trainer_state.pt").is_file():
+    start, trainings, planned = time.perf_counter(), [], stages(run, args)
+    for run_dir, flags in planned:
+        if run_dir.exists() and not has_checkpoint(run_dir):
             shutil.rmtree(run_dir)  # cut before its first checkpoint: nothing to resume
         trainings.append(train_command(run_dir, flags, run.seed, args))
         call(trainings[-1], args.runs / f"{run_dir.name}.train.log", env)
     seconds = time.perf_counter() - start
-    run_dir = args.runs / run.slug  # the last stage: the run itself
+    run_dir = planned[-1][0]  # the last stage: the run itself
     evaluate = command("evaluate", str(run_dir / "best"), "--data", str(args.data), "--iw-samples",
                        str(args.iw_samples), "--max-examples", str(args.max_examples), "--num-samples",
                        str(args.samples), "--seed", "0", "--device", args.device,
@@ -347,7 +351,8 @@ def section(results: list[dict], args) -> str:
     train_size = training_size(args.data)
     done, planned = len(results), len(plan(argparse.Namespace(study=args.study, only=[])))
     first = results[0]
-    protocol = statistics.mode(round(epochs(r, train_size), 1) for r in results)  # rows' notes give others
+    training = PRESETS[study.preset][1]  # the protocol; rows whose flags change the steps say so in their notes
+    protocol = (study.steps or training["max_steps"]) * training["batch_size"] / train_size
     published = "".join(f"- *{r['name']}*: {r['setup']} ({r['source']}).\n" for r in study.published)
     published += "\n" if published else ""  # a blank line before the settings, none where nothing is quoted
     settings_text = "\n".join(f"- **{s.name}**: {s.note}; flags `{' '.join(s.flags)}`" for s, _ in groups)

@@ -107,12 +107,12 @@ def token_nll(logits, targets):
 OUTPUT_LAYERS = ("full", "adaptive", "tied")
 
 
-def output_layer(kind, hidden_dim, vocab_size, cutoffs, div_value, embed=None):
+def output_layer(kind, hidden_dim, vocab_size, cutoffs, div_value, embed=None, bias=True):
     """The output layer `kind`; "tied" is the full softmax whose weight is the input embedding `embed`
-    (Press & Wolf 2017), so hidden_dim must equal the embedding size."""
+    (Press & Wolf 2017), so hidden_dim must equal the embedding size. `bias` is the full softmax's."""
     if kind == "adaptive":
         return AdaptiveSoftmax(hidden_dim, vocab_size, cutoffs, div_value)
-    head = FullSoftmax(hidden_dim, vocab_size)
+    head = FullSoftmax(hidden_dim, vocab_size, bias=bias)
     if kind == "tied":
         head.weight = embed.weight
     return head
@@ -365,12 +365,10 @@ class TransformerDecoder(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d_model, num_heads, dropout) for _ in range(num_layers))
         self.ln_f = nn.LayerNorm(d_model)
-        if output in ("full", "tied"):  # the Transformer's full output layer is always tied
-            self.lm_head = FullSoftmax(d_model, vocab_size, bias=False)
-            # tying saves V * C parameters, most of a small model's, and tends to help perplexity
-            self.lm_head.weight = self.embed.weight
-        else:
-            self.lm_head = output_layer(output, d_model, vocab_size, cutoffs, div_value)
+        # the Transformer's full output layer is always tied (and has no bias): tying saves V * C parameters,
+        # most of a small model's, and tends to help perplexity
+        self.lm_head = output_layer("tied" if output == "full" else output, d_model, vocab_size, cutoffs,
+                                    div_value, self.embed, bias=False)
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
