@@ -56,6 +56,19 @@ def test_adaptive_nll_gradient_matches_the_full_log_prob_gradient():
         torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-6)
 
 
+def test_full_nll_in_row_blocks_equals_the_whole_cross_entropy_and_its_gradient():
+    torch.manual_seed(0)
+    layer = FullSoftmax(H, V)
+    layer.NLL_ROWS = 5
+    x, targets = torch.randn(3, 7, H, requires_grad=True), torch.randint(0, V, (3, 7))  # 21 rows: 5 blocks
+    blocks = layer.nll(x, targets)
+    whole = torch.nn.functional.cross_entropy(layer(x).flatten(0, 1), targets.flatten(), reduction="none")
+    torch.testing.assert_close(blocks, whole.view(3, 7))
+    (grad_blocks,) = torch.autograd.grad(blocks.sum(), x)
+    (grad_whole,) = torch.autograd.grad(whole.sum(), x)
+    torch.testing.assert_close(grad_blocks, grad_whole)
+
+
 def test_nll_stays_fp32_under_bf16_autocast():
     x, targets = torch.randn(5, H), torch.randint(0, V, (5,))
     for layer in (adaptive(), FullSoftmax(H, V)):
