@@ -48,6 +48,7 @@ class Setting:
     headline: bool = True  # run for every seed in SEEDS (else the first only: the 2-core budget)
     note: str = ""  # what the row varies
     pretrain: tuple = ()  # flags of a first run whose last/ starts this one's encoder (Li et al. 2019)
+    prior_of: str = ""  # the setting whose trained runs this row scores again with an aggregate prior
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,22 @@ def _ptb_own(epoch: int) -> tuple[Setting, ...]:
                 note=f"the same {what} with z, 20 epochs")))
 
 
+def _with_aggregate_prior(settings: tuple[Setting, ...], names: tuple[str, ...]) -> tuple[Setting, ...]:
+    """Rows that score the trained runs of the settings `names` again with an ex-post prior: a Gaussian mixture
+    fitted to the training set's aggregate posterior (Ghosh et al. 2020; issue 2.4's `textvae fit-prior`)."""
+    return tuple(Setting(f"{s.name} + aggregate prior", s.flags, s.headline, prior_of=s.name,
+                         note=f"the runs of «{s.name}», not retrained, with p(z) a Gaussian mixture fitted to one "
+                              "z ~ q(z|x) per training sentence (its component count picked on validation); "
+                              "IW-NLL and samples use it, −ELBO and KL stay under N(0, I)")
+                 for s in settings if s.name in names)
+
+
+def _ptb_settings(epoch: int) -> tuple[Setting, ...]:
+    trained = (*_remedies(epoch=epoch * 10), *_ptb_own(epoch))
+    refitted = ("BN γ=0.7", "BN γ=0.7, LSTM-512", "AE pretraining + free bits")
+    return (*trained, *_with_aggregate_prior(trained, refitted))
+
+
 def _ptb_setup() -> str:
     """How preset `ptb` differs from the published small models, its figures read from the preset itself."""
     model, training = PRESETS["ptb"]
@@ -121,7 +138,7 @@ OPTIMUS = ("Li et al. 2020 (Optimus), Table 8, the small-VAE rows it quotes from
            "end of sentence (its NLL and PPL agree at 21.92 tokens a test sentence)")
 TEXAR = "asyml/texar examples/vae_text README (since 2018-09-07)"
 STUDIES = {
-    "ptb": Study("ptb", "ptb", "data/ptb", "sentence", (*_remedies(epoch=PTB_EPOCH * 10), *_ptb_own(PTB_EPOCH)), (
+    "ptb": Study("ptb", "ptb", "data/ptb", "sentence", _ptb_settings(PTB_EPOCH), (
         dict(name="LSTM-LM", nll=101.04, ppl=100.47, source=OPTIMUS,
              setup="exact NLL; 1-layer LSTM 256, D 32 for the VAEs beside it (Li et al. 2019's PTB setup)"),
         dict(name="VAE, monotonic annealing", elbo=101.28, ppl=101.40, kl=0.0, mi=0.0, au=0, source=OPTIMUS,
@@ -156,7 +173,16 @@ class Run:
     slug: str
 
     def result_path(self, args) -> Path:
-        return args.results / f"{args.study}-runs" / f"{self.slug}.json"
+        return result_path(self.slug, args)
+
+    @property
+    def source_slug(self) -> str:
+        """The run whose model a prior row refits: the prior_of setting's of the same seed."""
+        return f"{slug(self.setting.prior_of)}-seed{self.seed}"
+
+
+def result_path(run_slug: str, args) -> Path:
+    return args.results / f"{args.study}-runs" / f"{run_slug}.json"
 
 
 def slug(name: str) -> str:
@@ -203,31 +229,54 @@ def stages(run: Run, args) -> list[tuple[Path, tuple]]:
 FAILED = threading.Event()  # set by a failed command: the queue's workers start no further run
 
 
-def execute(run: Run, args) -> dict:
-    """Train (or resume) and evaluate one run, then commit-ready: its figures as one JSON file."""
-    if FAILED.is_set():
-        raise SystemExit(f"{run.slug}: not started, an earlier run failed")
-    env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    start, trainings, planned = time.perf_counter(), [], stages(run, args)
+def train(run: Run, args, env: dict) -> tuple[Path, list[list[str]]]:
+    """Train (or resume) the run's stages; its folder (the last stage's) and the training commands."""
+    trainings, planned = [], stages(run, args)
     for run_dir, flags in planned:
         if run_dir.exists() and not has_checkpoint(run_dir):
             shutil.rmtree(run_dir)  # cut before its first checkpoint: nothing to resume
         trainings.append(train_command(run_dir, flags, run.seed, args))
         call(trainings[-1], args.runs / f"{run_dir.name}.train.log", env)
+    return planned[-1][0], trainings
+
+
+def fit_prior(run: Run, args, env: dict) -> tuple[Path, list[list[str]]]:
+    """A prior row's folder: a copy of its source run's best model, its training config and curves, with an
+    aggregate prior fitted to one posterior sample of each training sentence (`textvae fit-prior`)."""
+    source, run_dir = args.runs / run.source_slug, args.runs / run.slug
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a copy this script made: it is made again whole
+    shutil.copytree(source / "best", run_dir / "best")
+    for name in ("run_config.json", "metrics.jsonl"):
+        shutil.copy2(source / name, run_dir / name)
+    fit = command("fit-prior", str(run_dir / "best"), "--data", str(args.data), "--fit-on", "samples", "--seed", "0")
+    call(fit, args.runs / f"{run.slug}.fit-prior.log", env)
+    return run_dir, [fit]
+
+
+def execute(run: Run, args) -> dict:
+    """Train (or resume) and evaluate one run, then commit-ready: its figures as one JSON file. A prior row
+    refits its source run instead of training, and scores it with the aggregate prior."""
+    if FAILED.is_set():
+        raise SystemExit(f"{run.slug}: not started, an earlier run failed")
+    env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    start = time.perf_counter()
+    run_dir, made_by = (fit_prior if run.setting.prior_of else train)(run, args, env)
     seconds = time.perf_counter() - start
-    run_dir = planned[-1][0]  # the last stage: the run itself
+    prior = ["--iw-prior", "aggregate"] if run.setting.prior_of else []
     evaluate = command("evaluate", str(run_dir / "best"), "--data", str(args.data), "--iw-samples",
                        str(args.iw_samples), "--max-examples", str(args.max_examples), "--num-samples",
-                       str(args.samples), "--seed", "0", "--device", args.device,
+                       str(args.samples), "--seed", "0", "--device", args.device, *prior,
                        "--out", str(run_dir / "evaluate.json"), "--json")
     call(evaluate, args.runs / f"{run.slug}.evaluate.log", env)
     report = json.loads((run_dir / "evaluate.json").read_text())
     config = json.loads((run_dir / "run_config.json").read_text())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     result = dict(name=run.setting.name, seed=run.seed, flags=list(run.setting.flags), commit=args.commit,
+                  **(dict(prior_of=run.source_slug) if run.setting.prior_of else {}),
                   iw_samples=args.iw_samples,
                   commands=[" ".join(words[1:]).replace(str(args.runs), "runs/" + args.study)
-                            for words in (*trainings, evaluate)],
+                            for words in (*made_by, evaluate)],
                   wall_seconds_this_session=round(seconds), config=config,
                   parameters=sum(p.numel() for p in TextVAE.from_pretrained(run_dir / "best").parameters()),
                   latent=report["latent"],
@@ -423,6 +472,10 @@ def main() -> None:
     if min(args.workers, args.threads, args.iw_samples) < 1 or args.samples < 2 or args.max_examples < 0:
         parser.error("--workers, --threads and --iw-samples must be >= 1, --samples >= 2, --max-examples >= 0")
     todo = [] if args.report_only else [run for run in plan(args) if not run.result_path(args).exists()]
+    waiting = [run for run in todo if run.setting.prior_of and not result_path(run.source_slug, args).exists()]
+    for run in waiting:
+        print(f"{run.slug}: waits for {run.source_slug}'s results (a later call scores it)")
+    todo = [run for run in todo if run not in waiting]
     with ThreadPoolExecutor(args.workers) as pool:
         futures = [pool.submit(execute, run, args) for run in todo]
         try:

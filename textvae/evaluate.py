@@ -412,7 +412,8 @@ def format_report(report: dict) -> str:
             f"  KL                          {_fmt(lat['kl'])}",
             f"  -ELBO                       {_fmt(-lat['elbo'])}   ELBO-PPL {_fmt(lat['elbo_ppl'])}"]
     if "iw_nll" in lat:
-        rows.append(f"  {lat['iw_estimator']:28}{_fmt(lat['iw_nll'])}   IW-PPL {_fmt(lat['iw_ppl'])}")
+        label = lat["iw_estimator"].ljust(27)  # "IW-NLL (K=500, aggregate prior)" overruns the column
+        rows.append(f"  {label} {_fmt(lat['iw_nll'])}   IW-PPL {_fmt(lat['iw_ppl'])}")
     if "mi" in lat:
         d = lat["latent_dim"]
         rows += ["", "latent",
