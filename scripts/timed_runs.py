@@ -8,11 +8,14 @@ metrics are packed into one archive cut into 15 MiB parts (the device tool retur
 
     python scripts/timed_runs.py --budget 540 --out $OUT            # on the lent GPU (scripts/device_faithful.sh)
     python scripts/timed_runs.py --budget 150 --calibrate 40 --device cpu --out /tmp/t -- --decoder-hidden 32
+    python scripts/timed_runs.py --budget 250 --calibrate 24 --candidates faithful-d128-b1024 --out $OUT \
+        -- --init-from .gpu/faithful-d128-b1024 --lr 3e-3    # train a returned run further
 
 The runs are the `faithful` candidates of issue 2.4 (docs/results.md): the preset poem-faithful (poem-v2 with
-a 256-unit encoder, a 512-unit decoder, free bits at 200 nats and batches of 512) with a larger latent, D = 128
-or 256 for the preset's 64: at one epoch on the CPU, D = 128 doubled the reconstruction BLEU of D = 64. The
-first lease's candidates were the preset with free bits at 120, 200 and 300 nats (git show cc799ae).
+a 256-unit encoder, a 512-unit decoder, free bits at 200 nats and batches of 512) with D = 128 for the preset's 64
+(at one epoch on the CPU, D = 128 doubled the reconstruction BLEU of D = 64 and matched D = 256), at batches of
+512, 1,024 and 2,048 poems. The first lease's candidates were the preset with free bits at 120, 200 and 300 nats
+(git show cc799ae).
 """
 
 import argparse
@@ -26,7 +29,11 @@ import tarfile
 import time
 from pathlib import Path
 
-CANDIDATES = {f"faithful-d{dim}": ["--latent-dim", str(dim)] for dim in (128, 256)}
+CANDIDATES = {  # D = 128 at three batch sizes: a GPU step costs about the same at each, so larger batches see more epochs
+    "faithful-d128": ["--latent-dim", "128"],
+    "faithful-d128-b1024": ["--latent-dim", "128", "--batch-size", "1024", "--lr", "5e-3"],
+    "faithful-d128-b2048": ["--latent-dim", "128", "--batch-size", "2048", "--lr", "6e-3"],
+}
 COMMON = ["--preset", "poem-faithful", "--log-every", "10"]  # each candidate sets its own latent size
 EVALS_PER_RUN = 5
 PART_BYTES = 15 * 2**20
@@ -61,7 +68,7 @@ def stop(processes: dict) -> None:
 
 def calibrate(args, run_root: Path, log) -> dict[str, float]:
     """Steps per second of each candidate while all of them train at once."""
-    processes = {name: launch(name, run_root / "calibration", 10**7, 10**7, args, log) for name in CANDIDATES}
+    processes = {name: launch(name, run_root / "calibration", 10**7, 10**7, args, log) for name in args.candidates}
     started = time.monotonic()
     first = {}
     while time.monotonic() - started < args.calibrate:
@@ -70,7 +77,7 @@ def calibrate(args, run_root: Path, log) -> dict[str, float]:
             stop(processes)
             raise SystemExit(f"a calibration run stopped early: see {run_root / 'calibration'}/*.log")
         if not first and time.monotonic() - started >= args.calibrate / 2:  # past start-up and the first steps
-            first = {name: (time.monotonic(), last_step(run_root / "calibration" / name)) for name in CANDIDATES}
+            first = {name: (time.monotonic(), last_step(run_root / "calibration" / name)) for name in args.candidates}
     rates = {}
     for name, (tick, step) in first.items():
         rates[name] = (last_step(run_root / "calibration" / name) - step) / (time.monotonic() - tick)
@@ -78,11 +85,11 @@ def calibrate(args, run_root: Path, log) -> dict[str, float]:
     return rates
 
 
-def pack(run_root: Path, out: Path) -> None:
+def pack(run_root: Path, names: list[str], out: Path) -> None:
     """Each run's last/ (without the optimizer state), config and metrics, in 15 MiB parts of one archive."""
     archive = run_root / "runs.tar"
     with tarfile.open(archive, "w") as tar:
-        for name in CANDIDATES:
+        for name in names:
             run = run_root / name
             for path in [run / "run_config.json", run / "metrics.jsonl", run_root / f"{name}.log",
                          *sorted((run / "last").glob("*"))]:
@@ -97,6 +104,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, required=True, help="seconds from start to packed results")
     parser.add_argument("--calibrate", type=float, default=60, help="seconds of the shared calibration run")
+    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES),
+                        help="which runs to train (default: all)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--data-dir", default="data/poems")
     parser.add_argument("--out", type=Path, required=True, help="folder that receives the archive parts and log")
@@ -124,7 +133,7 @@ def main() -> None:
             line = dict(run=name, returncode=process.returncode, last_step=last_step(args.work / name))
             log.write(json.dumps(line) + "\n")
             print(json.dumps(line), flush=True)
-    pack(args.work, args.out)
+    pack(args.work, args.candidates, args.out)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from textvae.errors import TextVAEError
 from textvae.evaluate import EvalConfig, evaluate, validation_figures
 from textvae.metrics import mutual_information
 from textvae.train import (TrainConfig, check_compatible, kl_weight, lr_at, regularised_kl, start_encoder_from,
+                           start_weights_from,
                            train)
 from textvae.vae import TextVAE, VAEConfig
 
@@ -403,6 +404,40 @@ def test_encoder_from_copies_the_pretrained_encoder_and_head_and_keeps_the_fresh
         torch.testing.assert_close(value, fresh_decoder[key], rtol=0, atol=0)
     _, follow = tiny_configs(data_dir, tmp_path / "vae", max_steps=5, encoder_from=str(tmp_path / "ae" / "best"))
     assert train(model_config, follow)["kl"] > 0
+
+
+def test_init_from_copies_every_weight_and_the_run_starts_where_the_donor_ended(data_dir, tmp_path):
+    model_config, c = tiny_configs(data_dir, tmp_path / "first")
+    train(model_config, c)
+    donor = TextVAE.from_pretrained(tmp_path / "first" / "last")
+    _, tokenizer = data.load(data_dir)
+    torch.manual_seed(1)
+    model = TextVAE(dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, dropout=0.3), tokenizer)
+    start_weights_from(model, tmp_path / "first" / "last", str(data_dir))
+    mine = model.state_dict()
+    assert mine.keys() == donor.state_dict().keys()
+    for key, value in donor.state_dict().items():
+        torch.testing.assert_close(mine[key], value, rtol=0, atol=0)
+    # through train(): one step at a vanishing learning rate leaves the donor's weights in the new run's last/
+    _, more = tiny_configs(data_dir, tmp_path / "more", max_steps=1, eval_every=1, lr=1e-12, min_lr=0.0,
+                           init_from=str(tmp_path / "first" / "last"))
+    train(model_config, more)
+    continued = TextVAE.from_pretrained(tmp_path / "more" / "last").state_dict()
+    for key, value in donor.state_dict().items():
+        torch.testing.assert_close(continued[key], value, rtol=0, atol=1e-6)
+
+
+def test_init_from_refuses_another_architecture_and_the_encoder_option_beside_it(data_dir, tmp_path):
+    model_config, c = tiny_configs(data_dir, tmp_path / "first", max_steps=5)
+    train(model_config, c)
+    wider, more = tiny_configs(data_dir, tmp_path / "more", model=dict(decoder_hidden=24),
+                               init_from=str(tmp_path / "first" / "last"))
+    with pytest.raises(TextVAEError, match="another architecture.*decoder_hidden"):
+        train(wider, more)
+    assert not (tmp_path / "more").exists()  # refused before the run's first write
+    both = dataclasses.replace(more, encoder_from=str(tmp_path / "first" / "last"))
+    with pytest.raises(TextVAEError, match="use one of them"):
+        check_compatible(model_config, both)
 
 
 def test_encoder_from_refuses_a_mismatched_or_missing_model(data_dir, tmp_path):

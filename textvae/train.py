@@ -61,6 +61,8 @@ class TrainConfig:
     encoder_from: str = setting("", "a saved model (e.g. the last/ of an autoencoder run, trained with --beta-max 0) "
                                     "whose encoder and posterior head start this run while the decoder starts "
                                     "afresh: Li et al. 2019's pretraining ('' = off)")
+    init_from: str = setting("", "a saved model (a run's last/ or best/) whose weights, all of them, start this run "
+                                 "with a fresh optimizer and schedule: a finished run trained on ('' = off)")
     eval_every: int = setting(250, "steps between validations and checkpoints")
     eval_examples: int = setting(0, "validation sentences used (0 = all)")
     seed: int = setting(0, "seeds data order, initialisation and every random draw")
@@ -152,6 +154,9 @@ def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
                            "use one of them")
     if train.encoder_from and not model.has_latent:
         raise TextVAEError("TrainConfig.encoder_from needs a latent: the 'none' posterior has no encoder")
+    if train.encoder_from and train.init_from:
+        raise TextVAEError("TrainConfig.encoder_from and TrainConfig.init_from both start the weights: "
+                           "init_from already copies the encoder, so use one of them")
     if train.batch_size < 2 and model.posterior in ("bn", "bn-tau"):
         raise TextVAEError(f"TrainConfig.batch_size 1 with the {model.posterior!r} posterior: batch-norm on μ "
                            "needs the statistics of a batch for its KL floor, and one example has none; "
@@ -162,22 +167,49 @@ def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
 ENCODER_FIELDS = ("encoder", "embed_dim", "encoder_hidden", "encoder_layers", "kernel_size", "latent_dim", "posterior")
 
 
-def start_encoder_from(model: TextVAE, source: Path, data_dir: str) -> None:
-    """Copy the encoder and posterior head of the saved model at `source` into `model`; its decoder is kept
-    as initialised (Li et al. 2019: pretrain as an autoencoder, then reset the decoder)."""
+# model fields that shape no weight: a run started from another model's weights may change them
+WEIGHTLESS_FIELDS = ("dropout", "word_dropout")
+
+
+def load_donor(model: TextVAE, source: Path, data_dir: str, option: str) -> TextVAE:
+    """The saved model at `source` that TrainConfig.`option` names, refused unless it is one and shares the
+    run's tokenizer."""
     if not is_saved_model(source):
-        raise TextVAEError(f"TrainConfig.encoder_from: {source} is not a saved model (config.json, "
+        raise TextVAEError(f"TrainConfig.{option}: {source} is not a saved model (config.json, "
                            "model.safetensors, tokenizer.model), such as a run's last/ or best/ folder")
     donor = TextVAE.from_pretrained(source)
     check_same_tokenizer(donor.tokenizer, model.tokenizer, source, data_dir,
-                         "Pretrain the encoder on the dataset this run trains on.")
-    differ = [f"{name} {getattr(donor.config, name)!r} != {getattr(model.config, name)!r}"
-              for name in ENCODER_FIELDS if getattr(donor.config, name) != getattr(model.config, name)]
+                         "Start from a model trained on the dataset this run trains on.")
+    return donor
+
+
+def differing_fields(donor: TextVAE, model: TextVAE, names) -> list[str]:
+    return [f"{name} {getattr(donor.config, name)!r} != {getattr(model.config, name)!r}"
+            for name in names if getattr(donor.config, name) != getattr(model.config, name)]
+
+
+def start_encoder_from(model: TextVAE, source: Path, data_dir: str) -> None:
+    """Copy the encoder and posterior head of the saved model at `source` into `model`; its decoder is kept
+    as initialised (Li et al. 2019: pretrain as an autoencoder, then reset the decoder)."""
+    donor = load_donor(model, source, data_dir, "encoder_from")
+    differ = differing_fields(donor, model, ENCODER_FIELDS)
     if not donor.config.has_latent or differ:
         raise TextVAEError(f"TrainConfig.encoder_from: {source}'s encoder does not fit this model ("
                            f"{'; '.join(differ) or 'it has no latent'}): give the same encoder and posterior flags")
     model.encoder.load_state_dict(donor.encoder.state_dict())
     model.head.load_state_dict(donor.head.state_dict())
+
+
+def start_weights_from(model: TextVAE, source: Path, data_dir: str) -> None:
+    """Copy every weight and buffer of the saved model at `source` into `model`, whose architecture must be
+    the same; the optimizer and schedule start afresh."""
+    donor = load_donor(model, source, data_dir, "init_from")
+    shaping = [f.name for f in dataclasses.fields(model.config) if f.name not in WEIGHTLESS_FIELDS]
+    differ = differing_fields(donor, model, shaping)
+    if differ:
+        raise TextVAEError(f"TrainConfig.init_from: {source} is another architecture ({'; '.join(differ)}): "
+                           "give the model flags it was trained with (its config.json)")
+    model.load_state_dict(donor.state_dict())
 
 
 def available_memory() -> int:
@@ -400,6 +432,8 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         model, state = TextVAE(model_config, tokenizer).to(device).train(), None
         if c.encoder_from:
             start_encoder_from(model, Path(c.encoder_from), c.data_dir)
+        if c.init_from:
+            start_weights_from(model, Path(c.init_from), c.data_dir)
     batches = data.Batches(data.token_ids(dataset["train"]), c.batch_size, seed=c.seed, rank=rank,
                            world_size=world_size, max_len=model.config.max_len)
     if is_main:  # every check has passed: the run's first write
