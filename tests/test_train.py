@@ -427,29 +427,24 @@ def test_init_from_copies_every_weight_and_the_run_starts_where_the_donor_ended(
         torch.testing.assert_close(continued[key], value, rtol=0, atol=1e-6)
 
 
-def test_init_from_refuses_another_architecture_and_the_encoder_option_beside_it(data_dir, tmp_path):
-    model_config, c = tiny_configs(data_dir, tmp_path / "first", max_steps=5)
+@pytest.mark.parametrize("option, change, message", [("encoder_from", dict(latent_dim=6), "latent_dim 4 != 6"),
+                                                     ("init_from", dict(decoder_hidden=24),
+                                                      "another architecture.*decoder_hidden 32 != 24")])
+def test_a_donor_model_is_refused_when_mismatched_or_missing(data_dir, tmp_path, option, change, message):
+    model_config, c = tiny_configs(data_dir, tmp_path / "donor", max_steps=5)
     train(model_config, c)
-    wider, more = tiny_configs(data_dir, tmp_path / "more", model=dict(decoder_hidden=24),
-                               init_from=str(tmp_path / "first" / "last"))
-    with pytest.raises(TextVAEError, match="another architecture.*decoder_hidden"):
-        train(wider, more)
-    assert not (tmp_path / "more").exists()  # refused before the run's first write
-    both = dataclasses.replace(more, encoder_from=str(tmp_path / "first" / "last"))
-    with pytest.raises(TextVAEError, match="use one of them"):
-        check_compatible(model_config, both)
-
-
-def test_encoder_from_refuses_a_mismatched_or_missing_model(data_dir, tmp_path):
-    model_config, c = tiny_configs(data_dir, tmp_path / "ae", max_steps=5)
-    train(model_config, c)
-    wider, follow = tiny_configs(data_dir, tmp_path / "vae", model=dict(latent_dim=6),
-                                 encoder_from=str(tmp_path / "ae" / "best"))
-    with pytest.raises(TextVAEError, match="latent_dim 4 != 6"):
-        train(wider, follow)
-    assert not (tmp_path / "vae").exists()  # refused before the run's first write
-    missing = dataclasses.replace(follow, encoder_from=str(tmp_path / "nothing"))
+    other, follow = tiny_configs(data_dir, tmp_path / "run", model=change, **{option: str(tmp_path / "donor" / "best")})
+    with pytest.raises(TextVAEError, match=message):
+        train(other, follow)
+    assert not (tmp_path / "run").exists()  # refused before the run's first write
+    missing = dataclasses.replace(follow, **{option: str(tmp_path / "nothing")})
     with pytest.raises(TextVAEError, match="is not a saved model"):
         train(model_config, missing)
+
+
+def test_encoder_from_needs_a_latent_and_excludes_init_from():
+    follow = TrainConfig(encoder_from="runs/ae/best")
     with pytest.raises(TextVAEError, match="needs a latent"):
-        check_compatible(dataclasses.replace(model_config, posterior="none"), follow)
+        check_compatible(VAEConfig(**{**TINY_MODEL, "posterior": "none"}), follow)
+    with pytest.raises(TextVAEError, match="use one of them"):
+        check_compatible(VAEConfig(**TINY_MODEL), dataclasses.replace(follow, init_from="runs/vae/last"))
