@@ -9,13 +9,12 @@ metrics are packed into one archive cut into 15 MiB parts (the device tool retur
     python scripts/timed_runs.py --budget 540 --out $OUT            # on the lent GPU (scripts/device_faithful.sh)
     python scripts/timed_runs.py --budget 150 --calibrate 40 --device cpu --out /tmp/t -- --decoder-hidden 32
     python scripts/timed_runs.py --budget 250 --calibrate 24 --candidates faithful-d128-b1024 --out $OUT \
-        -- --init-from .gpu/faithful-d128-b1024 --lr 3e-3    # train a returned run further
+        -- --init-from .gpu/stage1/faithful-d128-b1024/last --lr 3e-3    # train a returned run on
 
-The runs are the `faithful` candidates of issue 2.4 (docs/results.md): the preset poem-faithful (poem-v2 with
-a 256-unit encoder, a 512-unit decoder, free bits at 200 nats and batches of 512) with D = 128 for the preset's 64
-(at one epoch on the CPU, D = 128 doubled the reconstruction BLEU of D = 64 and matched D = 256), at batches of
-512, 1,024 and 2,048 poems. The first lease's candidates were the preset with free bits at 120, 200 and 300 nats
-(git show cc799ae).
+The runs are the `faithful` candidates of the second lease (issue 2.4, docs/results.md): D = 128 at batches of
+512, 1,024 and 2,048 poems, each with its own learning rate, on top of the preset poem-faithful (a 256-unit
+encoder, a 512-unit decoder, free bits at 200 nats), which has since taken the batch-1,024 run as its recipe.
+The first lease's candidates were D = 64 with free bits at 120, 200 and 300 nats (git show cc799ae).
 """
 
 import argparse
@@ -29,12 +28,13 @@ import tarfile
 import time
 from pathlib import Path
 
-CANDIDATES = {  # D = 128 at three batch sizes: a GPU step costs about the same at each, so larger batches see more epochs
-    "faithful-d128": ["--latent-dim", "128"],
+# D = 128 at three batch sizes: a GPU step costs about the same at each, so larger batches see more epochs
+CANDIDATES = {
+    "faithful-d128": ["--latent-dim", "128", "--batch-size", "512", "--lr", "4e-3"],
     "faithful-d128-b1024": ["--latent-dim", "128", "--batch-size", "1024", "--lr", "5e-3"],
     "faithful-d128-b2048": ["--latent-dim", "128", "--batch-size", "2048", "--lr", "6e-3"],
 }
-COMMON = ["--preset", "poem-faithful", "--log-every", "10"]  # each candidate sets its own latent size
+COMMON = ["--preset", "poem-faithful", "--log-every", "10"]  # each candidate gives all it changes
 EVALS_PER_RUN = 5
 PART_BYTES = 15 * 2**20
 

@@ -26,8 +26,9 @@ def test_the_folder_holds_a_complete_model_with_its_aggregate_prior_within_25_mb
 def test_its_report_shows_a_high_rate_that_reconstructs_better_than_the_default():
     faithful, default = (json.loads((folder / "eval.json").read_text()) for folder in (FAITHFUL, DEFAULT))
     assert faithful["split"] == "test" and faithful["config"]["max_examples"] == 0  # the whole test split
-    assert faithful["latent"]["kl"] >= 60 and faithful["latent"]["active_units"] == 64
-    assert faithful["text"]["reconstruction_bleu"] > 5 * default["text"]["reconstruction_bleu"]
+    assert faithful["latent"]["kl"] >= 60
+    assert faithful["latent"]["active_units"] == json.loads((FAITHFUL / "config.json").read_text())["latent_dim"]
+    assert faithful["text"]["reconstruction_bleu"] > 20 * default["text"]["reconstruction_bleu"]
 
 
 def characters(poem: str) -> str:
@@ -42,7 +43,7 @@ def test_it_keeps_more_of_a_held_out_poem_than_the_default_model():
         decoded = [r[0] for r in generate.reconstruct(model, HELD_OUT, constraint=Verse(model.tokenizer, "5x4"))]
         assert all(form_of(split_lines(poem)) == "5x4" for poem in decoded)
         kept[folder.name] = sum(kept_in_place(characters(a), characters(b)) for a, b in zip(HELD_OUT, decoded)) / 2
-    assert kept["faithful"] >= 0.15 and kept["faithful"] >= kept["pretrained"] + 0.1, kept
+    assert kept["faithful"] >= 0.25 and kept["faithful"] >= kept["pretrained"] + 0.2, kept
 
 
 def test_its_interpolation_starts_and_ends_at_the_reconstructions():
