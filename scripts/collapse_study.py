@@ -119,7 +119,7 @@ def _with_aggregate_prior(settings: tuple[Setting, ...], names: tuple[str, ...])
 
 def _ptb_settings(epoch: int) -> tuple[Setting, ...]:
     trained = (*_remedies(epoch=epoch * 10), *_ptb_own(epoch))
-    refitted = ("BN γ=0.7", "BN γ=0.7, LSTM-512", "AE pretraining + free bits")
+    refitted = ("BN γ=0.6", "BN γ=0.7", "BN γ=0.7, LSTM-512", "AE pretraining + free bits")
     return (*trained, *_with_aggregate_prior(trained, refitted))
 
 
