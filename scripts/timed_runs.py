@@ -67,7 +67,8 @@ def stop(processes: dict) -> None:
 
 
 def calibrate(args, run_root: Path, log) -> dict[str, float]:
-    """Steps per second of each candidate while all of them train at once."""
+    """Steps per second of each candidate while all of them train at once, timed from its first logged step
+    after half the window, so that start-up (imports, data, CUDA) never counts."""
     processes = {name: launch(name, run_root / "calibration", 10**7, 10**7, args, log) for name in args.candidates}
     started = time.monotonic()
     first = {}
@@ -76,12 +77,18 @@ def calibrate(args, run_root: Path, log) -> dict[str, float]:
         if any(p.poll() is not None for p in processes.values()):
             stop(processes)
             raise SystemExit(f"a calibration run stopped early: see {run_root / 'calibration'}/*.log")
-        if not first and time.monotonic() - started >= args.calibrate / 2:  # past start-up and the first steps
-            first = {name: (time.monotonic(), last_step(run_root / "calibration" / name)) for name in args.candidates}
-    rates = {}
-    for name, (tick, step) in first.items():
-        rates[name] = (last_step(run_root / "calibration" / name) - step) / (time.monotonic() - tick)
+        if time.monotonic() - started < args.calibrate / 2:
+            continue
+        for name in args.candidates:
+            step = last_step(run_root / "calibration" / name)
+            if name not in first and step > 0:
+                first[name] = (time.monotonic(), step)
+    rates = {name: (last_step(run_root / "calibration" / name) - step) / (time.monotonic() - tick)
+             for name, (tick, step) in first.items()}
     stop(processes)
+    if set(rates) != set(args.candidates) or min(rates.values()) <= 0:
+        raise SystemExit(f"--calibrate {args.calibrate:g} s was too short to time every run after its start-up "
+                         f"(timed: {sorted(n for n, r in rates.items() if r > 0)}): give a longer one")
     return rates
 
 
