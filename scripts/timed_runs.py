@@ -79,9 +79,9 @@ def calibrate(args, run_root: Path, log) -> dict[str, float]:
             raise SystemExit(f"a calibration run stopped early: see {run_root / 'calibration'}/*.log")
         if time.monotonic() - started < args.calibrate / 2:
             continue
-        for name in args.candidates:
+        for name in set(args.candidates) - set(first):  # each run's log is read until it is timed, not after
             step = last_step(run_root / "calibration" / name)
-            if name not in first and step > 0:
+            if step > 0:
                 first[name] = (time.monotonic(), step)
     rates = {name: (last_step(run_root / "calibration" / name) - step) / (time.monotonic() - tick)
              for name, (tick, step) in first.items()}
