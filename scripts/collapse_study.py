@@ -196,11 +196,17 @@ def command(*words) -> list[str]:
     return [sys.executable, "-m", "textvae", *words]
 
 
-def git_commit() -> str:
-    """The commit the run's code came from, marked +dirty where the working tree differs from it."""
+def git_commit(results: Path) -> str:
+    """The commit the run's code came from, marked +dirty where the working tree differs from it outside the
+    study's own outputs (the results folder and its results.md), which earlier runs of the queue may have
+    written and not yet committed."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True).stdout.strip()
+    top = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True).stdout.strip())
+    inside = results.resolve().is_relative_to(top.resolve())  # a --results elsewhere cannot dirty the tree
+    outputs = [f":(exclude){results}", f":(exclude){results.parent / 'results.md'}"] if inside else []
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs],
+                            capture_output=True, text=True, check=True)
+    dirty = status.stdout.strip()
     return head + ("+dirty" if dirty else "")
 
 
@@ -467,7 +473,7 @@ def main() -> None:
     args.runs = args.runs or Path("runs") / args.study
     if args.iw_samples is None:
         args.iw_samples = STUDIES[args.study].iw_samples
-    args.commit = args.commit or git_commit()
+    args.commit = args.commit or git_commit(args.results)
     if not (args.data / "dataset").is_dir():
         parser.error(f"{args.data} is not a prepared dataset: run `textvae prepare {args.study}` first")
     if min(args.workers, args.threads, args.iw_samples) < 1 or args.samples < 2 or args.max_examples < 0:

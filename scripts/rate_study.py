@@ -82,7 +82,8 @@ def execute(setting: Setting, args) -> dict:
     config = json.loads((run_dir / "run_config.json").read_text())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     prior_file = json.loads((best / "prior.json").read_text())
-    result = dict(name=setting.name, flags=list(setting.flags), commit=git_commit(), iw_samples=args.iw_samples,
+    result = dict(name=setting.name, flags=list(setting.flags), commit=git_commit(args.results),
+                  iw_samples=args.iw_samples,
                   commands=[" ".join(c[2:]).replace(str(args.runs), "runs/rate") for c in commands],
                   wall_seconds_this_session=round(time.perf_counter() - start), config=config,
                   latent=reports["standard"]["latent"], reconstruction=reports["standard"]["text"],
