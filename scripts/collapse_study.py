@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -118,7 +118,11 @@ def _with_aggregate_prior(settings: tuple[Setting, ...], names: tuple[str, ...])
 
 
 def _ptb_settings(epoch: int) -> tuple[Setting, ...]:
-    trained = (*_remedies(epoch=epoch * 10), *_ptb_own(epoch))
+    """Cyclical annealing gets the headline rows' second seed on PTB: its one seed gave the study's lowest VAE
+    figure, under the LM by about twice the LM's seed spread."""
+    remedies = tuple(replace(s, headline=True) if s.name == "cyclical annealing" else s
+                     for s in _remedies(epoch=epoch * 10))
+    trained = (*remedies, *_ptb_own(epoch))
     refitted = ("BN γ=0.6", "BN γ=0.7", "BN γ=0.7, LSTM-512", "AE pretraining + free bits")
     return (*trained, *_with_aggregate_prior(trained, refitted))
 
