@@ -208,7 +208,7 @@ def git_commit(results: Path) -> str:
     top = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True).stdout.strip())
     inside = results.resolve().is_relative_to(top.resolve())  # a --results elsewhere cannot dirty the tree
     outputs = [f":(exclude){results}", f":(exclude){results.parent / 'results.md'}"] if inside else []
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs],
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", *outputs],
                             capture_output=True, text=True, check=True)
     dirty = status.stdout.strip()
     return head + ("+dirty" if dirty else "")
