@@ -8,17 +8,20 @@ cd "$(dirname "$0")/.."
 pip install torch==2.13.0
 pip install -e .
 model=data/pretrained
+# fp32, so that the seeded output is the README's on any CPU: `--precision auto` would decode in bf16 where the
+# CPU has it, and bf16 rounding changes which characters are drawn
+fp32="--precision fp32"
 echo "== prior samples, the form the model picks"
-textvae sample "$model" -n 4 --temperature 0.8 --top-p 0.9 --seed 4
+textvae sample "$model" -n 4 --temperature 0.8 --top-p 0.9 --seed 4 $fp32
 seed=0
 for form in 5x4 7x4 5x8 7x8; do
     echo "== prior samples, $form (rhyme- and meter-steered)"
-    textvae sample "$model" -n 3 --form "$form" --meter --rhyme --temperature 0.8 --top-p 0.9 --seed $((seed++))
+    textvae sample "$model" -n 3 --form "$form" --meter --rhyme --temperature 0.8 --top-p 0.9 --seed $((seed++)) $fp32
 done
 echo "== acrostic 春夏秋冬 (rhyme- and meter-steered)"
-textvae sample "$model" -n 2 --acrostic 春夏秋冬 --meter --rhyme --temperature 0.8 --top-p 0.9 --seed 0
+textvae sample "$model" -n 2 --acrostic 春夏秋冬 --meter --rhyme --temperature 0.8 --top-p 0.9 --seed 0 $fp32
 echo "== reconstruction of 登鸛雀樓 (posterior mean, greedy; it keeps the input's form)"
-textvae reconstruct "$model" 白日依山盡，黃河入海流。欲窮千里目，更上一層樓。
+textvae reconstruct "$model" $fp32 白日依山盡，黃河入海流。欲窮千里目，更上一層樓。
 echo "== interpolation: 靜夜思 -> 春曉"
 textvae interpolate "$model" 床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。 \
-    春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。 --steps 5
+    春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。 --steps 5 $fp32
