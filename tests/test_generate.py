@@ -349,6 +349,16 @@ def test_cli_reconstruct_interpolate_vary(capsys, model_dir):
     assert len(run(capsys, "vary", model_dir, A, "-n", "3", "--seed", "0").out.splitlines()) == 3
 
 
+def test_cli_texts_may_follow_options(capsys, model_dir):
+    """argparse alone leaves A and B unrecognised after `MODEL --steps 4` (a nargs="*" positional)."""
+    after = run(capsys, "interpolate", model_dir, A, B, "--steps", "4").out
+    assert run(capsys, "interpolate", model_dir, "--steps", "4", A, B).out == after
+    assert run(capsys, "interpolate", model_dir, A, "--steps", "4", B).out == after
+    with pytest.raises(SystemExit) as exit_info:
+        main(["interpolate", model_dir, A, B, "--steps", "4", "--bogus"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,message", [
     (["reconstruct", "MODEL", "床前明月光x"], "warning: not in the model's vocabulary"),
     (["vary", "MODEL", A, "--form", "7x8"], "error: '床前明月光"),
