@@ -526,20 +526,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         _fail(f"{message} (see `{self.prog} --help`)", 2)
 
-
-def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """parse_args, except that words left over after the options join the command's list positional (its TEXT,
-    A B or MODEL...): argparse fills a nargs="*" positional at its first chance, so in `interpolate MODEL
-    --steps 7 A B` it would leave A and B unrecognised (cpython issue #59317)."""
-    args, extra = parser.parse_known_args(argv)
-    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
-    lists = [a for a in command._actions if not a.option_strings and a.nargs in ("*", "+")]
-    if extra and lists and all(word == "-" or not word.startswith("-") for word in extra):
-        listed = lists[0]
-        getattr(args, listed.dest).extend(listed.type(word) if listed.type else word for word in extra)
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return args
+    def parse_known_args(self, args=None, namespace=None):
+        """Words left over after the options join this parser's list positional (TEXT, A B, MODEL...): argparse
+        fills a nargs="*" positional at its first chance, so in `interpolate MODEL --steps 7 A B` it would leave
+        A and B unrecognised (cpython issue #59317)."""
+        namespace, extra = super().parse_known_args(args, namespace)
+        listed = next((a for a in self._actions if not a.option_strings and a.nargs in ("*", "+")), None)
+        if listed and extra and all(word == "-" or not word.startswith("-") for word in extra):
+            getattr(namespace, listed.dest).extend(listed.type(word) if listed.type else word for word in extra)
+            extra = []
+        return namespace, extra
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -577,7 +573,7 @@ def main(argv: list[str] | None = None) -> None:
         _check_utf8(sys.argv[1:] if argv is None else argv)
     except TextVAEError as e:
         _fail(str(e), 2)
-    args = _parse(build_parser(), argv)
+    args = build_parser().parse_args(argv)
     keep_freed_memory()
     try:
         args.func(args)
