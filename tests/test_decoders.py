@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from textvae.decoders import DECODERS, GRUDecoder, LSTMDecoder, SegmentPositions, TransformerDecoder, word_dropout
+from textvae.decoders import (DECODERS, GRUDecoder, LSTMDecoder, SegmentPositions, SlotReader, TransformerDecoder,
+                              word_dropout)
 
 V, PAD, UNK, BOS = 20, 0, 1, 2
 TINY = {
@@ -194,3 +195,39 @@ def test_rnn_with_segment_positions_decodes_stepwise_as_forward_and_uses_them(cl
     with torch.no_grad():
         dec.positions.position.weight.add_(1.0)  # the features feed the output: moving them moves it
     assert (dec(z, ids) - stepwise).abs().max() > 1e-4
+
+# --- slot reads of z (latent_slots) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [GRUDecoder, LSTMDecoder])
+def test_rnn_with_slot_reads_decodes_stepwise_as_forward_and_reorders(cls):
+    dec = make(cls, 8, separators=SEPARATORS, slots=3, max_len=16)
+    z, ids = inputs(T=12)
+    stepwise, state = decode_stepwise(dec, z, ids)
+    torch.testing.assert_close(stepwise, dec(z, ids), atol=1e-5, rtol=0)
+    index = torch.tensor([2, 0, 2])
+    logits, _ = dec.step(ids[index, 0], dec.reorder_state(state, index))
+    _, reference_state = decode_stepwise(dec, z[index], ids[index])
+    reference, _ = dec.step(ids[index, 0], reference_state)
+    torch.testing.assert_close(logits, reference, atol=1e-6, rtol=0)
+
+
+def test_slot_reads_mix_the_slots_of_z_by_place():
+    # brute force: input t reads sum_r softmax(logits[t])[r] * (W z + b)[r]
+    torch.manual_seed(0)
+    reader = SlotReader(latent_dim=5, dim=4, slots=3, max_len=10)
+    z = torch.randn(2, 5)
+    values = (z @ reader.to_slots.weight.T + reader.to_slots.bias).view(2, 3, 4)
+    reads = reader.read(reader.values(z), start=2, length=5)  # inputs 2 .. 6
+    for t in range(5):
+        share = torch.softmax(reader.logits[2 + t], dim=0)  # (slots,)
+        torch.testing.assert_close(reads[:, t], (share[None, :, None] * values).sum(dim=1))
+
+
+def test_slot_reads_reach_the_output():
+    dec = make(GRUDecoder, 8, slots=3, max_len=16)
+    z, ids = inputs(T=10)
+    before = dec(z, ids)
+    with torch.no_grad():
+        dec.reader.to_slots.bias.add_(1.0)
+    assert (dec(z, ids) - before)[:, 1:].abs().amax(dim=-1).min() > 1e-4  # every place moved

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from textvae.encoders import banded_slot_logits
+
 # -----------------------------------------------------------------------------
 # Word dropout
 
@@ -172,22 +174,47 @@ class SegmentPositions(nn.Module):
                 "position": torch.where(is_separator, 0, where["position"] + 1)}
 
 
+class SlotReader(nn.Module):
+    """
+    z read back by place: z is mapped to `slots` vectors of size `dim` once, and input t gets their mix under
+    a learned softmax over a table indexed by t (the counterpart of the encoder's SlotPooling). The recurrent
+    decoder adds it to the input embedding, so each place sees its own linear read of z instead of having to
+    work out from its hidden state which part of z matters now.
+    """
+
+    def __init__(self, latent_dim, dim, slots, max_len):
+        super().__init__()
+        self.slots = slots
+        self.to_slots = nn.Linear(latent_dim, slots * dim)
+        self.logits = nn.Parameter(banded_slot_logits(max_len, slots))
+
+    def values(self, z):
+        return self.to_slots(z).view(z.size(0), self.slots, -1)  # (B, slots, dim)
+
+    def read(self, values, start, length):
+        """The reads (B, length, dim) of inputs start .. start + length - 1, from values(z)."""
+        share = torch.softmax(self.logits[start:start + length], dim=-1)  # (length, slots)
+        return torch.einsum("ts,bsd->btd", share.to(values.dtype), values)
+
+
 class GRUDecoder(nn.Module):
     """
     GRU language model conditioned on z twice: tanh(W z) is the initial hidden state of every layer and z
     is concatenated to every input embedding. With `separators`, segment positions (SegmentPositions) are
     added to the input embeddings. The generation state is a dict {"h": (L, B, H), "z": (B, D) or None,
-    "where": the segment positions of the next input, or None}; z rides along because each step's input
-    needs it.
+    "where": the segment positions of the next input, or None, "t": the next input's index, "slots": the
+    SlotReader's values of z, or None}; z rides along because each step's input needs it. With `slots`, each
+    input embedding also gets its place's read of z (SlotReader).
     """
 
     cell = nn.GRU
 
     def __init__(self, vocab_size, embed_dim=256, hidden_dim=512, latent_dim=32, num_layers=1, dropout=0.0,
                  word_dropout=0.0, pad_id=0, unk_id=1, output="full", cutoffs=(1000, 3000), div_value=4,
-                 separators=None):
+                 separators=None, slots=0, max_len=128):
         super().__init__()
         self.positions = SegmentPositions(separators, embed_dim) if separators is not None else None
+        self.reader = SlotReader(latent_dim, embed_dim, slots, max_len) if slots and latent_dim else None
         self.latent_dim = latent_dim
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim
@@ -203,10 +230,12 @@ class GRUDecoder(nn.Module):
                              dropout=dropout if num_layers > 1 else 0.0)
         self.lm_head = output_layer(output, hidden_dim, vocab_size, cutoffs, div_value, self.embed)
 
-    def _inputs(self, z, ids, where=None):
-        """Embeddings of ids (B, T), plus their segment positions `where` (B, T, E), with z appended to each
-        -> (B, T, E + D)."""
-        x = self.embed(ids) if where is None else self.embed(ids) + where  # (B, T, E)
+    def _inputs(self, z, ids, where=None, reads=None):
+        """Embeddings of ids (B, T), plus their segment positions `where` and slot reads of z `reads` (each
+        (B, T, E) or None), with z appended to each -> (B, T, E + D)."""
+        x = self.embed(ids)  # (B, T, E)
+        for extra in (where, reads):
+            x = x if extra is None else x + extra
         x = self.drop(x)  # z is left undropped, it is noisy enough already
         if z is not None:
             x = torch.cat([x, z[:, None, :].expand(-1, ids.size(1), -1)], dim=-1)  # (B, T, E + D)
@@ -217,8 +246,9 @@ class GRUDecoder(nn.Module):
         where = self.positions(ids) if self.positions is not None else None  # of the true ids: a dropped
         if self.training:                                                     # word keeps its place
             ids = word_dropout(ids, self.word_dropout, self.unk_id, self.pad_id)
-        h0 = self.init_state(z, ids.size(0))["h"]
-        out, _ = self.rnn(self._inputs(z, ids, where), h0)  # (B, T, H)
+        state = self.init_state(z, ids.size(0))
+        reads = self.reader.read(state["slots"], 0, ids.size(1)) if self.reader is not None else None
+        out, _ = self.rnn(self._inputs(z, ids, where, reads), state["h"])  # (B, T, H)
         return self.drop(out)
 
     def forward(self, z, ids):
@@ -229,7 +259,8 @@ class GRUDecoder(nn.Module):
         assert z is None or z.size(0) == batch_size
         device = self.embed.weight.device
         where = self.positions.start(batch_size, device) if self.positions is not None else None
-        return {"h": self.initial_hidden(z, batch_size), "z": z, "where": where}
+        slots = self.reader.values(z) if self.reader is not None else None
+        return {"h": self.initial_hidden(z, batch_size), "z": z, "where": where, "t": 0, "slots": slots}
 
     def _from_z(self, z, batch_size):
         """W z + b (L, B, H), or zeros without a latent."""
@@ -248,8 +279,10 @@ class GRUDecoder(nn.Module):
     def advance(self, ids_t, state):
         where = self.positions.advance(ids_t, state["where"]) if state["where"] else None
         position = self.positions.embed(where["segment"], where["position"])[:, None] if where else None
-        out, h = self.rnn(self._inputs(state["z"], ids_t[:, None], position), state["h"])  # (B, 1, H), (L, B, H)
-        return out[:, 0], {"h": h, "z": state["z"], "where": where}
+        slots = state["slots"]
+        reads = self.reader.read(slots, state["t"], 1) if slots is not None else None  # (B, 1, E)
+        out, h = self.rnn(self._inputs(state["z"], ids_t[:, None], position, reads), state["h"])  # (B, 1, H)
+        return out[:, 0], {"h": h, "z": state["z"], "where": where, "t": state["t"] + 1, "slots": slots}
 
     def output(self, features):
         return self.lm_head(self.drop(features))  # (B, V)
@@ -259,9 +292,10 @@ class GRUDecoder(nn.Module):
         return self.output(features), state
 
     def reorder_state(self, state, index):
-        z, where = state["z"], state["where"]
+        z, where, slots = state["z"], state["where"], state["slots"]
         return {"h": self.select_hidden(state["h"], index), "z": None if z is None else z[index],
-                "where": {key: value[index] for key, value in where.items()} if where else None}
+                "where": {key: value[index] for key, value in where.items()} if where else None,
+                "t": state["t"], "slots": None if slots is None else slots[index]}
 
 
 class LSTMDecoder(GRUDecoder):

@@ -12,25 +12,56 @@ with Gated Convolutional Networks" (GLU convolutions).
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 # -----------------------------------------------------------------------------
 # Bidirectional GRU or LSTM
 
 
+def banded_slot_logits(max_len, slots, width=4):
+    """Initial (max_len, slots) logits that give token t mostly to the slot nearest t / width (the last slot
+    takes the rest): each slot starts on its own stretch of the text, so the slots' gradients differ from step one."""
+    centre = torch.arange(max_len)[:, None].clamp(max=width * (slots - 1)) / width  # (max_len, 1)
+    return -2.0 * (centre - torch.arange(slots)[None, :]).abs()  # (max_len, slots)
+
+
+class SlotPooling(nn.Module):
+    """
+    Pooling by place: token t's state, projected to `dim`, is shared out among `slots` by a learned softmax
+    over a table indexed by t, and each slot sums what it receives -> (B, slots * dim). Unlike a last state,
+    which must carry the whole text through one recurrence, each place keeps a direct path to z; the
+    decoder's SlotReader reads z back by place the same way.
+    """
+
+    def __init__(self, input_dim, dim, slots, max_len):
+        super().__init__()
+        self.proj = nn.Linear(input_dim, dim)
+        self.logits = nn.Parameter(banded_slot_logits(max_len, slots))
+        self.output_dim = slots * dim
+
+    def forward(self, states, mask):
+        T = states.size(1)
+        share = torch.softmax(self.logits[:T], dim=-1) * mask[:, :, None]  # (B, T, slots): 0 on padding
+        pooled = torch.einsum("bts,btd->bsd", share.to(states.dtype), self.proj(states))  # (B, slots, dim)
+        return pooled.flatten(1)  # (B, slots * dim)
+
+
 class GRUEncoder(nn.Module):
-    """Bidirectional GRU; the sentence vector is the top layer's last forward and last backward state."""
+    """Bidirectional GRU; the sentence vector is the top layer's last forward and last backward state, and,
+    with `slots`, the slot-pooled states of every token (SlotPooling) after them."""
 
     cell = nn.GRU
 
-    def __init__(self, vocab_size, embed_dim=256, hidden_dim=256, num_layers=1, dropout=0.0, pad_id=0):
+    def __init__(self, vocab_size, embed_dim=256, hidden_dim=256, num_layers=1, dropout=0.0, pad_id=0,
+                 slots=0, max_len=128):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.drop = nn.Dropout(dropout)
         # nn.GRU and nn.LSTM apply their own dropout between stacked layers only, and warn if asked to with one
         self.rnn = self.cell(embed_dim, hidden_dim, num_layers, batch_first=True, bidirectional=True,
                              dropout=dropout if num_layers > 1 else 0.0)
-        self.output_dim = 2 * hidden_dim
+        self.pool = SlotPooling(2 * hidden_dim, hidden_dim // 4, slots, max_len) if slots else None
+        self.output_dim = 2 * hidden_dim + (self.pool.output_dim if slots else 0)
 
     def forward(self, ids, mask):
         x = self.drop(self.embed(ids))  # (B, T, E)
@@ -38,9 +69,13 @@ class GRUEncoder(nn.Module):
         # padding; the lengths must live on the CPU
         lengths = mask.sum(dim=1).cpu()  # (B,)
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        _, h = self.rnn(packed)  # (num_layers * 2, B, H), already back in the input's row order
+        states, h = self.rnn(packed)  # h (num_layers * 2, B, H), already back in the input's row order
         h = self.hidden_of(h)
-        return torch.cat([h[-2], h[-1]], dim=-1)  # (B, 2H): top layer, forward then backward
+        last = torch.cat([h[-2], h[-1]], dim=-1)  # (B, 2H): top layer, forward then backward
+        if self.pool is None:
+            return last
+        states, _ = pad_packed_sequence(states, batch_first=True, total_length=ids.size(1))  # (B, T, 2H)
+        return torch.cat([last, self.pool(states, mask)], dim=-1)  # (B, 2H + slots * H / 4)
 
     @staticmethod
     def hidden_of(final):

@@ -165,7 +165,8 @@ def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
 
 
 # what must match for one model's encoder and posterior head to start another's
-ENCODER_FIELDS = ("encoder", "embed_dim", "encoder_hidden", "encoder_layers", "kernel_size", "latent_dim", "posterior")
+ENCODER_FIELDS = ("encoder", "embed_dim", "encoder_hidden", "encoder_layers", "kernel_size", "latent_dim", "posterior",
+                  "latent_slots")
 
 
 # model fields that shape no weight: a run started from another model's weights may change them

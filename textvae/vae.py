@@ -66,6 +66,8 @@ class VAEConfig:
     adaptive_div: int = setting(4, "adaptive: band i's tail projects H down to H / adaptive_div ** (i + 1)")
     segment_marks: str = setting("", "tokens that end a segment, e.g. a poem's line-end marks ，。: the recurrent "
                                      "decoder is told each input's segment and place in it (\"\" = off)")
+    latent_slots: int = setting(0, "GRU/LSTM encoder and decoder: z is written and read by place through this many "
+                                   "learned slots (SlotPooling, SlotReader; 0 = off)")
 
     def __post_init__(self):
         if isinstance(self.adaptive_cutoffs, list):  # JSON gives a list
@@ -103,6 +105,9 @@ class VAEConfig:
         if self.segment_marks and self.decoder == "transformer":
             raise TextVAEError("VAEConfig.segment_marks needs a recurrent decoder (the Transformer has positions "
                                "of its own)")
+        check_int(self, "latent_slots", 0, 256)
+        if self.latent_slots and (self.encoder == "gcnn" or self.decoder == "transformer"):
+            raise TextVAEError("VAEConfig.latent_slots needs a GRU or LSTM encoder and decoder")
         if self.decoder == "transformer" and self.decoder_hidden % self.num_heads:
             raise TextVAEError("VAEConfig.decoder_hidden must be divisible by num_heads for the Transformer")
 
@@ -149,7 +154,7 @@ class VAEOutput(NamedTuple):
 
 
 def _build_encoder(c: VAEConfig) -> nn.Module:
-    extra = dict(kernel_size=c.kernel_size) if c.encoder == "gcnn" else {}
+    extra = dict(kernel_size=c.kernel_size) if c.encoder == "gcnn" else dict(slots=c.latent_slots, max_len=c.max_len)
     return ENCODERS[c.encoder](c.vocab_size, embed_dim=c.embed_dim, hidden_dim=c.encoder_hidden,
                                num_layers=c.encoder_layers, pad_id=PAD_ID, **extra,
                                dropout=c.dropout if c.encoder_dropout == -1 else c.encoder_dropout)
@@ -182,7 +187,8 @@ def _build_decoder(c: VAEConfig, tokenizer: Tokenizer | None) -> nn.Module:
                   cutoffs=c.adaptive_cutoffs, div_value=c.adaptive_div)
     if c.decoder in ("gru", "lstm"):
         return DECODERS[c.decoder](c.vocab_size, embed_dim=c.embed_dim, hidden_dim=c.decoder_hidden,
-                               separators=_separator_ids(c.segment_marks, tokenizer), **common)
+                               separators=_separator_ids(c.segment_marks, tokenizer), slots=c.latent_slots,
+                               max_len=c.max_len, **common)
     return DECODERS["transformer"](c.vocab_size, d_model=c.decoder_hidden, num_heads=c.num_heads,
                                    max_len=c.max_len, **common)
 
