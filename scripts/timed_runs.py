@@ -6,15 +6,17 @@ steps per second under that shared load, stops them, and starts them afresh with
 the budget. Every run then has a full warm-up and cosine decay. At the end each run's last/ weights, config and
 metrics are packed into one archive cut into 15 MiB parts (the device tool returns at most 16 MiB a file).
 
-    python scripts/timed_runs.py --budget 540 --out $OUT            # on the lent GPU (scripts/device_faithful.sh)
+    python scripts/timed_runs.py --budget 540 --candidates faithful-slots-b1024 --out $OUT \
+        -- --init-from data/faithful --lr 3e-3            # on the lent GPU (scripts/device_faithful.sh)
     python scripts/timed_runs.py --budget 150 --calibrate 40 --device cpu --out /tmp/t -- --decoder-hidden 32
     python scripts/timed_runs.py --budget 250 --calibrate 24 --candidates faithful-d128-b1024 --out $OUT \
         -- --init-from .gpu/stage1/faithful-d128-b1024/last --lr 3e-3    # train a returned run on
 
-The runs are the `faithful` candidates of the second lease (issue 2.4, docs/results.md): D = 128 at batches of
-512, 1,024 and 2,048 poems, each with its own learning rate, on top of the preset poem-faithful (a 256-unit
-encoder, a 512-unit decoder, free bits at 200 nats), which has since taken the batch-1,024 run as its recipe.
-The first lease's candidates were D = 64 with free bits at 120, 200 and 300 nats (git show cc799ae).
+The runs are the `faithful` candidates (issue 2.4, docs/results.md) on top of the preset poem-faithful (a 256-unit
+encoder, a 512-unit decoder, free bits at 200 nats): the second lease's D = 128 without slots at batches of 512,
+1,024 and 2,048 poems, each with its own learning rate, and the preset's own model (D = 256 through 16 slots, the
+third version) at GPU batch sizes. The first lease's candidates were D = 64 with free bits at 120, 200 and 300 nats
+(git show cc799ae).
 """
 
 import argparse
@@ -28,11 +30,14 @@ import tarfile
 import time
 from pathlib import Path
 
-# D = 128 at three batch sizes: a GPU step costs about the same at each, so larger batches see more epochs
+# the second lease's D = 128 without slots at three batch sizes (a GPU step costs about the same at each, so larger
+# batches see more epochs), and the preset's slotted D = 256 at the two best of them, for the next lease
 CANDIDATES = {
-    "faithful-d128": ["--latent-dim", "128", "--batch-size", "512", "--lr", "4e-3"],
-    "faithful-d128-b1024": ["--latent-dim", "128", "--batch-size", "1024", "--lr", "5e-3"],
-    "faithful-d128-b2048": ["--latent-dim", "128", "--batch-size", "2048", "--lr", "6e-3"],
+    "faithful-d128": ["--latent-dim", "128", "--latent-slots", "0", "--batch-size", "512", "--lr", "4e-3"],
+    "faithful-d128-b1024": ["--latent-dim", "128", "--latent-slots", "0", "--batch-size", "1024", "--lr", "5e-3"],
+    "faithful-d128-b2048": ["--latent-dim", "128", "--latent-slots", "0", "--batch-size", "2048", "--lr", "6e-3"],
+    "faithful-slots-b512": ["--batch-size", "512", "--lr", "4e-3"],
+    "faithful-slots-b1024": ["--batch-size", "1024", "--lr", "5e-3"],
 }
 COMMON = ["--preset", "poem-faithful", "--log-every", "10"]  # each candidate gives all it changes
 EVALS_PER_RUN = 5
@@ -111,8 +116,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, required=True, help="seconds from start to packed results")
     parser.add_argument("--calibrate", type=float, default=60, help="seconds of the shared calibration run")
-    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES),
-                        help="which runs to train (default: all)")
+    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES),
+                        default=["faithful-slots-b512", "faithful-slots-b1024"],
+                        help="which runs to train (default: the slotted ones)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--data-dir", default="data/poems")
     parser.add_argument("--out", type=Path, required=True, help="folder that receives the archive parts and log")

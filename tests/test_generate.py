@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -357,6 +358,19 @@ def test_cli_texts_may_follow_options(capsys, model_dir):
     with pytest.raises(SystemExit) as exit_info:
         main(["interpolate", model_dir, A, B, "--steps", "4", "--bogus"])
     assert exit_info.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_cli_export_writes_a_half_size_copy_that_reconstructs_alike_and_never_replaces_a_folder(
+        capsys, model_dir, tmp_path):
+    out = tmp_path / "half"
+    assert "stored in fp16" in run(capsys, "export", model_dir, str(out)).out
+    assert (out / "model.safetensors").stat().st_size < 0.55 * (Path(model_dir) / "model.safetensors").stat().st_size
+    assert run(capsys, "reconstruct", str(out), A, B).out == run(capsys, "reconstruct", model_dir, A, B).out
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", model_dir, str(out), "--dtype", "bf16"])
+    assert exit_info.value.code == 1 and "already exists" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == before
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from textvae.data import pad_batch
 from textvae.errors import TextVAEError
@@ -250,3 +251,38 @@ def test_segment_marks_find_their_tokens_and_survive_save_and_load(tmp_path):
         TextVAE(dataclasses.replace(config, segment_marks="，x"), tokenizer)
     with pytest.raises(TextVAEError, match="recurrent decoder"):
         VAEConfig(decoder="transformer", segment_marks="，。")
+
+
+def slotted_poem_model(slots=3):
+    poems = ["春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。", "白日依山盡，黃河入海流。"]
+    tokenizer = Tokenizer.train(poems, kind="char", vocab_size=300)
+    config = VAEConfig(vocab_size=tokenizer.vocab_size, embed_dim=16, encoder_hidden=16, decoder_hidden=32,
+                       latent_dim=4, segment_marks="，。", latent_slots=slots, max_len=40)
+    torch.manual_seed(0)
+    return TextVAE(config, tokenizer).eval(), pad_batch(tokenizer.encode_batch(poems))
+
+
+def test_slotted_model_survives_save_and_load_and_is_refused_by_a_gcnn(tmp_path):
+    model, (ids, mask) = slotted_poem_model()
+    model.save_pretrained(tmp_path / "m")
+    loaded = TextVAE.from_pretrained(tmp_path / "m")
+    assert loaded.config.latent_slots == 3
+    torch.testing.assert_close(loaded(ids, mask, sample=False).rec, model(ids, mask, sample=False).rec,
+                               rtol=0, atol=0)
+    with pytest.raises(TextVAEError, match="latent_slots"):
+        VAEConfig(encoder="gcnn", latent_slots=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_weights_saved_in_half_precision_load_as_their_rounding_in_fp32(tmp_path, dtype):
+    model, (ids, mask) = slotted_poem_model()
+    model.save_pretrained(tmp_path / "half", dtype=dtype)
+    model.save_pretrained(tmp_path / "full")
+    assert {t.dtype for t in load_file(tmp_path / "half" / "model.safetensors").values()} == {dtype}
+    half_size = (tmp_path / "half" / "model.safetensors").stat().st_size
+    assert half_size < 0.55 * (tmp_path / "full" / "model.safetensors").stat().st_size
+    loaded = TextVAE.from_pretrained(tmp_path / "half")
+    assert next(model.parameters()).dtype == torch.float32  # saving left the model itself as it was
+    for (name, weight), (_, reference) in zip(loaded.state_dict().items(), model.state_dict().items()):
+        assert weight.dtype == reference.dtype, name
+        torch.testing.assert_close(weight, reference.to(dtype).to(reference.dtype), rtol=0, atol=0)

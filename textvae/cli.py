@@ -17,7 +17,7 @@ from textvae.fields import SEED_LIMIT, help_of
 from textvae.malloc import keep_freed_memory
 from textvae.tokenizer import WordTokenizer
 from textvae.train import PRESETS, TrainConfig, train
-from textvae.vae import VAEConfig, is_saved_model
+from textvae.vae import WEIGHT_DTYPES, VAEConfig, is_saved_model
 
 
 def _print_counts(parsed: corpus.Corpus, table: dict[str, dict[str, int]] | None) -> None:
@@ -373,6 +373,27 @@ def _add_fit_prior(sub) -> None:
     parser.set_defaults(func=cmd_fit_prior)
 
 
+def cmd_export(args) -> None:
+    if args.out.exists():
+        raise TextVAEError(f"{args.out} already exists: export writes a new folder and never replaces one")
+    check_can_write(args.out.parent, "the output's parent folder")
+    with _plain_warnings():
+        model = generate.load_model(args.model_dir)
+    model.save_pretrained(args.out, dtype=WEIGHT_DTYPES[args.dtype])
+    size = sum(f.stat().st_size for f in args.out.iterdir()) / 1e6
+    print(f"wrote {args.out} ({size:.1f} MB), its weights stored in {args.dtype}")
+
+
+def _add_export(sub) -> None:
+    parser = sub.add_parser("export", help="copy a saved model into a new folder with its weights stored in "
+                                           "another type (fp16 halves the folder; they load back as fp32)")
+    parser.add_argument("model_dir", type=Path, help="a saved model (a run's last/ or best/, or a shipped one)")
+    parser.add_argument("out", type=Path, help="the new model folder (must not exist)")
+    parser.add_argument("--dtype", choices=list(WEIGHT_DTYPES), default="fp16",
+                        help="how the weights are stored (default fp16); the aggregate prior stays fp32")
+    parser.set_defaults(func=cmd_export)
+
+
 def _served_models(dirs: list[Path]) -> dict[str, Path]:
     """Each model folder under its folder name (its path where two share a name), checked before loading."""
     named = {}
@@ -546,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_evaluate(sub)
     _add_fit_prior(sub)
+    _add_export(sub)
     _add_serve(sub)
     return parser
 

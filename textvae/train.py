@@ -119,14 +119,14 @@ PRESETS = {
     # fed to the decoder, the winner of scripts/poem_sweep.py (docs/results.md), trained for 16,000 steps
     # (~9 epochs, 2 h 35 min on 2 cores)
     "poem-v2": _POEM_V2,
-    # the high-rate model for reconstruction and interpolation (data/faithful, issue 2.4), its first stage:
-    # poem-v2 with D = 128, a Gaussian posterior kept at >= 200 nats by free bits, a GRU-256 encoder and a GRU-512
-    # decoder; batches of 1,024 for a GPU (scripts/device_faithful.sh: 5,230 steps, 23.7 epochs, in 6 min on an
-    # H200), then two more stages with --init-from (data/faithful/README.md)
-    "poem-faithful": ({**_POEM_V2[0], "latent_dim": 128, "posterior": "gaussian", "encoder_hidden": 256,
-                       "decoder_hidden": 512},
-                      {**_POEM_V2[1], "warmup_steps": 200, "max_steps": 5230, "eval_every": 1046, "batch_size": 1024,
-                       "lr": 5e-3, "free_bits": 200.0, "precision": "fp32"}),
+    # the high-rate model for reconstruction and interpolation (data/faithful, issue 2.4), its first stage: poem-v2
+    # with a Gaussian posterior kept at >= 200 nats by free bits, D = 256 written and read through 16 slots
+    # (latent_slots), a GRU-256 encoder and a GRU-512 decoder; one epoch at batch 128 on the CPU (1,800 steps, 36
+    # min on one thread of the 2-core machine), then two more with --init-from (data/faithful/README.md)
+    "poem-faithful": ({**_POEM_V2[0], "latent_dim": 256, "latent_slots": 16, "posterior": "gaussian",
+                       "encoder_hidden": 256, "decoder_hidden": 512},
+                      {**_POEM_V2[1], "warmup_steps": 200, "max_steps": 1800, "eval_every": 600, "batch_size": 128,
+                       "lr": 4e-3, "free_bits": 200.0, "precision": "fp32"}),
     # the Penn Treebank benchmark (issue 2.5, `textvae prepare ptb`): the published small model (texar's
     # vae_text config_lstm_ptb, Li et al. 2019's config_ptb): 256-d embeddings, a 256-unit LSTM decoder (their
     # encoder is a one-way LSTM, ours stays the bidirectional GRU), D = 32, batch 32, and their dropout 0.5;

@@ -193,6 +193,9 @@ def _build_decoder(c: VAEConfig, tokenizer: Tokenizer | None) -> nn.Module:
                                    max_len=c.max_len, **common)
 
 
+# the floating types a model's weights may be stored in (`textvae export --dtype`)
+WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
 _CHECKSUMMED = ("model.safetensors", "tokenizer.model", mixture.TENSORS)  # the files config.json checksums
 
 
@@ -281,17 +284,21 @@ class TextVAE(nn.Module):
         kl = kl_divergence(q, self.prior(ids.size(0)))  # (B,)
         return VAEOutput(self.reconstruction_nll(z, ids), kl, ntokens, q, z)
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write config.json, model.safetensors and tokenizer.model to a temporary folder, then rename."""
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Write config.json, model.safetensors and tokenizer.model to a temporary folder, then rename. `dtype`
+        stores the weights in another floating type (fp16 halves the file); from_pretrained casts them back
+        to the model's fp32 as it loads."""
         with atomic_directory(directory) as tmp:
-            self.write_to(tmp)
+            self.write_to(tmp, dtype)
 
-    def write_to(self, directory: Path) -> None:
+    def write_to(self, directory: Path, dtype: torch.dtype | None = None) -> None:
         """The files of a saved model, written into an existing folder (the caller makes it atomic).
         config.json comes last: it records the sha256 of the others, which from_pretrained checks."""
         # on CUDA, cuDNN packs a GRU's weights into one shared buffer, which safetensors refuses to save;
         # on the CPU each weight has its own storage
-        on_cpu = self if next(self.parameters()).device.type == "cpu" else copy.deepcopy(self).cpu()
+        on_cpu = self
+        if dtype is not None or next(self.parameters()).device.type != "cpu":
+            on_cpu = copy.deepcopy(self).to(device="cpu", dtype=dtype)
         save_model(on_cpu, str(directory / "model.safetensors"))
         if self.tokenizer is not None:
             self.tokenizer.save(directory / "tokenizer.model")
