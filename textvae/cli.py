@@ -376,7 +376,7 @@ def _add_fit_prior(sub) -> None:
 def cmd_export(args) -> None:
     if args.out.exists():
         raise TextVAEError(f"{args.out} already exists: export writes a new folder and never replaces one")
-    check_can_write(args.out.parent, "the output's parent folder")
+    check_can_write(args.out, "the output folder")
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
     model.save_pretrained(args.out, dtype=WEIGHT_DTYPES[args.dtype])

@@ -184,12 +184,11 @@ class SlotReader(nn.Module):
 
     def __init__(self, latent_dim, dim, slots, max_len):
         super().__init__()
-        self.slots = slots
         self.to_slots = nn.Linear(latent_dim, slots * dim)
-        self.logits = nn.Parameter(banded_slot_logits(max_len, slots))
+        self.logits = nn.Parameter(banded_slot_logits(max_len, slots))  # (max_len, slots)
 
     def values(self, z):
-        return self.to_slots(z).view(z.size(0), self.slots, -1)  # (B, slots, dim)
+        return self.to_slots(z).view(z.size(0), self.logits.size(1), -1)  # (B, slots, dim)
 
     def read(self, values, start, length):
         """The reads (B, length, dim) of inputs start .. start + length - 1, from values(z)."""
