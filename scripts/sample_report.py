@@ -3,6 +3,7 @@ project's own metrics, beside the same figures for the test split's poems.
 
     python scripts/sample_report.py data/pretrained                       # writes data/pretrained/samples.json
     python scripts/sample_report.py runs/poem-v2/best --n 200 --out /tmp/samples.json
+    python scripts/sample_report.py data/faithful --judge data/pretrained      # also scored by another model
 
 Rows (each N samples at temperature 1, seeded):
 - free: the model decides the shape (`--form free`); well-formed is its share of regular poems.
@@ -11,7 +12,9 @@ Rows (each N samples at temperature 1, seeded):
 - 5x4 ... 7x8: the form fixed, nothing else steered: the rhyme and tonal rates are the model's own.
 - 5x4 meter+rhyme ...: `--meter --rhyme auto`, with the rules relaxed (where a position had no allowed
   character left) counted.
-Copies are checked against the training split: whole poems and single lines.
+Copies are checked against the training split: whole poems and single lines. With --judge MODEL each row and the
+test poems are also scored by that model's -ELBO per character (z at its posterior mean): a model of real poems
+reads samples from a hole in the latent space as it reads gibberish, where form and rhyme checks may pass them.
 """
 
 import argparse
@@ -20,12 +23,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from textvae.atomic import check_can_write, keep_previous, write_text
+from textvae.data import pad_batch
 from textvae.errors import TextVAEError
 from textvae.evaluate import load, text_report
-from textvae.generate import PRIORS, Decoding, check_prior, constraint_for, sample
+from textvae.generate import PRIORS, Decoding, check_prior, constraint_for, load_model, sample
 from textvae.poetry import FORMS, form_of, rhyme_rate, split_lines, tonal_compliance
 from textvae.poetry.constraints import CORPUS_FORMS
 
@@ -51,13 +56,27 @@ def corpus_by_form(texts: list[str]) -> dict:
     return out
 
 
-def sample_row(model, name: str, args, train_texts: set, train_lines: set) -> dict:
+def judge_nats_per_character(judge, texts: list[str], batch_size: int = 250) -> float:
+    """Mean over texts of the judge's -ELBO (z at the posterior mean) divided by the text's characters."""
+    total = 0.0
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start:start + batch_size]
+        ids, mask = pad_batch(judge.tokenizer.encode_batch(chunk), judge.config.max_len)
+        with torch.inference_mode():
+            out = judge(ids, mask, sample=False)
+        total += ((out.rec + out.kl) / torch.tensor([len(t) for t in chunk])).sum().item()  # (B,) summed
+    return total / len(texts)
+
+
+def sample_row(model, name: str, args, train_texts: set, train_lines: set, judge) -> dict:
     form, rhyme, meter = ROWS[name]
     constraint = constraint_for(model.tokenizer, form, rhyme=rhyme, meter=meter)
     poems = sample(model, args.n, decoding=Decoding(strategy="sample"), constraint=constraint, seed=args.seed,
                    prior=args.prior)
     report = text_report(poems, train_texts, train_lines, poems=True)
     counts = Counter(form_of(split_lines(p)) for p in poems)
+    if judge is not None:
+        report["judge_nats_per_char"] = judge_nats_per_character(judge, poems)
     return report | dict(constrained_form=form, rhyme_steering=rhyme or "off", meter_steering=meter,
                          form_shares=shares(counts), relaxed=dict(getattr(constraint, "relaxed", {})),
                          examples=poems[:5])
@@ -69,13 +88,18 @@ def percent(value) -> str:
 
 def table(report: dict) -> str:
     corpus = report["corpus"]
+    judged = "judge" in corpus
     rows = ["| samples | well-formed | rhyme | tonal pattern | corpus rhyme / tonal | training poems copied | "
-            "lines found in training | distinct-2 |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "lines found in training | distinct-2 |" + (" judge nats/char |" if judged else ""),
+            "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if judged else "")]
     for name, r in report["rows"].items():
         ref = corpus["by_form"].get(r["constrained_form"])
         beside = f"{percent(ref['rhyme'])} / {percent(ref['tonal'])}" if ref else "–"
         rows.append(f"| {name} | {percent(r['form'])} | {percent(r['rhyme'])} | {percent(r['tonal'])} | {beside} | "
-                    f"{percent(r['copied_texts'])} | {percent(r['copied_lines'])} | {r['distinct_2']:.3f} |")
+                    f"{percent(r['copied_texts'])} | {percent(r['copied_lines'])} | {r['distinct_2']:.3f} |"
+                    + (f" {r['judge_nats_per_char']:.3f} |" if judged else ""))
+    if judged:
+        rows.append("| test poems | | | | | | | |" f" {corpus['judge']['nats_per_char']:.3f} |")
     shares_rows = ["| form shares | " + " | ".join(FORMS) + " |", "|---|" + "---:|" * len(FORMS)]
     for name in ("auto", "drawn"):
         if name in report["rows"]:
@@ -93,6 +117,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prior", choices=PRIORS, default="auto", help="where z comes from (as `sample --prior`)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), help="only these rows")
+    parser.add_argument("--judge", type=Path, help="a model folder that also scores every row (see above)")
     parser.add_argument("--out", type=Path, help="the JSON report (default MODEL_DIR/samples.json); an existing "
                                                  "one is kept, renamed NAME.<its time>.json")
     args = parser.parse_args()
@@ -105,6 +130,7 @@ def main() -> None:
         check_can_write(out.parent, "--out")
         model, dataset = load(args.model_dir, args.data)
         check_prior(model, args.prior)
+        judge = None if args.judge is None else load_model(args.judge)
         if "lines" not in dataset["test"].column_names:
             raise TextVAEError(f"{args.data} is not a poem dataset: the report scores regular verse")
     except TextVAEError as e:
@@ -117,8 +143,11 @@ def main() -> None:
                   prior="standard" if args.prior == "standard" or model.aggregate_prior is None else "aggregate",
                   corpus=dict(split="test", by_form=corpus_by_form(test_texts),
                               form_shares=shares(Counter(CORPUS_FORMS))), rows={})
+    if judge is not None:
+        report["corpus"]["judge"] = dict(model=str(args.judge),
+                                         nats_per_char=judge_nats_per_character(judge, test_texts))
     for name in tqdm(args.rows or list(ROWS), desc="sampling", unit="row"):
-        report["rows"][name] = sample_row(model, name, args, train_texts, train_lines)
+        report["rows"][name] = sample_row(model, name, args, train_texts, train_lines, judge)
     kept = keep_previous(out)
     write_text(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     print(table(report) + f"\nwrote {out}" + (f" (the previous report is kept as {kept})" if kept else ""))

@@ -311,6 +311,7 @@ def test_train_values(data_dir, tmp_path, capsys, argv, words):
     ("sample", ["--seed", "1000000000000"], "1000000000000"),
     ("interpolate", ["--steps", "1000000000"], "1000000000"),
     ("vary", ["春夏秋冬", "-n", "1000000000"], "1000000000"),
+    ("vary", ["春夏秋冬", "--spread", "-1"], "spread"),
     ("reconstruct", ["春夏秋冬", "--samples", "1000000000"], "1000000000"),
 ])
 def test_generation_values(model_dir, capsys, verb, argv, words):

@@ -192,6 +192,41 @@ def test_vary_and_reconstruct_samples_draw_from_the_posterior(trained):
     assert len(generate.vary(model, A, 5, seed=0)) == 5
 
 
+@pytest.mark.parametrize("posterior", ["gaussian", "vmf"])
+def test_vary_spread_pulls_each_draw_towards_the_mode(trained, posterior):
+    model = trained[posterior]
+    q = generate.posterior(model, [A])
+    with generate._seeded(0, torch.device("cpu")):
+        wide = generate._pulled_draws(model, q, 4000, 1.0)  # (4000, D)
+    with generate._seeded(0, torch.device("cpu")):
+        near = generate._pulled_draws(model, q, 4000, 0.25)
+    if posterior == "vmf":  # the same draws, moved a quarter of the way out from the mode, then back on the sphere
+        expected = torch.nn.functional.normalize(q.mode + 0.25 * (wide - q.mode), dim=-1)
+        assert torch.allclose(near, expected, atol=1e-5)
+        assert torch.allclose(near.norm(dim=-1), torch.ones(4000), atol=1e-5)
+    else:  # N(mode, (0.25 sigma)^2), checked by Monte Carlo
+        assert torch.allclose(near.std(0) / q.stddev[0], torch.full_like(q.stddev[0], 0.25), rtol=0.1)
+        assert (near.mean(0) - q.mode[0]).abs().max() < 4 * 0.25 * q.stddev.max() / 4000 ** 0.5
+
+
+def test_vary_draws_again_each_variation_that_copies_the_input(trained, monkeypatch):
+    model = trained["gaussian"]
+    mode = generate.posterior(model, [A]).mode  # (1, D)
+    radius = []  # the largest distance from the mode that each decoding call saw
+
+    def copies_near_the_mode(model, z, constraints, **options):  # a decoder that writes A for z close to the mode
+        radius.append((z - mode).norm(dim=-1).max().item())
+        return [A if (row - mode[0]).norm() < 2 * radius[0] else f"{A} {i}" for i, row in enumerate(z)]
+
+    monkeypatch.setattr(generate, "decode_each", copies_near_the_mode)
+    out = generate.vary(model, A, 6, spread=0.01, seed=0)
+    assert len(out) == 6 and A not in out
+    assert len(radius) > 2 and radius[-1] > 2 * radius[0]  # each redraw doubled the spread
+    monkeypatch.setattr(generate, "decode_each", lambda model, z, constraints, **options: [A] * len(z))
+    with pytest.warns(UserWarning, match=f"6 of 6 variations are the text itself after {generate.MAX_REDRAWS}"):
+        assert generate.vary(model, A, 6, seed=0) == [A] * 6
+
+
 def test_without_a_constraint_a_poem_model_writes_regular_poems_and_other_models_free_text(tok):
     hot = Decoding(strategy="sample", temperature=3)
     assert all(form_of(split_lines(t)) for t in generate.sample(tiny(tok), 16, decoding=hot, seed=0))
@@ -250,6 +285,8 @@ def test_an_over_long_text_is_cut_with_a_warning(tok):
 @pytest.mark.parametrize("call,message", [
     (lambda m: generate.reconstruct(m, ["  "]), "empty text"),
     (lambda m: generate.vary(m, ""), "empty text"),
+    (lambda m: generate.vary(m, A, spread=0), "spread must be a number in"),
+    (lambda m: generate.vary(m, A, spread=float("nan")), "spread must be a number in"),
     (lambda m: generate.reconstruct(m, [A], constraint=Verse(m.tokenizer, "7x4")), "does not fit the form 7x4"),
     (lambda m: generate.interpolate(m, A, POEMS[-1], constraint=Verse(m.tokenizer, "5x4")),
      "does not fit the form 5x4"),

@@ -331,7 +331,7 @@ def cmd_vary(args) -> None:
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
         options = _generation_options(args, model)
-        texts = generate.vary(model, args.text, args.n, **options)
+        texts = generate.vary(model, args.text, args.n, spread=args.spread, **options)
         _warn_relaxed(options)
     _show(args, [{"text": t} for t in texts], texts)
 
@@ -491,6 +491,9 @@ def _add_generate(sub) -> None:
     vary.add_argument("model_dir", type=model_dir, help=model_help)
     vary.add_argument("text")
     vary.add_argument("-n", type=int, default=5, help="how many variations (default 5)")
+    vary.add_argument("--spread", type=float, default=1.0,
+                      help="how far each draw of z strays from the posterior mode, in (0, 100] (default 1: draws "
+                           "from q(z|TEXT) itself; smaller keeps more of TEXT)")
     _add_generation_flags(vary, cmd_vary)
 
 

@@ -35,6 +35,7 @@ FORM_CHOICES = (*FORMS, "auto", "drawn", "free")
 DEFAULT_FORM = "auto"  # a poem model's form when none is asked for
 MAX_OUTPUTS = 1_000_000  # texts from one call: its latents and texts stay within a few hundred MB
 MAX_DRAWS = 10_000  # draws per text (reconstruct --samples, vary -n) and points on a path
+MAX_REDRAWS = 8  # times vary draws again a variation that decoded to its input (the spread doubling each time)
 PRIORS = ("auto", "aggregate", "standard")  # where prior samples z come from: see prior_sample
 _NEG_INF = float("-inf")
 
@@ -404,11 +405,43 @@ def reconstruct(model: TextVAE, texts: list[str], *, samples: int = 0, decoding:
     return [flat[i * k:(i + 1) * k] for i in range(len(texts))]
 
 
-def vary(model: TextVAE, text: str, n: int = 5, **options) -> list[str]:
-    """"Texts like this one": decodings of n draws from q(z|text). Options as for reconstruct."""
+def vary(model: TextVAE, text: str, n: int = 5, *, spread: float = 1.0, decoding: Decoding = Decoding(),
+         constraint=None, seed: int | None = None, batch_size: int = 1000, script: str | None = None) -> list[str]:
+    """"Texts like this one": decodings of n draws z ~ q(z|text), each pulled towards the posterior mode by
+    `spread`: z = mode + spread (draw - mode), put back on the sphere for vMF. spread 1 decodes q's own draws;
+    a smaller one keeps more of the text (a high-rate model such as data/faithful needs about 0.5 to keep half
+    its characters). A draw that decodes to the text itself is drawn again with its spread doubled, up to
+    MAX_REDRAWS times, so that a variation is not the input verbatim. Other options as for reconstruct."""
     _require_latent(model, "vary")
     _check_count("the number of variations", n, 1, MAX_DRAWS)
-    return reconstruct(model, [text], samples=n, **options)[0]
+    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 < spread <= 100:
+        raise TextVAEError(f"spread must be a number in (0, 100], not {spread!r}")
+    check_script(script)
+    [text] = _check_texts(model, [text])
+    fitted = _default(model, constraint).for_text(text)
+    device = next(model.parameters()).device
+    texts, todo = [None] * n, list(range(n))
+    with _seeded(seed, device), torch.inference_mode():
+        q = _posterior(model, [text])
+        for redraw in range(MAX_REDRAWS + 1):
+            z = _pulled_draws(model, q, len(todo), spread * 2 ** redraw)  # (k, D)
+            for i, out in zip(todo, decode_each(model, z, [fitted] * len(todo), decoding=decoding,
+                                                batch_size=batch_size)):
+                texts[i] = out
+            todo = [i for i in todo if texts[i] == text]
+            if not todo:
+                break
+    if todo:
+        warnings.warn(f"{len(todo)} of {n} variations are the text itself after {MAX_REDRAWS} redraws: "
+                      "the model hardly reads z")
+    return in_script(texts, script, model.tokenizer)
+
+
+def _pulled_draws(model: TextVAE, q, k: int, spread: float) -> torch.Tensor:
+    """k draws from q (batch (1,)) moved towards its mode by `spread`: (k, D)."""
+    mode = q.mode  # (1, D)
+    z = mode + spread * (q.sample((k,))[:, 0] - mode)
+    return F.normalize(z, dim=-1) if model.config.posterior == "vmf" else z
 
 
 def latent_path(model: TextVAE, a: str | None = None, b: str | None = None, steps: int = 5,
