@@ -29,6 +29,7 @@ def test_its_report_shows_a_high_rate_that_reconstructs_better_than_the_default(
     assert faithful["latent"]["kl"] >= 60
     assert faithful["latent"]["active_units"] == json.loads((FAITHFUL / "config.json").read_text())["latent_dim"]
     assert faithful["text"]["reconstruction_bleu"] > 20 * default["text"]["reconstruction_bleu"]
+    assert faithful["text"]["reconstruction_bleu"] >= 40  # the target, on the whole test split
 
 
 def characters(poem: str) -> str:
@@ -43,7 +44,16 @@ def test_it_keeps_more_of_a_held_out_poem_than_the_default_model():
         decoded = [r[0] for r in generate.reconstruct(model, HELD_OUT, constraint=Verse(model.tokenizer, "5x4"))]
         assert all(form_of(split_lines(poem)) == "5x4" for poem in decoded)
         kept[folder.name] = sum(kept_in_place(characters(a), characters(b)) for a, b in zip(HELD_OUT, decoded)) / 2
-    assert kept["faithful"] >= 0.25 and kept["faithful"] >= kept["pretrained"] + 0.2, kept
+    assert kept["faithful"] >= 0.5 and kept["faithful"] >= kept["pretrained"] + 0.2, kept
+
+
+def test_close_variations_of_a_poem_it_reconstructs_exactly_keep_most_of_it_but_never_copy_it():
+    model = load_model(FAITHFUL)
+    poem = HELD_OUT[1]
+    assert generate.reconstruct(model, [poem])[0] == [poem]  # so draws near the mode decode to the poem itself
+    variations = generate.vary(model, poem, 5, spread=0.5, seed=0)
+    assert poem not in variations and all(form_of(split_lines(v)) == "5x4" for v in variations)
+    assert sum(kept_in_place(characters(poem), characters(v)) for v in variations) / 5 >= 0.5
 
 
 def test_its_interpolation_starts_and_ends_at_the_reconstructions():
