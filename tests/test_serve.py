@@ -85,6 +85,9 @@ def test_reconstruct_and_vary(client, model):
     answer = ok(client.post("/api/reconstruct", json=dict(text=POEMS[2], variations=3, seed=0)))
     assert answer["reconstruction"] == generate.reconstruct(model, [POEMS[2]])[0][0]
     assert len(answer["variations"]) == 3 and all(form_of(split_lines(v)) == "5x4" for v in answer["variations"])
+    close = ok(client.post("/api/reconstruct", json=dict(text=POEMS[2], variations=3, spread=0.5, seed=0)))
+    assert close["variations"] == generate.vary(model, POEMS[2], 3, spread=0.5, seed=0)
+    refused(client.post("/api/reconstruct", json=dict(text=POEMS[2], variations=3, spread=0)), "spread")
     simplified = ok(client.post("/api/reconstruct", json=dict(text="白日依山尽，黄河入海流。欲穷千里目，更上一层楼。")))
     assert simplified["reconstruction"] == answer["reconstruction"]  # read in the model's (traditional) script
 

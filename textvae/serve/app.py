@@ -49,6 +49,7 @@ class SampleBody(_Body):
 class ReconstructBody(_Body):
     text: str = Field(min_length=1, max_length=MAX_TEXT)
     variations: int = Field(0, ge=0, le=MAX_VARIATIONS)
+    spread: float = Field(1.0, gt=0, le=100)  # as `textvae vary --spread`
 
 
 class InterpolateBody(_Body):
@@ -113,7 +114,8 @@ def _sample(model: TextVAE, body: SampleBody) -> dict:
 def _reconstruct(model: TextVAE, body: ReconstructBody) -> dict:
     options = _options(body)
     reconstruction = generate.reconstruct(model, [body.text], **options)[0][0]
-    variations = generate.vary(model, body.text, body.variations, **options) if body.variations else []
+    variations = (generate.vary(model, body.text, body.variations, spread=body.spread, **options)
+                  if body.variations else [])
     return dict(reconstruction=reconstruction, variations=variations)
 
 

@@ -118,7 +118,7 @@ $("edit-form").addEventListener("submit", (event) => {
   run($("reconstruct-button"), async () => {
     const answer = await api("/api/reconstruct", {
       model: $("model").value || null, text: $("source").value.trim(), variations: number("variations") || 0,
-      seed: number("edit-seed"),
+      spread: number("spread") || 1, seed: number("edit-seed"),
     });
     showPoems($("input-poem"), [$("source").value.trim()]);
     showPoems($("reconstruction"), [answer.reconstruction]);
