@@ -15,7 +15,8 @@ metrics are packed into one archive cut into 15 MiB parts (the device tool retur
 The runs are the `faithful` candidates (issue 2.4, docs/results.md) on top of the preset poem-faithful (a 256-unit
 encoder, a 512-unit decoder, free bits at 200 nats): the second lease's D = 128 without slots at batches of 512,
 1,024 and 2,048 poems, each with its own learning rate, and the preset's own model (D = 256 through 16 slots, the
-third version) at GPU batch sizes. The first lease's candidates were D = 64 with free bits at 120, 200 and 300 nats
+third version) at GPU batch sizes; the third lease trained faithful-slots-b1024 from the third version's fourth CPU
+epoch into the fourth version. The first lease's candidates were D = 64 with free bits at 120, 200 and 300 nats
 (git show cc799ae).
 """
 
