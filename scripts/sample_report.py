@@ -99,7 +99,7 @@ def table(report: dict) -> str:
                     f"{percent(r['copied_texts'])} | {percent(r['copied_lines'])} | {r['distinct_2']:.3f} |"
                     + (f" {r['judge_nats_per_char']:.3f} |" if judged else ""))
     if judged:
-        rows.append("| test poems | | | | | | | |" f" {corpus['judge']['nats_per_char']:.3f} |")
+        rows.append(f"| test poems | | | | | | | | {corpus['judge']['nats_per_char']:.3f} |")
     shares_rows = ["| form shares | " + " | ".join(FORMS) + " |", "|---|" + "---:|" * len(FORMS)]
     for name in ("auto", "drawn"):
         if name in report["rows"]:
