@@ -26,8 +26,9 @@ from tqdm import tqdm
 from textvae import data
 from textvae.atomic import check_can_write, keep_previous, write_text
 from textvae.errors import TextVAEError
-from textvae.generate import Decoding, interpolate, load_model, reconstruct, vary
+from textvae.generate import Decoding, check_spread, interpolate, load_model, reconstruct, vary
 from textvae.metrics import edit_distance, kept_in_place
+from textvae.precision import PRECISIONS
 from textvae.poetry import form_of, split_lines
 
 
@@ -68,7 +69,7 @@ def main() -> None:
     parser.add_argument("--poems", type=int, default=100, help="test poems varied (default 100)")
     parser.add_argument("--variations", type=int, default=5, help="variations of each (default 5)")
     parser.add_argument("--spread", type=float, default=1.0, help="vary's spread (default 1: draws from q)")
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="the decoding's precision (default auto: bf16 where the CPU has it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="the JSON report (default MODEL_DIR/editing.json); an existing "
@@ -78,8 +79,7 @@ def main() -> None:
     try:
         if min(args.pairs, args.poems, args.variations) < 1 or args.steps < 2:
             raise TextVAEError("--pairs, --poems and --variations must be >= 1 and --steps >= 2")
-        if not 0 < args.spread <= 100:
-            raise TextVAEError(f"--spread must be in (0, 100], not {args.spread}")
+        check_spread(args.spread)
         decoding = Decoding(precision=args.precision)
         check_can_write(out.parent, "the report")
         model = load_model(args.model_dir)

@@ -35,6 +35,7 @@ FORM_CHOICES = (*FORMS, "auto", "drawn", "free")
 DEFAULT_FORM = "auto"  # a poem model's form when none is asked for
 MAX_OUTPUTS = 1_000_000  # texts from one call: its latents and texts stay within a few hundred MB
 MAX_DRAWS = 10_000  # draws per text (reconstruct --samples, vary -n) and points on a path
+MAX_SPREAD = 100  # vary's spread is in (0, MAX_SPREAD]
 MAX_REDRAWS = 8  # times vary draws again a variation that decoded to its input (the spread doubling each time)
 PRIORS = ("auto", "aggregate", "standard")  # where prior samples z come from: see prior_sample
 _NEG_INF = float("-inf")
@@ -414,8 +415,7 @@ def vary(model: TextVAE, text: str, n: int = 5, *, spread: float = 1.0, decoding
     MAX_REDRAWS times, so that a variation is not the input verbatim. Other options as for reconstruct."""
     _require_latent(model, "vary")
     _check_count("the number of variations", n, 1, MAX_DRAWS)
-    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 < spread <= 100:
-        raise TextVAEError(f"spread must be a number in (0, 100], not {spread!r}")
+    check_spread(spread)
     check_script(script)
     [text] = _check_texts(model, [text])
     fitted = _default(model, constraint).for_text(text)
@@ -435,6 +435,11 @@ def vary(model: TextVAE, text: str, n: int = 5, *, spread: float = 1.0, decoding
         warnings.warn(f"{len(todo)} of {n} variations are the text itself after {MAX_REDRAWS} redraws: "
                       "the model hardly reads z")
     return in_script(texts, script, model.tokenizer)
+
+
+def check_spread(spread: float) -> None:
+    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 < spread <= MAX_SPREAD:
+        raise TextVAEError(f"spread must be a number in (0, {MAX_SPREAD}], not {spread!r}")
 
 
 def _pulled_draws(model: TextVAE, q, k: int, spread: float) -> torch.Tensor:
@@ -485,6 +490,6 @@ def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, s
                             script=script)
 
 
-__all__ = ["DEFAULT_FORM", "Decoding", "FORM_CHOICES", "FreeText", "PRIORS", "STRATEGIES", "check_prior",
-           "constraint_for", "decode", "interpolate", "latent_path", "load_model", "posterior", "prior_sample",
-           "reconstruct", "sample", "vary"]
+__all__ = ["DEFAULT_FORM", "Decoding", "FORM_CHOICES", "FreeText", "MAX_SPREAD", "PRIORS", "STRATEGIES", "check_prior",
+           "check_spread", "constraint_for", "decode", "interpolate", "latent_path", "load_model", "posterior",
+           "prior_sample", "reconstruct", "sample", "vary"]
