@@ -126,10 +126,11 @@ def test_the_model_script_is_read_off_the_vocabulary(chars, script):
     assert poetry.model_script(tiny_model(chars).tokenizer) == script
 
 
-def test_only_characters_outside_the_vocabulary_are_converted():
+def test_a_stray_simplified_character_in_a_traditional_text_is_converted_where_the_vocabulary_has_it():
     tokenizer = tiny_model("床前明月光疑是地上霜舉頭望低思故鄉").tokenizer
-    # 床 is in the vocabulary and stays (s2t alone would write 牀); 书's traditional form 書 is not, so it stays
-    assert poetry.to_model_script(tokenizer, "床前举头书") == "床前舉頭书"
+    # mostly traditional, so read as typed, but 举 is outside the vocabulary and its traditional 舉 is in it;
+    # 书's traditional form 書 is not in it either, so it stays
+    assert poetry.to_model_script(tokenizer, "舉頭望明月举书") == "舉頭望明月舉书"
     assert poetry.to_model_script(tokenizer, QUIET_NIGHT_SIMPLIFIED) == QUIET_NIGHT
 
 

@@ -105,6 +105,10 @@ class Tokenizer:
     def is_byte(self, i: int) -> bool:
         return self.sp.is_byte(i)
 
+    def piece_score(self, i: int) -> float:
+        """A piece's score: for a character or unigram vocabulary, its log-probability in the training texts."""
+        return self.sp.get_score(i)
+
     def unknown_characters(self, text: str) -> list[str]:
         """Characters of `text` that have no piece of their own (they fall back to bytes or unk)."""
         return sorted({c for c in text if c != " " and self.sp.piece_to_id(c) == UNK_ID})
@@ -158,6 +162,10 @@ class WordTokenizer:
 
     def is_byte(self, i: int) -> bool:
         return False
+
+    def piece_score(self, i: int) -> float:
+        """Every word alike: a closed vocabulary keeps no frequencies."""
+        return 0.0
 
     def unknown_characters(self, text: str) -> list[str]:
         """The words of `text` outside the vocabulary (they become unk); the SentencePiece method's counterpart."""
