@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from textvae import data, evaluate
+from textvae import data, evaluate, shipped
 from textvae.cli import build_parser, main
 from textvae.errors import TextVAEError
 from textvae.precision import PRECISION_HELP
@@ -441,6 +441,49 @@ def test_shipped_models_load_by_short_name_unless_a_folder_has_that_name(verb, t
     rest = {"reconstruct": ["x"], "vary": ["x"]}.get(verb, [])
     parse = lambda name: build_parser().parse_args([verb, name, *rest]).model_dir  # noqa: E731
     monkeypatch.chdir(tmp_path)
-    assert (parse("poem"), parse("faithful")) == (Path("data/pretrained"), Path("data/faithful"))
+    assert (parse("poem"), parse("faithful")) == (shipped.REPOSITORY / "data" / "pretrained",
+                                                  shipped.REPOSITORY / "data" / "faithful")
     (tmp_path / "poem").mkdir()
     assert parse("poem") == Path("poem") and parse("runs/x") == Path("runs/x")
+
+
+def test_short_names_work_from_any_folder_in_the_cli_the_studio_s_list_and_from_pretrained(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert build_parser().parse_args(["sample"]).model_dir == shipped.REPOSITORY / "data" / "pretrained"
+    assert list(build_parser().parse_args(["serve", "poem", "faithful"]).models) == list(shipped.shipped_dirs().values())
+    from textvae.cli import _served_models
+    assert list(_served_models(list(shipped.shipped_dirs().values()))) == ["poem", "faithful"]
+    from textvae.vae import TextVAE
+    assert TextVAE.from_pretrained("faithful").config.latent_dim == 256
+
+
+def test_a_short_name_outside_a_clone_says_where_the_model_lives(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(shipped, "REPOSITORY", tmp_path / "site-packages")
+    with pytest.raises(SystemExit):
+        main(["sample", "poem"])
+    assert "the shipped model 'poem' is not installed: it lives in data/pretrained of a textvae clone" in \
+        capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"textvae {shipped_version()}"
+
+
+def shipped_version() -> str:
+    import tomllib
+    return tomllib.loads((shipped.REPOSITORY / "pyproject.toml").read_text())["project"]["version"]
+
+
+@pytest.mark.parametrize("name", ["poem", "faithful"])
+def test_evaluate_never_writes_into_a_shipped_model_folder(name, tmp_path, monkeypatch):
+    from textvae.cli import _report_path
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["evaluate", name])
+    assert _report_path(args) == Path(f"eval-{name}.json")
+    args = build_parser().parse_args(["evaluate", str(shipped.shipped_dirs()[name]), "--out", "x.json"])
+    assert _report_path(args) == Path("x.json")
+    (tmp_path / "run").mkdir()
+    assert _report_path(build_parser().parse_args(["evaluate", "run"])) == Path("run") / "eval.json"

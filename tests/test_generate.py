@@ -196,9 +196,9 @@ def test_vary_and_reconstruct_samples_draw_from_the_posterior(trained):
 def test_vary_spread_pulls_each_draw_towards_the_mode(trained, posterior):
     model = trained[posterior]
     q = generate.posterior(model, [A])
-    with generate._seeded(0, torch.device("cpu")):
+    with generate.seeded(0, torch.device("cpu")):
         wide = generate._pulled_draws(model, q, 4000, 1.0)  # (4000, D)
-    with generate._seeded(0, torch.device("cpu")):
+    with generate.seeded(0, torch.device("cpu")):
         near = generate._pulled_draws(model, q, 4000, 0.25)
     if posterior == "vmf":  # the same draws, moved a quarter of the way out from the mode, then back on the sphere
         expected = torch.nn.functional.normalize(q.mode + 0.25 * (wide - q.mode), dim=-1)

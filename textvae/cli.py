@@ -9,7 +9,7 @@ import time
 import warnings
 from pathlib import Path
 
-from textvae import corpus, data, evaluate, generate, mixture, poetry, serve
+from textvae import __version__, corpus, data, evaluate, generate, mixture, poetry, serve, shipped
 from textvae.atomic import check_can_write, keep_previous, write_text
 from textvae.corpus import ptb
 from textvae.errors import TextVAEError
@@ -287,13 +287,12 @@ def _show(args, records: list[dict], lines: list[str]) -> None:
     print(json.dumps(records, ensure_ascii=False, indent=1) if args.json else "\n".join(lines))
 
 
-SHIPPED_MODELS = {"poem": Path("data/pretrained"), "faithful": Path("data/faithful")}  # short names, from the repo root
-
-
 def model_dir(value: str) -> Path:
     """A model folder, or the short name of a shipped one (`poem`, `faithful`) where no folder has that name."""
-    path = Path(value)
-    return SHIPPED_MODELS[value] if value in SHIPPED_MODELS and not path.exists() else path
+    try:
+        return shipped.resolve(value)
+    except TextVAEError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def cmd_sample(args) -> None:
@@ -387,7 +386,7 @@ def cmd_export(args) -> None:
 def _add_export(sub) -> None:
     parser = sub.add_parser("export", help="copy a saved model into a new folder with its weights stored in "
                                            "another type (fp16 halves the folder; they load back as fp32)")
-    parser.add_argument("model_dir", type=Path, help="a saved model (a run's last/ or best/, or a shipped one)")
+    parser.add_argument("model_dir", type=model_dir, help="a saved model (a run's last/ or best/), or poem or faithful")
     parser.add_argument("out", type=Path, help="the new model folder (must not exist)")
     parser.add_argument("--dtype", choices=list(WEIGHT_DTYPES), default="fp16",
                         help="how the weights are stored (default fp16); the aggregate prior stays fp32")
@@ -395,12 +394,13 @@ def _add_export(sub) -> None:
 
 
 def _served_models(dirs: list[Path]) -> dict[str, Path]:
-    """Each model folder under its folder name (its path where two share a name), checked before loading."""
+    """Each model folder under its short name if it is a shipped one, else its folder name (its path where two
+    share a name), checked before loading."""
     named = {}
     for folder in dirs:
         if not is_saved_model(folder):
             raise TextVAEError(f"{folder} is not a saved model (it needs config.json and model.safetensors)")
-        name = folder.resolve().name
+        name = shipped.shipped_name(folder) or folder.resolve().name
         named[str(folder) if name in named else name] = folder
     return named
 
@@ -408,10 +408,11 @@ def _served_models(dirs: list[Path]) -> dict[str, Path]:
 def cmd_serve(args) -> None:
     if not 1 <= args.port <= 65535:
         raise TextVAEError(f"--port must be from 1 to 65535, not {args.port}")
-    models = _served_models(args.models or [SHIPPED_MODELS["poem"]])
-    data_dir = args.data if (args.data / "dataset").is_dir() else None
+    models = _served_models(args.models or [shipped.resolve(shipped.DEFAULT)])
+    dataset = args.data or shipped.default_dataset(Path("data/poems"))
+    data_dir = dataset if (dataset / "dataset").is_dir() else None
     if data_dir is None:
-        print(f"warning: {args.data} is not a prepared dataset, so the latent map is off (run `textvae prepare "
+        print(f"warning: {dataset} is not a prepared dataset, so the latent map is off (run `textvae prepare "
               "poems`, or pass --data)", file=sys.stderr)
     if args.host not in serve.LOCAL_HOSTS:
         print(f"warning: serving on {args.host}: anyone who can reach this machine can use the studio",
@@ -423,12 +424,14 @@ def cmd_serve(args) -> None:
 def _add_serve(sub) -> None:
     parser = sub.add_parser("serve", help="the poem studio: a local web app and JSON API over saved models "
                                           "(needs the web extra: pip install -e \".[web]\")")
-    parser.add_argument("models", nargs="*", type=Path, metavar="MODEL",
-                        help="saved model folders, each served under its folder name (default data/pretrained)")
+    parser.add_argument("models", nargs="*", type=model_dir, metavar="MODEL",
+                        help="saved model folders or shipped models' names (poem, faithful), each served under its "
+                             "name or folder name (default poem)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--data", type=Path, default=Path("data/poems"),
-                        help="the prepared dataset whose test split the latent map shows (default data/poems)")
+    parser.add_argument("--data", type=Path,
+                        help="the prepared dataset whose test split the latent map shows (default data/poems here, "
+                             "else in the clone textvae is installed from)")
     parser.set_defaults(func=cmd_serve)
 
 
@@ -469,7 +472,7 @@ def _add_generate(sub) -> None:
     model_help = ("a saved model folder (config.json, model.safetensors, tokenizer.model), or a shipped model's name: "
                   "poem (the default, low-rate model) or faithful (the high-rate model for reconstruction)")
     sample = sub.add_parser("sample", help="texts decoded from prior samples z ~ p(z), one per line")
-    sample.add_argument("model_dir", type=model_dir, help=model_help)
+    sample.add_argument("model_dir", type=model_dir, nargs="?", default=shipped.DEFAULT, help=model_help)
     sample.add_argument("-n", type=int, default=10, help="how many texts (default 10)")
     sample.add_argument("--prior", choices=generate.PRIORS, default="auto", help=PRIOR_HELP)
     _add_generation_flags(sample, cmd_sample)
@@ -504,9 +507,16 @@ def _check_output_file(path: Path, flag: str) -> None:
     check_can_write(path.parent, flag)
 
 
+def _report_path(args) -> Path:
+    """--out, else the model folder's eval.json; a shipped model's folder is never written: its report goes to
+    eval-NAME.json in the current folder instead (its own eval.json is what its model card cites)."""
+    name = shipped.shipped_name(args.model_dir)
+    return args.out or (Path(f"eval-{name}.json") if name else args.model_dir / "eval.json")
+
+
 def cmd_evaluate(args) -> None:
     config = evaluate.EvalConfig(**_flags_set(args, evaluate.EvalConfig))
-    out = args.out or args.model_dir / "eval.json"
+    out = _report_path(args)
     _check_output_file(out, "--out")
     if args.plots:
         check_can_write(args.plots, "--plots")
@@ -534,7 +544,8 @@ def _add_evaluate(sub) -> None:
     parser.add_argument("model_dir", type=model_dir, help="a saved model (config.json, model.safetensors, "
                                                            "tokenizer.model), or poem or faithful")
     parser.add_argument("--data", type=Path, default=Path("data/poems"), help="the prepared dataset (default data/poems)")
-    parser.add_argument("--out", type=Path, help="where to write the report (default MODEL_DIR/eval.json); an existing "
+    parser.add_argument("--out", type=Path, help="where to write the report (default MODEL_DIR/eval.json; for a "
+                                                 "shipped model, eval-NAME.json in the current folder); an existing "
                                                  "report is kept, renamed NAME.<its time>.json")
     parser.add_argument("--plots", type=Path, metavar="DIR", help="also write PNG plots into DIR")
     parser.add_argument("--metrics", type=Path, metavar="FILE",
@@ -564,6 +575,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="textvae", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"textvae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
     _add_train(sub)

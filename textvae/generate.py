@@ -61,6 +61,11 @@ class Decoding:
         check_float(self, "temperature", 0, 100, low_open=True)
         check_float(self, "top_p", 0, 1, low_open=True)
         check_precision(self.precision, "Decoding.precision")
+        shaping = [name for name, unset in (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0))
+                   if getattr(self, name) != unset]
+        if shaping and self.strategy != "sample":
+            raise TextVAEError(f"{' and '.join(shaping)} shape sampling, and the {self.strategy} strategy would "
+                               "ignore them: set strategy 'sample' (--strategy sample)")
 
 
 # -----------------------------------------------------------------------------
@@ -241,9 +246,10 @@ def decode(model: TextVAE, z: torch.Tensor | None, n: int | None = None, *, deco
         raise TextVAEError("the model has no tokenizer: decoding needs one to turn ids into text")
     if (z is None) == model.config.has_latent or (z is None and not n):
         raise TextVAEError("decode takes latents z (B, D) for a model with a latent, else n, the number of texts")
+    z = None if z is None else _check_latents(model, z)
     n = z.size(0) if z is not None else n
     device = next(model.parameters()).device
-    constraint = constraint or FreeText(model.tokenizer, device)
+    constraint = FreeText(model.tokenizer, device) if constraint is None else _default(model, constraint)
     where = torch.device(getattr(constraint, "device", device))
     if where.type != device.type or where.index not in (None, device.index):
         raise TextVAEError(f"the constraint's masks are on {where} but the model is on {device}: "
@@ -269,6 +275,18 @@ def decode(model: TextVAE, z: torch.Tensor | None, n: int | None = None, *, deco
     return in_script(texts, script, model.tokenizer)
 
 
+def _check_latents(model: TextVAE, z) -> torch.Tensor:
+    """z as (B, D): one latent (D,) becomes a batch of one; any other shape is refused, naming the one expected."""
+    D = model.config.latent_dim
+    if not isinstance(z, torch.Tensor):
+        raise TextVAEError(f"z must be a tensor of shape (B, {D}), not {type(z).__name__}")
+    z = z[None] if z.dim() == 1 else z
+    if z.dim() != 2 or z.size(1) != D or not z.is_floating_point():
+        raise TextVAEError(f"z must be a float tensor of shape (B, D) = (B, {D}) or ({D},), not "
+                           f"{z.dtype} {tuple(z.shape)}")
+    return z
+
+
 def decode_each(model: TextVAE, z: torch.Tensor, constraints: list, **options) -> list[str]:
     """decode with row i of z under constraints[i]; the rows that share a constraint decode together."""
     texts = [""] * len(constraints)
@@ -292,7 +310,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Tex
 
 
 @contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device):
+def seeded(seed: int | None, device: torch.device):
     """Seed every random draw inside, and leave the global random state as it was."""
     if seed is None:
         yield
@@ -316,6 +334,10 @@ def _require_latent(model: TextVAE, verb: str) -> None:
 
 def _check_texts(model: TextVAE, texts: list[str]) -> list[str]:
     """The texts as the model reads them (stripped, in its script: see to_model_script), checked."""
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TextVAEError("texts must be a list of strings, not " + (
+            "one string (it would be read one character at a time): pass [text]" if isinstance(texts, str)
+            else f"a list holding {type(next(t for t in texts if not isinstance(t, str))).__name__}"))
     texts = [to_model_script(model.tokenizer, t.strip()) for t in texts]
     if not texts or not all(texts):
         raise TextVAEError("empty text: give a sentence or a poem")
@@ -347,8 +369,14 @@ def _posterior(model: TextVAE, texts: list[str]):
 
 
 def _default(model: TextVAE, constraint):
-    """The constraint given, or the model's own: an automatic form for a poem model, free text otherwise."""
-    return constraint or constraint_for(model.tokenizer, device=next(model.parameters()).device)
+    """The constraint given (a form's name such as "7x4" stands for `constraint_for` that form), or the model's
+    own: an automatic form for a poem model, free text otherwise."""
+    if constraint is None or isinstance(constraint, str):
+        return constraint_for(model.tokenizer, constraint, device=next(model.parameters()).device)
+    if not hasattr(constraint, "for_text"):
+        raise TextVAEError(f"constraint must be a form's name ({', '.join(FORM_CHOICES)}) or a constraint object "
+                           f"such as constraint_for(...) builds, not {type(constraint).__name__}")
+    return constraint
 
 
 def check_prior(model: TextVAE, prior: str) -> None:
@@ -379,7 +407,7 @@ def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strateg
     device = next(model.parameters()).device
     if model.head is not None:
         check_prior(model, prior)
-    with _seeded(seed, device), torch.inference_mode():
+    with seeded(seed, device), torch.inference_mode():
         z = prior_sample(model, n, prior) if model.head is not None else None
         return decode(model, z, n, decoding=decoding, constraint=constraint, batch_size=batch_size, script=script)
 
@@ -397,7 +425,7 @@ def reconstruct(model: TextVAE, texts: list[str], *, samples: int = 0, decoding:
     texts = _check_texts(model, texts)
     fitted = [_default(model, constraint).for_text(t) for t in texts]
     device = next(model.parameters()).device
-    with _seeded(seed, device), torch.inference_mode():
+    with seeded(seed, device), torch.inference_mode():
         q = _posterior(model, texts)
         z = q.mode[None] if samples == 0 else q.sample((samples,))  # (S, B, D)
         k = z.size(0)
@@ -421,7 +449,7 @@ def vary(model: TextVAE, text: str, n: int = 5, *, spread: float = 1.0, decoding
     fitted = _default(model, constraint).for_text(text)
     device = next(model.parameters()).device
     texts, todo = [None] * n, list(range(n))
-    with _seeded(seed, device), torch.inference_mode():
+    with seeded(seed, device), torch.inference_mode():
         q = _posterior(model, [text])
         for redraw in range(MAX_REDRAWS + 1):
             z = _pulled_draws(model, q, len(todo), spread * 2 ** redraw)  # (k, D)
@@ -484,7 +512,7 @@ def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, s
     texts = None if a is None else _check_texts(model, [a, b])
     ends = [constraint] * 2 if texts is None else [constraint.for_text(t) for t in texts]
     device = next(model.parameters()).device
-    with _seeded(seed, device):
+    with seeded(seed, device):
         path = _path(model, texts, steps, prior)
         return decode_each(model, path, [ends[2 * i > steps - 1] for i in range(steps)], decoding=decoding,
                             script=script)
@@ -492,4 +520,4 @@ def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, s
 
 __all__ = ["DEFAULT_FORM", "Decoding", "FORM_CHOICES", "FreeText", "MAX_SPREAD", "PRIORS", "STRATEGIES", "check_prior",
            "check_spread", "constraint_for", "decode", "interpolate", "latent_path", "load_model", "posterior",
-           "prior_sample", "reconstruct", "sample", "vary"]
+           "prior_sample", "reconstruct", "sample", "seeded", "vary"]

@@ -34,6 +34,7 @@ from textvae.encoders import ENCODERS
 from textvae.errors import TextVAEError
 from textvae.fields import check_choice, check_float, check_int, setting
 from textvae.posteriors import POSTERIORS
+from textvae.shipped import resolve
 from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, load_tokenizer
 
 
@@ -323,7 +324,11 @@ class TextVAE(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TextVAE":
-        directory = Path(directory)
+        """The model saved in `directory` by `save_pretrained` (config.json, model.safetensors, tokenizer.model,
+        and an aggregate prior where one was fitted), each file checked against the checksums config.json
+        records; or a shipped model by its short name, "poem" or "faithful" (textvae.shipped). In eval mode,
+        on `device`. For text in and text out, see `textvae.load`."""
+        directory = resolve(directory)
         for name in ("config.json", "model.safetensors"):
             if not (directory / name).is_file():
                 raise TextVAEError(f"{directory} is not a saved textvae model: {name} is missing "

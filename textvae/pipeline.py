@@ -1,0 +1,129 @@
+"""Text in, text out: a saved model and its verbs behind one object, in the Hugging Face habit.
+
+    import textvae
+    vae = textvae.load("poem")              # a shipped model's name (poem, faithful) or a model folder
+    vae.sample(3, form="7x4", rhyme=True, temperature=0.8)
+    z = vae.encode(["床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。"])  # (1, D)
+    vae.decode(z)
+
+`vae.module` is the `TextVAE` nn.Module (tensors in, tensors out). Keyword arguments carry the CLI's flag
+names and meanings: form, acrostic, rhyme (True: the CLI's bare --rhyme, the group line 2 ends in; a string
+names a group), meter, prior, seed, script, and the decoding settings (strategy, beam, temperature, top_k,
+top_p, max_tokens, precision). An unknown keyword is refused, with the nearest known one named. Shapes:
+B texts, D latent size.
+"""
+
+import dataclasses
+import difflib
+from pathlib import Path
+
+import torch
+
+from textvae import generate
+from textvae.errors import TextVAEError
+from textvae.vae import TextVAE
+
+POEM_OPTIONS = ("form", "acrostic", "rhyme", "meter")
+DECODING_OPTIONS = tuple(f.name for f in dataclasses.fields(generate.Decoding))
+OPTIONS = (*POEM_OPTIONS, *DECODING_OPTIONS, "seed", "script")
+
+
+def _check_known(options: dict) -> None:
+    for name in options:
+        if name not in OPTIONS:
+            near = difflib.get_close_matches(name, OPTIONS, n=1)
+            raise TextVAEError(f"unknown option {name!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                               + f"; the options are {', '.join(OPTIONS)}")
+
+
+def _rhyme(value) -> str | None:
+    """rhyme=True is the CLI's bare --rhyme (the group line 2 ends in); False or None, no rhyme; a string names
+    a group (下平聲七陽, 七陽, 陽, a character in it) or "random"."""
+    if value is True:
+        return "auto"
+    if value is False or value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise TextVAEError(f"rhyme takes True, False, or a group's name or one of its characters, not {value!r}")
+    return value
+
+
+class Pipeline:
+    """A loaded model with text-level verbs; see the module docstring. Build it with `textvae.load`."""
+
+    def __init__(self, module: TextVAE):
+        if module.tokenizer is None:
+            raise TextVAEError("the model has no tokenizer: the text-level verbs need one")
+        self.module = module.eval()
+
+    def __repr__(self) -> str:
+        c = self.module.config
+        return f"Pipeline({c.posterior} posterior, D = {c.latent_dim}, {c.decoder}-{c.decoder_hidden} decoder)"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def _generation(self, options: dict, strategy: str = "greedy") -> dict:
+        """generate's keyword arguments (decoding, constraint, seed, script) from the flat options."""
+        _check_known(options)
+        poem = {k: options[k] for k in POEM_OPTIONS if k in options}
+        if "form" in poem and not isinstance(poem["form"], str):
+            raise TextVAEError(f"form takes a name such as '7x4' or 'auto', not {poem['form']!r}")
+        constraint = generate.constraint_for(self.module.tokenizer, poem.get("form"), poem.get("acrostic", ""),
+                                             _rhyme(poem.get("rhyme")), bool(poem.get("meter")), self.device)
+        decoding = generate.Decoding(**{"strategy": strategy,
+                                        **{k: options[k] for k in DECODING_OPTIONS if k in options}})
+        return dict(decoding=decoding, constraint=constraint, seed=options.get("seed"), script=options.get("script"))
+
+    def sample(self, n: int = 10, *, prior: str = "auto", **options) -> list[str]:
+        """n texts decoded from z ~ p(z) (prior: auto, aggregate or standard), sampled token by token unless
+        strategy says otherwise."""
+        return generate.sample(self.module, n, prior=prior, **self._generation(options, "sample"))
+
+    def encode(self, texts: str | list[str], *, sample: bool = False, seed: int | None = None) -> torch.Tensor:
+        """(B, D) latents of the texts (either script; one string is a batch of one): the posterior modes, or
+        one draw z ~ q(z|x) each."""
+        q = generate.posterior(self.module, [texts] if isinstance(texts, str) else texts)
+        if not sample:
+            return q.mode
+        with generate.seeded(seed, self.device):
+            return q.sample()
+
+    def decode(self, z: torch.Tensor, **options) -> list[str]:
+        """Texts decoded from latents z (B, D) or one z (D,), greedily unless strategy says otherwise, each a
+        poem of the form the model picks for a poem model unless form says otherwise."""
+        generation = self._generation(options)
+        with generate.seeded(generation.pop("seed"), self.device):
+            return generate.decode(self.module, z, **generation)
+
+    def reconstruct(self, texts: str | list[str], *, samples: int = 0, **options):
+        """Each text decoded from its posterior mode: one text gives one string, a list a list. With samples = k,
+        the decodings of k draws z ~ q(z|x) instead: a list for one text, a list of lists for several."""
+        one = isinstance(texts, str)
+        outputs = generate.reconstruct(self.module, [texts] if one else texts, samples=samples,
+                                       **self._generation(options))
+        outputs = [out if samples else out[0] for out in outputs]
+        return outputs[0] if one else outputs
+
+    def interpolate(self, a: str | None = None, b: str | None = None, *, steps: int = 5, prior: str = "auto",
+                    **options) -> list[str]:
+        """The decodings of `steps` evenly spaced points from z(a) to z(b), both ends included; without a and
+        b, between two draws from the prior."""
+        return generate.interpolate(self.module, a, b, steps=steps, prior=prior, **self._generation(options))
+
+    def vary(self, text: str, n: int = 5, *, spread: float = 1.0, **options) -> list[str]:
+        """n texts like `text`: decodings of draws from q(z|text) pulled towards its mode by spread (smaller
+        keeps more of the text)."""
+        if not isinstance(text, str):
+            raise TextVAEError(f"vary takes one text (a string), not {type(text).__name__}")
+        return generate.vary(self.module, text, n, spread=spread, **self._generation(options))
+
+
+def load(model: str | Path = "poem", device: str | torch.device = "cpu") -> Pipeline:
+    """A saved model as a `Pipeline`: a shipped model's short name ("poem", the default, or "faithful") or a
+    folder written by `save_pretrained` (a training run's best/ or last/)."""
+    return Pipeline(generate.load_model(model, device=device))
+
+
+__all__ = ["OPTIONS", "Pipeline", "load"]
