@@ -176,3 +176,9 @@ def test_serve_refuses_what_it_cannot_serve(folders, tmp_path, capsys):
         port = taken.getsockname()[1]
         err = fails(["serve", str(folders[0]), "--port", str(port), "--data", str(folders[1])], capsys)
     assert f"cannot serve on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_a_model_card_says_whether_the_latent_map_is_on(folders):
+    with_data = TestClient(create_app({"poem": folders[0]}, folders[1])).get("/api/models").json()
+    without = TestClient(create_app({"poem": folders[0]}, None)).get("/api/models").json()
+    assert with_data["models"][0]["latent_map"] is True and without["models"][0]["latent_map"] is False

@@ -1,4 +1,5 @@
-"""The studio driven as a person would, in headless Chromium: write a rhymed 5x4 poem, then interpolate.
+"""The studio driven as a person would, in headless Chromium: write a rhymed 5x4 poem, then interpolate; the
+page in 繁體, 简体 and English, with its output-script switch; the latent map without a dataset.
 Needs Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`; CI installs them);
 skipped, saying so, where they are absent, unless TEXTVAE_BROWSER_TEST=required (CI sets it once apt has
 installed them), where their absence fails."""
@@ -6,6 +7,8 @@ installed them), where their absence fails."""
 import os
 import shutil
 
+import httpx
+import opencc
 import pytest
 from studio import POEMS, Server, make_model_and_data
 
@@ -39,6 +42,14 @@ def browser():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     server = Server(*make_model_and_data(tmp_path_factory.mktemp("browser")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def bare_server(tmp_path_factory):
+    """The studio started without a dataset: no latent map."""
+    server = Server(make_model_and_data(tmp_path_factory.mktemp("bare"))[0], None)
     yield server
     server.stop()
 
@@ -94,3 +105,81 @@ def test_a_bad_input_shows_a_message_on_the_page(browser, server):
     error = browser.find_element(By.ID, "error")
     WebDriverWait(browser, 60).until(lambda b: error.is_displayed())
     assert "acrostic" in error.text and "Traceback" not in error.text
+
+
+def texts(browser, css: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+    return [el.text for el in browser.find_elements(By.CSS_SELECTOR, css)]
+
+
+def choose(browser, select_id: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    Select(browser.find_element(By.ID, select_id)).select_by_value(value)
+
+
+def test_the_page_speaks_traditional_then_simplified_chinese_then_english(browser, server):
+    browser.get(server.url)
+    browser.execute_script("localStorage.clear()")
+    browser.get(server.url)
+    wait_for(browser, "#model option", 1)
+    assert texts(browser, ".tab") == ["作詩", "重構・變化", "插值", "隱空間圖", "模型卡"]
+    assert "體裁" in texts(browser, "#write-form label")[0] and browser.find_element("id", "seed").get_attribute(
+        "placeholder") == "隨機"
+    choose(browser, "language", "zh-Hans")
+    assert texts(browser, ".tab") == ["作诗", "重构・变化", "插值", "隐空间图", "模型卡"]
+    assert browser.find_element("id", "script").get_attribute("value") == "simplified"  # follows the language
+    choose(browser, "language", "en")
+    assert texts(browser, ".tab") == ["Write", "Reconstruct / Vary", "Interpolate", "Latent map", "Model card"]
+    browser.get(server.url)  # the choice is remembered
+    wait_for(browser, "#model option", 1)
+    assert texts(browser, ".tab")[0] == "Write"
+    choose(browser, "language", "zh-Hant")
+
+
+def test_the_script_switch_writes_the_same_poems_in_simplified_characters(browser, server):
+    from selenium.webdriver.common.by import By
+    browser.get(server.url)
+    wait_for(browser, "#model option", 1)
+    choose(browser, "script", "simplified")
+    choose(browser, "form", "5x4")
+    for field, value in (("count", "4"), ("seed", "11")):
+        box = browser.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value)
+    browser.find_element(By.ID, "write-button").click()
+    wait_for(browser, "#poems .poem", 4)
+    shown = ["".join(line.text for line in poem.find_elements(By.CLASS_NAME, "line"))
+             for poem in browser.find_elements(By.CSS_SELECTOR, "#poems .poem")]
+    native = httpx.post(f"{server.url}/api/sample", json=dict(form="5x4", n=4, seed=11)).json()["poems"]
+    to_simplified = opencc.OpenCC("t2s").convert
+    assert shown == [to_simplified(p) for p in native] and shown != native
+    choose(browser, "script", "")
+    browser.execute_script("localStorage.clear()")
+
+
+def test_an_error_clears_when_the_tab_changes(browser, server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    browser.get(server.url)
+    wait_for(browser, "#model option", 1)
+    browser.find_element(By.ID, "acrostic").send_keys("春夏秋")
+    browser.find_element(By.ID, "write-button").click()
+    error = browser.find_element(By.ID, "error")
+    WebDriverWait(browser, 60).until(lambda b: error.is_displayed())
+    browser.find_element(By.CSS_SELECTOR, '.tab[data-tab="interpolate"]').click()
+    assert not error.is_displayed()
+
+
+def test_without_a_dataset_the_latent_map_says_once_what_it_needs(browser, bare_server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    browser.get(bare_server.url)
+    browser.execute_script("localStorage.clear()")
+    browser.get(bare_server.url)
+    wait_for(browser, "#model option", 1)
+    browser.find_element(By.CSS_SELECTOR, '.tab[data-tab="map"]').click()
+    note = browser.find_element(By.ID, "map-note")
+    WebDriverWait(browser, 30).until(lambda b: note.text)
+    assert "textvae prepare poems" in note.text and not browser.find_element(By.ID, "error").is_displayed()
+    assert not browser.find_element(By.ID, "place-button").is_enabled()

@@ -84,7 +84,8 @@ class Studio:
         c = model.config
         card = dict(name=name, posterior=c.posterior, latent_dim=c.latent_dim if c.has_latent else 0,
                     decoder=f"{c.decoder}-{c.decoder_hidden}", parameters=sum(p.numel() for p in model.parameters()),
-                    aggregate_prior=model.aggregate_prior is not None, eval=None)
+                    aggregate_prior=model.aggregate_prior is not None, latent_map=self.data_dir is not None,
+                    eval=None)
         if report.is_file():
             latent = json.loads(report.read_text())["latent"]
             card["eval"] = {k: latent.get(k) for k in ("iw_nll", "iw_estimator", "elbo", "rec", "kl", "mi",
@@ -94,7 +95,8 @@ class Studio:
     def latent_map(self, name: str) -> latent_map.LatentMap:
         if name not in self.maps:
             if self.data_dir is None:
-                raise TextVAEError("no dataset to map: start the studio with --data DIR (a prepared dataset)")
+                raise TextVAEError("no dataset to map: run `textvae prepare poems`, then start the studio again (or "
+                                   "give a prepared dataset with --data DIR)")
             self.maps[name] = latent_map.build(self.models[name], self.data_dir)
         return self.maps[name]
 

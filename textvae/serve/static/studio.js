@@ -54,7 +54,8 @@ function poemElement(text) {
   const copy = document.createElement("button");
   copy.className = "copy";
   copy.type = "button";
-  copy.textContent = "copy";
+  copy.textContent = t("copy");
+  copy.dataset.i18n = "copy";
   copy.addEventListener("click", () => navigator.clipboard && navigator.clipboard.writeText(text));
   box.appendChild(copy);
   return box;
@@ -72,6 +73,7 @@ function showWarnings(answer) {
 
 for (const tab of document.querySelectorAll(".tab")) {
   tab.addEventListener("click", () => {
+    showError(null);  // a message belongs to the tab it came from
     document.querySelectorAll(".tab, .panel").forEach((el) => el.classList.remove("active"));
     tab.classList.add("active");
     $(tab.dataset.tab).classList.add("active");
@@ -89,6 +91,24 @@ async function loadModels() {
     showError(error);
   }
 }
+// --- language and output script -------------------------------------------------------------------------
+
+// the output script follows the language until the user picks one: 简体 pages write simplified poems
+const SCRIPT_OF = {"zh-Hant": "", "zh-Hans": "simplified"};
+function script() {
+  return $("script").value || null;
+}
+$("language").value = language;
+$("script").value = localStorage.getItem("textvae-script") ?? SCRIPT_OF[language] ?? "";
+applyLanguage(language);
+$("language").addEventListener("change", () => {
+  applyLanguage($("language").value);
+  if (localStorage.getItem("textvae-script") === null && language in SCRIPT_OF) $("script").value = SCRIPT_OF[language];
+  if ($("map").classList.contains("active")) showMapNote();
+  if ($("card").classList.contains("active")) loadCard();
+});
+$("script").addEventListener("change", () => localStorage.setItem("textvae-script", $("script").value));
+
 $("model").addEventListener("change", () => {
   mapData = null;
   if ($("map").classList.contains("active")) loadMap();
@@ -103,7 +123,7 @@ $("write-form").addEventListener("submit", (event) => {
     const answer = await api("/api/sample", {
       model: $("model").value || null, form: $("form").value || null, n: number("count"),
       rhyme: $("rhyme").checked, meter: $("meter").checked, acrostic: $("acrostic").value.trim(),
-      temperature: number("temperature"), top_p: number("top-p"), seed: number("seed"),
+      temperature: number("temperature"), top_p: number("top-p"), seed: number("seed"), script: script(),
     });
     lastPoems = answer.poems;
     showPoems($("poems"), answer.poems);
@@ -118,7 +138,7 @@ $("edit-form").addEventListener("submit", (event) => {
   run($("reconstruct-button"), async () => {
     const answer = await api("/api/reconstruct", {
       model: $("model").value || null, text: $("source").value.trim(), variations: number("variations") || 0,
-      spread: number("spread") || 1, seed: number("edit-seed"),
+      spread: number("spread") || 1, seed: number("edit-seed"), script: script(),
     });
     showPoems($("input-poem"), [$("source").value.trim()]);
     showPoems($("reconstruction"), [answer.reconstruction]);
@@ -134,15 +154,15 @@ $("interpolate-form").addEventListener("submit", (event) => {
   run($("interpolate-button"), async () => {
     const answer = await api("/api/interpolate", {
       model: $("model").value || null, a: $("poem-a").value.trim(), b: $("poem-b").value.trim(),
-      steps: number("steps"), seed: 0,
+      steps: number("steps"), seed: 0, script: script(),
     });
     $("path").replaceChildren(...answer.path.map((text, i) => {
       const step = document.createElement("li");
       step.className = "step";
-      const t = document.createElement("span");
-      t.className = "t";
-      t.textContent = `t = ${(i / (answer.path.length - 1)).toFixed(2)}`;
-      step.append(t, poemElement(text));
+      const label = document.createElement("span");
+      label.className = "t";
+      label.textContent = `t = ${(i / (answer.path.length - 1)).toFixed(2)}`;
+      step.append(label, poemElement(text));
       return step;
     }));
     showWarnings(answer);
@@ -197,15 +217,29 @@ function drawMap(placed) {
   }
 }
 
+function currentCard() {
+  return cards.find((c) => c.name === $("model").value) || cards[0];
+}
+
+function showMapNote() {
+  const card = currentCard();
+  if (card && !card.latent_map) {
+    $("map-note").textContent = t("map needs data");
+  } else if (mapData) {
+    const [a, b] = mapData.explained.map((v) => (100 * v).toFixed(1));
+    $("map-note").textContent = t("map summary", {n: mapData.points.length, a, b});
+  }
+}
+
 let placed = [];
 async function loadMap() {
-  if (mapData) return;
-  run($("place-button"), async () => {
-    $("map-note").textContent = "encoding the test split…";
+  const card = currentCard();
+  $("place-button").disabled = Boolean(card && !card.latent_map);
+  if (mapData || (card && !card.latent_map)) return showMapNote();
+  await run($("place-button"), async () => {
+    $("map-note").textContent = t("encoding");
     mapData = await api(`/api/latent-map?model=${encodeURIComponent($("model").value)}`);
-    const [a, b] = mapData.explained.map((v) => (100 * v).toFixed(1));
-    $("map-note").textContent = `${mapData.points.length} test poems, posterior means projected on their first two ` +
-      `principal axes (${a} % and ${b} % of the variance); hover a point to read it; ★ are the placed poems`;
+    showMapNote();
     placed = [];
     drawMap(placed);
   });
@@ -231,22 +265,23 @@ function bars(svg, values) {
     svg.appendChild(svgElement("rect", {x: 10 + i * width, y: 140 - h, width: Math.max(1, width - 1), height: h, fill: "#1f77b4"}));
   });
   const label = svgElement("text", {x: 10, y: 156, "font-size": 10});
-  label.textContent = `max ${top.toFixed(2)}, ${values.length} dimensions`;
+  label.textContent = t("dimensions", {max: top.toFixed(2), n: values.length});
   svg.appendChild(label);
 }
 
 function loadCard() {
-  const card = cards.find((c) => c.name === $("model").value) || cards[0];
+  const card = currentCard();
   if (!card) return;
   const e = card.eval || {};
   const fmt = (v, digits = 2) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
   const rows = [
-    ["model", card.name], ["posterior", `${card.posterior}, D = ${card.latent_dim}`], ["decoder", card.decoder],
-    ["parameters", card.parameters.toLocaleString()], ["aggregate prior", card.aggregate_prior ? "yes" : "no"],
-    [e.iw_estimator || "IW-NLL", `${fmt(e.iw_nll)} nats per text`], ["−ELBO", fmt(e.elbo === undefined ? null : -e.elbo)],
-    ["KL", `${fmt(e.kl)} nats`], ["MI", `${fmt(e.mi)} nats`],
-    ["active units", e.active_units === undefined ? "–" : `${e.active_units} / ${card.latent_dim}`],
-    ["scored on", e.examples ? `${e.examples.toLocaleString()} test texts (eval.json)` : "no eval.json"],
+    [t("model"), card.name], [t("posterior"), `${card.posterior}, D = ${card.latent_dim}`], [t("decoder"), card.decoder],
+    [t("parameters"), card.parameters.toLocaleString()], [t("aggregate prior"), t(card.aggregate_prior ? "yes" : "no")],
+    [e.iw_estimator || "IW-NLL", `${fmt(e.iw_nll)} ${t("nats per text")}`],
+    ["−ELBO", fmt(e.elbo === undefined ? null : -e.elbo)],
+    ["KL", `${fmt(e.kl)} ${t("nats")}`], ["MI", `${fmt(e.mi)} ${t("nats")}`],
+    [t("active units"), e.active_units === undefined ? "–" : `${e.active_units} / ${card.latent_dim}`],
+    [t("scored on"), e.examples ? t("test texts", {n: e.examples.toLocaleString()}) : t("no eval.json")],
   ];
   $("card-table").replaceChildren(...rows.map(([k, v]) => {
     const tr = document.createElement("tr");
