@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# The README's main command: install textvae, then use the shipped poem model (data/pretrained, no training
-# and no corpus needed) to print prior samples in the form the model picks, rhymed regulated verse (--meter
-# --rhyme) in each form, an acrostic, a reconstruction and an interpolation between 靜夜思 and 春曉. It works
-# in the repository root wherever it is called from.
+# The README's main command: install textvae into a virtual environment (.venv in the repository, made here
+# unless one is active), then use the shipped poem model (`poem`, data/pretrained: no training and no corpus
+# needed) to print prior samples in the form the model picks, rhymed regulated verse (--meter --rhyme) in each
+# form, an acrostic, a reconstruction and an interpolation between 靜夜思 and 春曉. It works in the repository
+# root wherever it is called from. TORCH_INDEX=https://download.pytorch.org/whl/cpu installs PyTorch's CPU-only
+# build from the PyTorch project's index; without it pip takes torch from PyPI (on Linux, the CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pip install torch==2.13.0
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    . .venv/bin/activate
+fi
+pip install torch==2.13.0 ${TORCH_INDEX:+--index-url "$TORCH_INDEX"}
 pip install -e .
-model=data/pretrained
+model=poem
 # fp32, so that the seeded output is the README's on any CPU: `--precision auto` would decode in bf16 where the
 # CPU has it, and bf16 rounding changes which characters are drawn
 fp32="--precision fp32"
