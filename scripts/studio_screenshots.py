@@ -75,9 +75,10 @@ def shoot(driver, out: Path, tabs: list[str], spread: float, text: str | None) -
     wait(driver, "#poems .poem")
     shots = [("write", None), ("edit", "#reconstruction .poem"), ("interpolate", "#path .step"),
              ("map", "#map-plot .placed"), ("card", "#card-table tr")]
-    fill(driver, "spread", str(spread))
+    # the Reconstruct / Vary tab is hidden for now: set its fields directly
+    driver.execute_script("document.getElementById('spread').value = arguments[0]", str(spread))
     if text:
-        fill(driver, "source", text)
+        driver.execute_script("document.getElementById('source').value = arguments[0]", text)
     written = []
     for name, ready in shots:
         if name != "write":
