@@ -49,7 +49,8 @@ def tiny(tok, seed=0, **config):
 
 
 def hot(strategy="sample"):
-    return Decoding(strategy=strategy, temperature=3.0)  # an untrained model, hot: it wanders everywhere
+    # an untrained model, hot: it wanders everywhere (beam search has no temperature: it keeps the best)
+    return Decoding(strategy=strategy, temperature=3.0 if strategy == "sample" else 1.0)
 
 
 def assert_poem(text, form, tok):
