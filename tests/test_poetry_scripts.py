@@ -51,7 +51,7 @@ def test_the_hand_typed_simplified_poems_are_what_opencc_makes_of_the_traditiona
     assert [to_simplified(p) for p in FAMOUS] == FAMOUS_SIMPLIFIED
 
 
-@pytest.mark.parametrize("traditional,simplified", zip(FAMOUS, FAMOUS_SIMPLIFIED))
+@pytest.mark.parametrize("traditional,simplified", list(zip(FAMOUS, FAMOUS_SIMPLIFIED)))
 def test_a_famous_poem_typed_in_simplified_converts_to_its_traditional_text(model, traditional, simplified):
     assert poetry.text_script(simplified) == "simplified" and poetry.text_script(traditional) == "traditional"
     assert poetry.to_model_script(model.tokenizer, simplified) == traditional
