@@ -183,3 +183,19 @@ def test_without_a_dataset_the_latent_map_says_once_what_it_needs(browser, bare_
     WebDriverWait(browser, 30).until(lambda b: note.text)
     assert "textvae prepare poems" in note.text and not browser.find_element(By.ID, "error").is_displayed()
     assert not browser.find_element(By.ID, "place-button").is_enabled()
+
+
+def test_the_latent_map_s_legend_names_forms_and_dynasties_in_the_page_s_language(browser, server):
+    from selenium.webdriver.common.by import By
+    browser.get(server.url)
+    browser.execute_script("localStorage.clear()")
+    browser.get(server.url)
+    wait_for(browser, "#model option", 1)
+    browser.find_element(By.CSS_SELECTOR, '.tab[data-tab="map"]').click()
+    wait_for(browser, "#map-plot circle", 3)
+    assert texts(browser, "#map-plot text") == ["五言絕句", "五言律詩", "七言絕句"]
+    choose(browser, "colour", "dynasty")
+    assert sorted(texts(browser, "#map-plot text")) == ["唐", "宋"]
+    choose(browser, "language", "en")
+    assert sorted(texts(browser, "#map-plot text")) == ["Song", "Tang"]
+    browser.execute_script("localStorage.clear()")

@@ -104,7 +104,10 @@ applyLanguage(language);
 $("language").addEventListener("change", () => {
   applyLanguage($("language").value);
   if (localStorage.getItem("textvae-script") === null && language in SCRIPT_OF) $("script").value = SCRIPT_OF[language];
-  if ($("map").classList.contains("active")) showMapNote();
+  if ($("map").classList.contains("active")) {
+    showMapNote();
+    drawMap(placed);
+  }
   if ($("card").classList.contains("active")) loadCard();
 });
 $("script").addEventListener("change", () => localStorage.setItem("textvae-script", $("script").value));
@@ -205,7 +208,7 @@ function drawMap(placed) {
   kinds.forEach((kind, i) => {
     plot.appendChild(svgElement("rect", {x: 560, y: 12 + 16 * i, width: 10, height: 10, fill: PALETTE[i % PALETTE.length]}));
     const text = svgElement("text", {x: 576, y: 21 + 16 * i, "font-size": 11});
-    text.textContent = kind;
+    text.textContent = t(kind);  // forms and dynasties in the page's language
     plot.appendChild(text);
   });
   for (const {point, text} of placed) {
