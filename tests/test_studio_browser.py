@@ -112,6 +112,14 @@ def texts(browser, css: str) -> list[str]:
     return [el.text for el in browser.find_elements(By.CSS_SELECTOR, css)]
 
 
+def fresh_page(browser, url: str) -> None:
+    """The page as a first visit sees it: no remembered language or script."""
+    browser.get(url)
+    browser.execute_script("localStorage.clear()")
+    browser.get(url)
+    wait_for(browser, "#model option", 1)
+
+
 def choose(browser, select_id: str, value: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -119,10 +127,7 @@ def choose(browser, select_id: str, value: str) -> None:
 
 
 def test_the_page_speaks_traditional_then_simplified_chinese_then_english(browser, server):
-    browser.get(server.url)
-    browser.execute_script("localStorage.clear()")
-    browser.get(server.url)
-    wait_for(browser, "#model option", 1)
+    fresh_page(browser, server.url)
     assert texts(browser, ".tab") == ["作詩", "重構・變化", "插值", "隱空間圖", "模型卡"]
     assert "體裁" in texts(browser, "#write-form label")[0] and browser.find_element("id", "seed").get_attribute(
         "placeholder") == "隨機"
@@ -134,13 +139,11 @@ def test_the_page_speaks_traditional_then_simplified_chinese_then_english(browse
     browser.get(server.url)  # the choice is remembered
     wait_for(browser, "#model option", 1)
     assert texts(browser, ".tab")[0] == "Write"
-    choose(browser, "language", "zh-Hant")
 
 
 def test_the_script_switch_writes_the_same_poems_in_simplified_characters(browser, server):
     from selenium.webdriver.common.by import By
-    browser.get(server.url)
-    wait_for(browser, "#model option", 1)
+    fresh_page(browser, server.url)
     choose(browser, "script", "simplified")
     choose(browser, "form", "5x4")
     for field, value in (("count", "4"), ("seed", "11")):
@@ -154,8 +157,6 @@ def test_the_script_switch_writes_the_same_poems_in_simplified_characters(browse
     native = httpx.post(f"{server.url}/api/sample", json=dict(form="5x4", n=4, seed=11)).json()["poems"]
     to_simplified = opencc.OpenCC("t2s").convert
     assert shown == [to_simplified(p) for p in native] and shown != native
-    choose(browser, "script", "")
-    browser.execute_script("localStorage.clear()")
 
 
 def test_an_error_clears_when_the_tab_changes(browser, server):
@@ -174,10 +175,7 @@ def test_an_error_clears_when_the_tab_changes(browser, server):
 def test_without_a_dataset_the_latent_map_says_once_what_it_needs(browser, bare_server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    browser.get(bare_server.url)
-    browser.execute_script("localStorage.clear()")
-    browser.get(bare_server.url)
-    wait_for(browser, "#model option", 1)
+    fresh_page(browser, bare_server.url)
     browser.find_element(By.CSS_SELECTOR, '.tab[data-tab="map"]').click()
     note = browser.find_element(By.ID, "map-note")
     WebDriverWait(browser, 30).until(lambda b: note.text)
@@ -187,10 +185,7 @@ def test_without_a_dataset_the_latent_map_says_once_what_it_needs(browser, bare_
 
 def test_the_latent_map_s_legend_names_forms_and_dynasties_in_the_page_s_language(browser, server):
     from selenium.webdriver.common.by import By
-    browser.get(server.url)
-    browser.execute_script("localStorage.clear()")
-    browser.get(server.url)
-    wait_for(browser, "#model option", 1)
+    fresh_page(browser, server.url)
     browser.find_element(By.CSS_SELECTOR, '.tab[data-tab="map"]').click()
     wait_for(browser, "#map-plot circle", 3)
     assert texts(browser, "#map-plot text") == ["五言絕句", "五言律詩", "七言絕句"]
@@ -198,4 +193,3 @@ def test_the_latent_map_s_legend_names_forms_and_dynasties_in_the_page_s_languag
     assert sorted(texts(browser, "#map-plot text")) == ["唐", "宋"]
     choose(browser, "language", "en")
     assert sorted(texts(browser, "#map-plot text")) == ["Song", "Tang"]
-    browser.execute_script("localStorage.clear()")

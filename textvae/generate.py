@@ -334,10 +334,12 @@ def _require_latent(model: TextVAE, verb: str) -> None:
 
 def _check_texts(model: TextVAE, texts: list[str]) -> list[str]:
     """The texts as the model reads them (stripped, in its script: see to_model_script), checked."""
-    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise TextVAEError("texts must be a list of strings, not " + (
-            "one string (it would be read one character at a time): pass [text]" if isinstance(texts, str)
-            else f"a list holding {type(next(t for t in texts if not isinstance(t, str))).__name__}"))
+    if isinstance(texts, str):
+        raise TextVAEError("texts must be a list of strings, not one string (it would be read one character at a "
+                           "time): pass [text]")
+    odd = next((t for t in texts if not isinstance(t, str)), None)
+    if odd is not None:
+        raise TextVAEError(f"texts must be a list of strings, not a list holding {type(odd).__name__}")
     texts = [to_model_script(model.tokenizer, t.strip()) for t in texts]
     if not texts or not all(texts):
         raise TextVAEError("empty text: give a sentence or a poem")

@@ -11,6 +11,7 @@ asked for.
 """
 
 import functools
+from collections import Counter
 
 from textvae.errors import TextVAEError
 from textvae.poetry.forms import cjk_mask
@@ -32,33 +33,27 @@ def _each_alone(chars: list[str], conversion: str) -> list[str]:
     return _opencc(conversion).convert("\n".join(chars)).split("\n")
 
 
-def _changed(chars: list[str], conversion: str) -> int:
-    """How many of the characters an OpenCC conversion changes, each read alone."""
-    return sum(a != b for a, b in zip(chars, _each_alone(chars, conversion)))
-
-
-@functools.lru_cache(maxsize=8)
-def model_script(tokenizer: Tokenizer) -> str | None:
-    """The script a model writes: "traditional" when t2s would change more of its vocabulary's one-character
-    CJK pieces (characters only traditional writing uses) than s2t would (simplified-only ones), "simplified"
-    when fewer, None when as many (no Chinese). Detected from the vocabulary rather than recorded at training
-    time, so that every model has one, those saved before included, and a vocabulary mixing both gets the
-    script it holds more of (data/pretrained: t2s changes 2,362 of its characters, s2t 242, variants such as
-    床 -> 牀 among them)."""
-    chars = [tokenizer.id_to_piece(i) for i in cjk_mask(tokenizer).nonzero()[:, 0].tolist()]
-    traditional, simplified = _changed(chars, "t2s"), _changed(chars, "s2t")
-    return None if traditional == simplified else "traditional" if traditional > simplified else "simplified"
-
-
 def text_script(text: str) -> str | None:
     """The script a text is written in: the one of which it holds more characters that only that script uses
     (舉 only traditional, 举 only simplified: t2s changes the one, s2t the other); None for as many (白日依山,
     English). A character both scripts use (云, 几, 后) counts for neither."""
-    chars = sorted(set(text) - {"\n"})
+    counts = Counter(text)
+    del counts["\n"]
+    chars = list(counts)
     to_simplified, to_traditional = _each_alone(chars, "t2s"), _each_alone(chars, "s2t")
-    traditional = sum(text.count(c) for c, s in zip(chars, to_simplified) if s != c)
-    simplified = sum(text.count(c) for c, s, t in zip(chars, to_simplified, to_traditional) if s == c and t != c)
+    traditional = sum(counts[c] for c, s in zip(chars, to_simplified) if s != c)
+    simplified = sum(counts[c] for c, s, t in zip(chars, to_simplified, to_traditional) if s == c and t != c)
     return None if traditional == simplified else "traditional" if traditional > simplified else "simplified"
+
+
+@functools.lru_cache(maxsize=8)
+def model_script(tokenizer: Tokenizer) -> str | None:
+    """The script a model writes: `text_script` of its vocabulary's one-character CJK pieces. Read off the
+    vocabulary rather than recorded at training time, so that every model has one, those saved before included,
+    and a vocabulary mixing both gets the script it holds more of (data/pretrained: 2,362 of its characters
+    only traditional writing uses, 236 only simplified, variants such as 床, which s2t writes 牀, among them)."""
+    chars = [tokenizer.id_to_piece(i) for i in cjk_mask(tokenizer).nonzero()[:, 0].tolist()]
+    return text_script("".join(chars))
 
 
 def check_script(script: str | None) -> None:
