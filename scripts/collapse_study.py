@@ -48,7 +48,8 @@ class Setting:
     headline: bool = True  # run for every seed in SEEDS (else the first only: the 2-core budget)
     note: str = ""  # what the row varies
     pretrain: tuple = ()  # flags of a first run whose last/ starts this one's encoder (Li et al. 2019)
-    prior_of: str = ""  # the setting whose trained runs this row scores again with an aggregate prior
+    prior_of: str = ""  # the setting whose trained runs this row scores again with a learned prior
+    prior_kind: str = "gmm"  # that prior: `textvae fit-prior --kind`
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,22 @@ def _ptb_own(epoch: int) -> tuple[Setting, ...]:
                 headline, note=f"the same {what} with z, 20 epochs")))
 
 
-def _with_aggregate_prior(settings: tuple[Setting, ...], names: tuple[str, ...]) -> tuple[Setting, ...]:
-    """Rows that score the trained runs of the settings `names` again with an ex-post prior: a Gaussian mixture
-    fitted to the training set's aggregate posterior (Ghosh et al. 2020; issue 2.4's `textvae fit-prior`)."""
-    return tuple(Setting(f"{s.name} + aggregate prior", s.flags, s.headline, prior_of=s.name,
-                         note=f"the runs of «{s.name}», not retrained, with p(z) a Gaussian mixture fitted to one "
-                              "z ~ q(z|x) per training sentence (its component count picked on validation); "
-                              "IW-NLL and samples use it, −ELBO and KL stay under N(0, I)")
+PRIOR_ROWS = {  # kind: (row suffix, what p(z) is)
+    "gmm": ("aggregate prior", "a Gaussian mixture fitted to one z ~ q(z|x) per training sentence (its component "
+                               "count picked on validation)"),
+    "flow": ("flow prior", "a normalizing flow (zuko's coupling MAF) fitted to draws z ~ q(z|x) of the training "
+                           "sentences, redrawn each epoch (the epoch picked on validation)"),
+}
+
+
+def _with_prior(settings: tuple[Setting, ...], names: tuple[str, ...], kind: str = "gmm",
+                every_seed: bool = True) -> tuple[Setting, ...]:
+    """Rows that score the trained runs of the settings `names` again with a learned prior fitted to the training
+    set's aggregate posterior (Ghosh et al. 2020; `textvae fit-prior --kind`)."""
+    suffix, what = PRIOR_ROWS[kind]
+    return tuple(Setting(f"{s.name} + {suffix}", s.flags, s.headline and every_seed, prior_of=s.name, prior_kind=kind,
+                         note=f"the runs of «{s.name}», not retrained, with p(z) {what}; IW-NLL and samples use it, "
+                              "−ELBO and KL stay under N(0, I)")
                  for s in settings if s.name in names)
 
 
@@ -124,7 +134,7 @@ def _ptb_settings(epoch: int) -> tuple[Setting, ...]:
                      for s in _remedies(epoch=epoch * 10))
     trained = (*remedies, *_ptb_own(epoch))
     refitted = ("BN γ=0.6", "BN γ=0.7", "BN γ=0.7, LSTM-512", "AE pretraining + free bits")
-    return (*trained, *_with_aggregate_prior(trained, refitted))
+    return (*trained, *_with_prior(trained, refitted), *_with_prior(trained, ("BN γ=0.7",), "flow", every_seed=False))
 
 
 def _ptb_setup() -> str:
@@ -252,29 +262,30 @@ def train(run: Run, args, env: dict) -> tuple[Path, list[list[str]]]:
 
 
 def fit_prior(run: Run, args, env: dict) -> tuple[Path, list[list[str]]]:
-    """A prior row's folder: a copy of its source run's best model, its training config and curves, with an
-    aggregate prior fitted to one posterior sample of each training sentence (`textvae fit-prior`)."""
+    """A prior row's folder: a copy of its source run's best model, its training config and curves, with a
+    learned prior fitted to posterior samples of the training sentences (`textvae fit-prior`)."""
     source, run_dir = args.runs / run.source_slug, args.runs / run.slug
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a copy this script made: it is made again whole
     shutil.copytree(source / "best", run_dir / "best")
     for name in ("run_config.json", "metrics.jsonl"):
         shutil.copy2(source / name, run_dir / name)
-    fit = command("fit-prior", str(run_dir / "best"), "--data", str(args.data), "--fit-on", "samples", "--seed", "0")
+    fit = command("fit-prior", str(run_dir / "best"), "--data", str(args.data), "--kind", run.setting.prior_kind,
+                  "--fit-on", "samples", "--seed", "0")
     call(fit, args.runs / f"{run.slug}.fit-prior.log", env)
     return run_dir, [fit]
 
 
 def execute(run: Run, args) -> dict:
     """Train (or resume) and evaluate one run, then commit-ready: its figures as one JSON file. A prior row
-    refits its source run instead of training, and scores it with the aggregate prior."""
+    refits its source run instead of training, and scores it with its learned prior."""
     if FAILED.is_set():
         raise SystemExit(f"{run.slug}: not started, an earlier run failed")
     env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     start = time.perf_counter()
     run_dir, made_by = (fit_prior if run.setting.prior_of else train)(run, args, env)
     seconds = time.perf_counter() - start
-    prior = ["--iw-prior", "aggregate"] if run.setting.prior_of else []
+    prior = ["--iw-prior", run.setting.prior_kind] if run.setting.prior_of else []
     evaluate = command("evaluate", str(run_dir / "best"), "--data", str(args.data), "--iw-samples",
                        str(args.iw_samples), "--max-examples", str(args.max_examples), "--num-samples",
                        str(args.samples), "--seed", "0", "--device", args.device, *prior,

@@ -4,6 +4,7 @@ project's own metrics, beside the same figures for the test split's poems.
     python scripts/sample_report.py data/pretrained                       # writes data/pretrained/samples.json
     python scripts/sample_report.py runs/poem-v2/best --n 200 --out /tmp/samples.json
     python scripts/sample_report.py data/faithful --judge data/pretrained      # also scored by another model
+    python scripts/sample_report.py data/faithful --prior posterior --rows 7x4   # the held-out ceiling
 
 Rows (each N samples at temperature 1, seeded):
 - free: the model decides the shape (`--form free`); well-formed is its share of regular poems.
@@ -12,6 +13,9 @@ Rows (each N samples at temperature 1, seeded):
 - 5x4 ... 7x8: the form fixed, nothing else steered: the rhyme and tonal rates are the model's own.
 - 5x4 meter+rhyme ...: `--meter --rhyme auto`, with the rules relaxed (where a position had no allowed
   character left) counted.
+`--prior` picks where z comes from: a prior the model has (as `sample --prior`), or `posterior`, one draw
+z ~ q(z|x) from each of n test poems picked at random: the ceiling a prior that matched the aggregate posterior
+exactly would reach on poems the model never saw (training posteriors would decode to near-copies).
 Copies are checked against the training split: whole poems and single lines. With --judge MODEL each row and the
 test poems are also scored by that model's -ELBO per character (z at its posterior mean): a model of real poems
 reads samples from a hole in the latent space as it reads gibberish, where form and rhyme checks may pass them.
@@ -30,7 +34,8 @@ from textvae.atomic import check_can_write, keep_previous, write_text
 from textvae.data import pad_batch
 from textvae.errors import TextVAEError
 from textvae.evaluate import load, text_report
-from textvae.generate import PRIORS, Decoding, check_prior, constraint_for, load_model, sample
+from textvae.generate import (PRIORS, Decoding, check_prior, constraint_for, decode, load_model, posterior, sample,
+                              seeded)
 from textvae.poetry import FORMS, form_of, rhyme_rate, split_lines, tonal_compliance
 from textvae.poetry.constraints import CORPUS_FORMS
 
@@ -68,11 +73,23 @@ def judge_nats_per_character(judge, texts: list[str], batch_size: int = 250) -> 
     return total / len(texts)
 
 
-def sample_row(model, name: str, args, train_texts: set, train_lines: set, judge) -> dict:
+def held_out_posterior_samples(model, n: int, constraint, test_texts: list[str], seed: int) -> list[str]:
+    """Decodings of one z ~ q(z|x) for each of n test poems drawn at random (with replacement)."""
+    with seeded(seed, torch.device("cpu")):
+        picks = torch.randint(len(test_texts), (n,)).tolist()
+        z = torch.cat([posterior(model, [test_texts[i] for i in picks[s:s + 500]]).sample()
+                       for s in range(0, n, 500)])
+        return decode(model, z, decoding=Decoding(strategy="sample"), constraint=constraint)
+
+
+def sample_row(model, name: str, args, train_texts: set, train_lines: set, judge, test_texts: list[str]) -> dict:
     form, rhyme, meter = ROWS[name]
     constraint = constraint_for(model.tokenizer, form, rhyme=rhyme, meter=meter)
-    poems = sample(model, args.n, decoding=Decoding(strategy="sample"), constraint=constraint, seed=args.seed,
-                   prior=args.prior)
+    if args.prior == "posterior":
+        poems = held_out_posterior_samples(model, args.n, constraint, test_texts, args.seed)
+    else:
+        poems = sample(model, args.n, decoding=Decoding(strategy="sample"), constraint=constraint, seed=args.seed,
+                       prior=args.prior, prior_steps=args.prior_steps)
     report = text_report(poems, train_texts, train_lines, poems=True)
     counts = Counter(form_of(split_lines(p)) for p in poems)
     if judge is not None:
@@ -115,7 +132,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/poems"), help="the prepared dataset")
     parser.add_argument("--n", type=int, default=1000, help="samples per row")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prior", choices=PRIORS, default="auto", help="where z comes from (as `sample --prior`)")
+    parser.add_argument("--prior", choices=[*PRIORS, "posterior"], default="auto",
+                        help="where z comes from: as `sample --prior`, or posterior (held-out test posteriors)")
+    parser.add_argument("--prior-steps", type=int, help="a diffusion prior's DDIM steps (as `sample --prior-steps`)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), help="only these rows")
     parser.add_argument("--judge", type=Path, help="a model folder that also scores every row (see above)")
     parser.add_argument("--out", type=Path, help="the JSON report (default MODEL_DIR/samples.json); an existing "
@@ -129,7 +148,7 @@ def main() -> None:
             raise TextVAEError(f"--out {out} is a folder: give a file name")
         check_can_write(out.parent, "--out")
         model, dataset = load(args.model_dir, args.data)
-        check_prior(model, args.prior)
+        prior = "posterior" if args.prior == "posterior" else check_prior(model, args.prior)
         judge = None if args.judge is None else load_model(args.judge)
         if "lines" not in dataset["test"].column_names:
             raise TextVAEError(f"{args.data} is not a poem dataset: the report scores regular verse")
@@ -140,14 +159,14 @@ def main() -> None:
     train_lines = {x for lines in train.column("lines").to_pylist() for x in lines}
     test_texts = dataset["test"].data.column("text").to_pylist()
     report = dict(model=str(args.model_dir), data=str(args.data), n=args.n, seed=args.seed, temperature=1.0,
-                  prior="standard" if args.prior == "standard" or model.aggregate_prior is None else "aggregate",
+                  prior=prior, prior_steps=args.prior_steps,
                   corpus=dict(split="test", by_form=corpus_by_form(test_texts),
                               form_shares=shares(Counter(CORPUS_FORMS))), rows={})
     if judge is not None:
         report["corpus"]["judge"] = dict(model=str(args.judge),
                                          nats_per_char=judge_nats_per_character(judge, test_texts))
     for name in tqdm(args.rows or list(ROWS), desc="sampling", unit="row"):
-        report["rows"][name] = sample_row(model, name, args, train_texts, train_lines, judge)
+        report["rows"][name] = sample_row(model, name, args, train_texts, train_lines, judge, test_texts)
     kept = keep_previous(out)
     write_text(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     print(table(report) + f"\nwrote {out}" + (f" (the previous report is kept as {kept})" if kept else ""))

@@ -5,7 +5,7 @@ import functools
 import json
 from pathlib import Path
 
-from textvae import generate
+from textvae import generate, priors
 from textvae.metrics import kept_in_place
 from textvae.poetry import Verse, form_of, split_lines
 
@@ -16,11 +16,12 @@ load_model = functools.cache(generate.load_model)  # each model loaded once for 
 HELD_OUT = ["尚想夷與齊，求仁無怨嘖。誰傳采薇音，荒哉太史筆。", "女子乃知我，明朝變姓名。可憐逃不密，猶迫詔書行。"]
 
 
-def test_the_folder_holds_a_complete_model_with_its_aggregate_prior_within_25_mb():
-    names = {"config.json", "model.safetensors", "tokenizer.model", "prior.safetensors", "prior.json", "eval.json"}
+def test_the_folder_holds_a_complete_model_with_its_learned_prior_within_25_mb():
+    model = load_model(FAITHFUL)
+    assert model.default_prior is not None
+    names = {"config.json", "model.safetensors", "tokenizer.model", "eval.json", *priors.files(model.default_prior)}
     assert names <= {p.name for p in FAITHFUL.iterdir()}
     assert sum(p.stat().st_size for p in FAITHFUL.iterdir()) <= 25 * 10**6
-    assert load_model(FAITHFUL).aggregate_prior is not None
 
 
 def test_its_report_shows_a_high_rate_that_reconstructs_better_than_the_default():

@@ -315,7 +315,7 @@ def test_missing_or_corrupt_model_directories(tok, tmp_path):
         generate.load_model(tmp_path / "nowhere")
     tiny(tok).save_pretrained(tmp_path / "m")
     (tmp_path / "m" / "tokenizer.model").unlink()
-    with pytest.raises(TextVAEError, match="no tokenizer.model"):
+    with pytest.raises(TextVAEError, match="tokenizer.model is missing: config.json records it"):
         generate.load_model(tmp_path / "m")
     (tmp_path / "m" / "tokenizer.model").write_bytes(b"garbage")
     with pytest.raises(TextVAEError, match="not a SentencePiece model"):

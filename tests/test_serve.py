@@ -48,7 +48,7 @@ def refused(response, words: str) -> str:
 def test_models_lists_the_model_and_its_report(folders, client):
     card = ok(client.get("/api/models"))["models"][0]
     assert card["name"] == "poem" and card["posterior"] == "gaussian" and card["latent_dim"] == 8
-    assert card["eval"] is None and card["aggregate_prior"] is False
+    assert card["eval"] is None and card["priors"] == [] and card["default_prior"] is None
     (folders[0] / "eval.json").write_text(json.dumps(dict(latent=dict(iw_nll=123.4, kl=5.5, mi=3.2, active_units=8))))
     try:
         fresh = TestClient(create_app({"poem": folders[0]}, folders[1]))
@@ -122,7 +122,9 @@ def test_the_latent_map_needs_a_dataset(folders):
     ("/api/sample", dict(model="nope"), "unknown model 'nope'; this server has poem"),
     ("/api/sample", dict(colour="red"), "colour: Extra inputs are not permitted"),
     ("/api/sample", dict(temperature=0), "temperature"),
-    ("/api/sample", dict(prior="aggregate"), "fit-prior"),
+    ("/api/sample", dict(prior="aggregate"), "no gmm prior: fit one with `textvae fit-prior MODEL --kind gmm`"),
+    ("/api/sample", dict(prior="flow"), "no flow prior"),
+    ("/api/sample", dict(prior="prior"), "prior: Input should be 'auto', 'standard', 'gmm', 'flow', 'diffusion'"),
     ("/api/reconstruct", dict(text="x" * 201), "text: String should have at most 200 characters"),
     ("/api/reconstruct", dict(text=""), "text: String should have at least 1 character"),
     ("/api/reconstruct", dict(), "text: Field required"),

@@ -9,7 +9,7 @@ import time
 import warnings
 from pathlib import Path
 
-from textvae import __version__, corpus, data, evaluate, generate, mixture, poetry, serve, shipped
+from textvae import __version__, corpus, data, evaluate, generate, poetry, priors, serve, shipped
 from textvae.atomic import check_can_write, keep_previous, write_text
 from textvae.corpus import ptb
 from textvae.errors import TextVAEError
@@ -299,7 +299,7 @@ def cmd_sample(args) -> None:
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
         options = _generation_options(args, model, strategy="sample")
-        texts = generate.sample(model, args.n, prior=args.prior, **options)
+        texts = generate.sample(model, args.n, prior=args.prior, prior_steps=args.prior_steps, **options)
         _warn_relaxed(options)
     _show(args, [{"text": t} for t in texts], texts)
 
@@ -321,7 +321,8 @@ def cmd_interpolate(args) -> None:
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
         options = _generation_options(args, model)
-        texts = generate.interpolate(model, *args.texts, steps=args.steps, prior=args.prior, **options)
+        texts = generate.interpolate(model, *args.texts, steps=args.steps, prior=args.prior,
+                                     prior_steps=args.prior_steps, **options)
         _warn_relaxed(options)
     _show(args, [{"t": i / (len(texts) - 1), "text": t} for i, t in enumerate(texts)], texts)
 
@@ -335,40 +336,89 @@ def cmd_vary(args) -> None:
     _show(args, [{"text": t} for t in texts], texts)
 
 
+def _fit_options(args) -> dict:
+    """The chosen kind's own settings; a setting of another kind is refused (it would be silently ignored)."""
+    own = {"gmm": ("components",), "flow": ("transforms", "hidden", "epochs"),
+           "diffusion": ("hidden", "blocks", "steps", "epochs", "no_self_condition")}[args.kind]
+    given = {name for name in FIT_FLAGS if getattr(args, name) is not None}
+    foreign = sorted(given - set(own))
+    if foreign:
+        raise TextVAEError(f"--{foreign[0].replace('_', '-')} does not apply to a {args.kind} prior (its settings: "
+                           f"{', '.join('--' + n.replace('_', '-') for n in own)})")
+    options = {name: getattr(args, name) for name in own if getattr(args, name) is not None}
+    if options.pop("no_self_condition", None):
+        options["self_condition"] = False
+    return options
+
+
+def _check_fit_options(options: dict) -> None:
+    for name, (low, high) in dict(transforms=(1, 32), hidden=(8, 4096), epochs=(1, 10_000), blocks=(1, 32),
+                                  steps=(1, generate.MAX_PRIOR_STEPS)).items():
+        if name in options and not low <= options[name] <= high:
+            raise TextVAEError(f"--{name} must be from {low:,} to {high:,}, not {options[name]}")
+    if "components" in options and not all(1 <= c <= 1024 for c in options["components"]):
+        raise TextVAEError(f"--components takes counts from 1 to 1024, not {','.join(map(str, options['components']))}")
+
+
 def cmd_fit_prior(args) -> None:
-    if not args.components or not all(1 <= c <= 1024 for c in args.components):
-        raise TextVAEError(f"--components takes counts from 1 to 1024, not {','.join(map(str, args.components))}")
+    options = _fit_options(args)
+    _check_fit_options(options)
     if not 100 <= args.max_points <= 10**7:
         raise TextVAEError(f"--max-points must be from 100 to 10,000,000, not {args.max_points}")
     check_can_write(args.model_dir, "the model folder")
     with _plain_warnings():
         model, dataset = evaluate.load(args.model_dir, args.data)
-        evaluate.fit_aggregate_prior(model, dataset, args.components, args.max_points, args.seed, progress=True,
-                                     fit_on=args.fit_on)
-    model.aggregate_prior_info |= dict(data=str(args.data))
-    model.save_aggregate_prior(args.model_dir)
-    info = model.aggregate_prior_info
-    print(f"aggregate prior: a {info['components']}-component Gaussian mixture on {info['fitted_on']} (validation "
-          f"log-likelihood {info['scores'][str(info['components'])]['validation']:.3f} per point); wrote "
-          f"{args.model_dir / mixture.TENSORS} and {mixture.INFO}. `textvae sample` now draws z from it "
-          "(--prior standard: N(0, I))")
+        evaluate.check_prior_fit(model, dataset, args.kind, args.fit_on)
+        evaluate.fit_prior(model, dataset, args.kind, fit_on=args.fit_on, max_points=args.max_points,
+                           seed=args.seed, progress=True, **options)
+    prior = model.priors[args.kind]
+    prior.info |= dict(data=str(args.data))
+    if not args.keep_default or model.default_prior is None:
+        model.default_prior = args.kind
+    model.save_prior(args.kind, args.model_dir)
+    score = prior.info.get("validation_log_prob")
+    print(f"{args.kind} prior fitted to {prior.info['fitted_on']}"
+          + (f" (validation log-likelihood {score:.3f} per point)" if score is not None else "")
+          + f"; wrote {args.model_dir / priors.files(args.kind)[0]}. `textvae sample` draws z from the "
+          f"{model.default_prior} prior (--prior standard: N(0, I))")
+
+
+# the settings of each kind, as (flag, type, help); a flag left unset takes the kind's default
+FIT_FLAGS = {
+    "components": ("--components", _int_tuple, "gmm: component counts to try; the best on the validation "
+                                               "split is kept (default 1,2,4,8,16,32,64)"),
+    "transforms": ("--transforms", int, "flow: coupling transforms (default 8)"),
+    "hidden": ("--hidden", int, "flow, diffusion: hidden width (default 256 for a flow, 512 for diffusion)"),
+    "blocks": ("--blocks", int, "diffusion: residual blocks of the denoiser (default 3)"),
+    "steps": ("--steps", int, "diffusion: DDIM steps `sample` takes by default (default 50; `--prior-steps` "
+                              "overrides it per call)"),
+    "epochs": ("--epochs", int, "flow, diffusion: passes over the training points; the epoch with the best "
+                                "validation loss is kept (default 30 for a flow, 100 for diffusion)"),
+    "no_self_condition": ("--no-self-condition", None, "diffusion: no self-conditioning"),
+}
 
 
 def _add_fit_prior(sub) -> None:
-    parser = sub.add_parser("fit-prior", help="fit an aggregate-posterior prior (a Gaussian mixture on the "
-                                              "training set's posterior means) into a model folder")
-    parser.add_argument("model_dir", type=Path, help="a saved model with a Gaussian posterior")
+    parser = sub.add_parser("fit-prior", help="fit a learned prior over z (a Gaussian mixture, a normalizing flow "
+                                              "or a latent diffusion model) to the training set's posteriors")
+    parser.add_argument("model_dir", type=model_dir, help="a saved model with a Gaussian posterior")
+    parser.add_argument("--kind", choices=list(priors.KINDS), default="gmm", help="gmm | flow | diffusion (default gmm); the fitted kind "
+                                                      "becomes the one `sample` uses")
     parser.add_argument("--data", type=Path, default=Path("data/poems"), help="the prepared dataset it was "
                                                                              "trained on (default data/poems)")
-    parser.add_argument("--components", type=_int_tuple, default=mixture.COMPONENTS,
-                        help="component counts to try; the best on the validation split's posterior means is "
-                             "kept (default 1,2,4,8,16,32,64)")
     parser.add_argument("--max-points", type=int, default=100_000,
                         help="fit on a seeded subset of this many training examples (default 100000)")
-    parser.add_argument("--fit-on", choices=list(evaluate.FIT_ON), default="means",
-                        help="the points the mixture is fitted to: each training poem's posterior mean, or one "
-                             "draw z ~ q(z|x) each (the aggregate posterior itself; default means)")
+    parser.add_argument("--fit-on", choices=list(priors.FIT_ON), default="means",
+                        help="the points the prior is fitted to: each training poem's posterior mean, or draws "
+                             "z ~ q(z|x) (the aggregate posterior itself, drawn afresh each epoch; default means)")
+    parser.add_argument("--keep-default", action="store_true",
+                        help="add the prior, but keep the kind `sample` uses as it was")
     parser.add_argument("--seed", type=_seed, default=0)
+    for name, (flag, kind, help_text) in FIT_FLAGS.items():
+        if kind is None:
+            parser.add_argument(flag, dest=name, action="store_const", const=True, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, help=help_text)
     parser.set_defaults(func=cmd_fit_prior)
 
 
@@ -389,7 +439,7 @@ def _add_export(sub) -> None:
     parser.add_argument("model_dir", type=model_dir, help="a saved model (a run's last/ or best/), or poem or faithful")
     parser.add_argument("out", type=Path, help="the new model folder (must not exist)")
     parser.add_argument("--dtype", choices=list(WEIGHT_DTYPES), default="fp16",
-                        help="how the weights are stored (default fp16); the aggregate prior stays fp32")
+                        help="how the weights are stored (default fp16); learned priors stay fp32")
     parser.set_defaults(func=cmd_export)
 
 
@@ -435,8 +485,10 @@ def _add_serve(sub) -> None:
     parser.set_defaults(func=cmd_serve)
 
 
-PRIOR_HELP = ("where z comes from: auto (the model's aggregate prior if `textvae fit-prior` gave it one, else "
-              "the standard prior) | aggregate | standard (N(0, I); uniform on the sphere for vMF)")
+PRIOR_HELP = ("where z comes from: auto (the learned prior `textvae fit-prior` made the model's default, else the "
+              "standard one) | standard (N(0, I); uniform on the sphere for vMF) | gmm | flow | diffusion "
+              "(aggregate: gmm)")
+PRIOR_STEPS_HELP = "a diffusion prior's DDIM steps (default: the number it was fitted with)"
 
 
 def _add_generation_flags(parser, func) -> None:
@@ -475,6 +527,7 @@ def _add_generate(sub) -> None:
     sample.add_argument("model_dir", type=model_dir, nargs="?", default=shipped.DEFAULT, help=model_help)
     sample.add_argument("-n", type=int, default=10, help="how many texts (default 10)")
     sample.add_argument("--prior", choices=generate.PRIORS, default="auto", help=PRIOR_HELP)
+    sample.add_argument("--prior-steps", type=int, help=PRIOR_STEPS_HELP)
     _add_generation_flags(sample, cmd_sample)
     rec = sub.add_parser("reconstruct", help="encode texts and decode them from the posterior mean")
     rec.add_argument("model_dir", type=model_dir, help=model_help)
@@ -489,6 +542,7 @@ def _add_generate(sub) -> None:
     path.add_argument("texts", nargs="*", metavar="A B", help="two texts (none: two prior samples)")
     path.add_argument("--steps", type=int, default=5, help="points on the path, endpoints included (default 5)")
     path.add_argument("--prior", choices=generate.PRIORS, default="auto", help="without A and B: " + PRIOR_HELP)
+    path.add_argument("--prior-steps", type=int, help=PRIOR_STEPS_HELP)
     _add_generation_flags(path, cmd_interpolate)
     vary = sub.add_parser("vary", help="texts like TEXT: decodings of draws from q(z|TEXT)")
     vary.add_argument("model_dir", type=model_dir, help=model_help)

@@ -21,7 +21,7 @@ from datasets import DatasetDict
 from torch.distributions import Independent, kl_divergence
 from tqdm import tqdm
 
-from textvae import data, metrics, mixture
+from textvae import data, metrics, priors
 from textvae.errors import TextVAEError
 from textvae.fields import SEED_LIMIT, check_choice, check_device, check_int, setting
 from textvae.generate import (FORM_CHOICES, PRIORS, Decoding, check_prior, constraint_for, decode_each,
@@ -47,10 +47,11 @@ class EvalConfig:
                                 "as it writes) | drawn (from the corpus's form shares) | 5x4 | 7x4 | 5x8 | 7x8")
     rhyme: str = setting("", "prior samples rhyme-steered: auto | random | a group or character (\"\" = off)")
     meter: bool = setting(False, "prior samples meter-steered (格律: the 近體詩 tonal pattern, as `sample --meter`)")
-    prior: str = setting("auto", "prior samples' z: auto (the aggregate prior where the model has one, else the "
-                                 "standard one) | aggregate | standard")
-    iw_prior: str = setting("standard", "p(z) in the IW-NLL: standard (the model's N(0, I)) | aggregate (the "
-                                        "model's fitted aggregate prior: the likelihood of what `sample` draws from)")
+    prior: str = setting("auto", "prior samples' z: auto (the model's default learned prior, else the standard "
+                                 "one) | standard | gmm | flow | diffusion (aggregate = gmm)")
+    iw_prior: str = setting("standard", "p(z) in the IW-NLL: standard (the model's N(0, I)) | gmm | flow (a fitted "
+                                        "learned prior: the likelihood of what `sample` draws from; diffusion has "
+                                        "no log p(z)) | auto (the default learned prior)")
     max_examples: int = setting(0, "score a seeded random subset of N examples of the split (0: all)")
     seed: int = setting(0, "seeds every random draw")
     precision: str = setting("auto", PRECISION_HELP)
@@ -68,7 +69,7 @@ class EvalConfig:
         check_choice(self, "strategy", STRATEGIES)
         check_choice(self, "form", FORM_CHOICES)
         check_choice(self, "prior", PRIORS)
-        check_choice(self, "iw_prior", ("standard", "aggregate"))
+        check_choice(self, "iw_prior", PRIORS)
         if self.rhyme not in ("", "auto", "random"):
             find_group(self.rhyme)  # a one-line error for an unknown group before any work
         if not isinstance(self.meter, bool):
@@ -183,10 +184,12 @@ def posterior_means(model: TextVAE, sequences: list[list[int]], batch_size: int 
     return _posterior_points(model, sequences, lambda q: q.mean, batch_size, progress, "posterior means")
 
 
-def posterior_samples(model: TextVAE, sequences: list[list[int]], batch_size: int = 256,
-                      progress: bool = False) -> torch.Tensor:
-    """One z ~ q(z|x) (N, D) for each sequence in order: together, a draw from the aggregate posterior."""
-    return _posterior_points(model, sequences, lambda q: q.sample(), batch_size, progress, "posterior samples")
+def posterior_parameters(model: TextVAE, sequences: list[list[int]], batch_size: int = 256,
+                         progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and standard deviation (N, D) of each sequence's Gaussian q(z|x), in order."""
+    both = _posterior_points(model, sequences, lambda q: torch.stack([q.mean, q.stddev], dim=1), batch_size,
+                             progress, "posteriors")  # (N, 2, D)
+    return both[:, 0], both[:, 1]
 
 
 @torch.no_grad()
@@ -201,31 +204,39 @@ def _posterior_points(model: TextVAE, sequences: list[list[int]], pick, batch_si
     return torch.cat(parts)
 
 
-FIT_ON = {"means": "posterior means", "samples": "posterior samples"}  # what an aggregate prior is fitted to
-
-
-def fit_aggregate_prior(model: TextVAE, dataset: DatasetDict, components=mixture.COMPONENTS,
-                        max_points: int = 100_000, seed: int = 0, progress: bool = False,
-                        fit_on: str = "means") -> None:
-    """Fit a Gaussian mixture to the posterior means of (a seeded subset of max_points of) the training
-    split, or with fit_on="samples" to one draw z ~ q(z|x) per example (the aggregate posterior itself),
-    its component count picked on the validation split's, and attach it to the model."""
-    if fit_on not in FIT_ON:
-        raise TextVAEError(f"fit_on must be one of {', '.join(FIT_ON)}, not {fit_on!r}")
-    if model.head is None or model.config.posterior == "vmf":
-        raise TextVAEError(f"an aggregate prior is a density on R^D: it needs a Gaussian posterior, not "
-                           f"{model.config.posterior!r}")
+def check_prior_fit(model: TextVAE, dataset: DatasetDict, kind: str, fit_on: str, min_points: int = 10) -> None:
+    """One-line refusals before any encoding: an unknown kind or fit_on, a model without a Gaussian latent (the
+    learned priors are densities on R^D; a vMF latent lives on the sphere), or too few points."""
+    if kind not in priors.KINDS:
+        raise TextVAEError(f"the prior kind must be one of {', '.join(priors.KINDS)}, not {kind!r}")
+    if fit_on not in priors.FIT_ON:
+        raise TextVAEError(f"fit_on must be one of {', '.join(priors.FIT_ON)}, not {fit_on!r}")
+    if model.head is None:
+        raise TextVAEError("this model has no latent (--posterior none): there is no z to fit a prior to")
+    if model.config.posterior == "vmf":
+        raise TextVAEError(f"a {kind} prior is a density on R^D, but this model's vMF latent lives on the unit "
+                           "sphere: its prior stays the uniform one")
     for split in ("train", "validation"):
-        if split not in dataset or len(dataset[split]) < 2:
-            raise TextVAEError(f"fitting an aggregate prior needs a {split} split of 2 or more examples")
+        if split not in dataset or len(dataset[split]) < min_points:
+            raise TextVAEError(f"fitting a prior needs a {split} split of {min_points} or more examples, not "
+                               f"{len(dataset[split]) if split in dataset else 0}")
+
+
+def fit_prior(model: TextVAE, dataset: DatasetDict, kind: str = "gmm", *, fit_on: str = "means",
+              max_points: int = 100_000, seed: int = 0, progress: bool = False, **options) -> None:
+    """Fit a learned prior of `kind` to the posteriors of (a seeded subset of max_points of) the training split,
+    checked or stopped early on the validation split's, and attach it to the model (model.priors[kind]). fit_on:
+    each poem's posterior mean, or draws z ~ q(z|x) (textvae.priors.fitting). Options are the kind's own."""
+    check_prior_fit(model, dataset, kind, fit_on)
     train = _subsample(data.token_ids(dataset["train"]), max_points, seed)
-    torch.manual_seed(seed)
-    points_of = posterior_samples if fit_on == "samples" else posterior_means
-    points = [points_of(model, seqs, progress=progress) for seqs in (train, data.token_ids(dataset["validation"]))]
-    report = (lambda c, s: tqdm.write(f"{c:>4} components: validation log-likelihood {s['validation']:.3f} "
-                                      f"(train {s['train']:.3f})")) if progress else None
-    model.aggregate_prior, model.aggregate_prior_info = mixture.fit(*points, components, seed, report)
-    model.aggregate_prior_info["fitted_on"] = FIT_ON[fit_on]
+    points = []
+    for sequences in (train, data.token_ids(dataset["validation"])):
+        loc, scale = posterior_parameters(model, sequences, progress=progress)
+        points.append(priors.Posteriors(loc, scale if fit_on == "samples" else torch.zeros_like(scale)))
+    prior = priors.fit(kind, *points, seed=seed, progress=progress, **options)
+    prior.info |= dict(fitted_on=priors.FIT_ON[fit_on], train_points=len(points[0]),
+                       validation_points=len(points[1]), seed=seed)
+    model.priors[kind] = prior
 
 
 def latent_report(model: TextVAE, stats: dict) -> dict:
@@ -328,10 +339,12 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
                                     device=next(model.parameters()).device)
         if model.head is not None:
             check_prior(model, config.prior)
-    iw_prior = None  # the model's own p(z)
-    if config.iw_prior == "aggregate" and config.iw_samples:
-        check_prior(model, "aggregate")
-        iw_prior = mixture.moved(model.aggregate_prior, config.device)
+    iw_prior, iw_kind = None, check_prior(model, config.iw_prior) if model.head is not None else "standard"
+    if iw_kind != "standard" and config.iw_samples:  # None: the model's own p(z)
+        iw_prior = model.priors[iw_kind].to(config.device)
+        if not iw_prior.has_log_prob:
+            raise TextVAEError(f"--iw-prior {iw_kind}: a {iw_kind} prior has no tractable log p(z), so it gives no "
+                               "likelihood bound; use standard, gmm or flow")
     sequences = data.token_ids(split)
     data.warn_if_cut(sequences, model.config.max_len, f"{config.split} examples (scored cut short)")
     report = dict(split=config.split, seed=config.seed, posterior=model.config.posterior,
@@ -351,7 +364,7 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
         if config.iw_samples:
             nll = iw_nll(model, sequences, config.iw_samples, config.iw_rows, config.batch_size, config.precision,
                          config.seed, progress, iw_prior)
-            estimator = f"IW-NLL (K={config.iw_samples}{', aggregate prior' if iw_prior is not None else ''})"
+            estimator = f"IW-NLL (K={config.iw_samples}{f', {iw_kind} prior' if iw_prior is not None else ''})"
             report["latent"] |= dict(iw_nll=float(nll.mean()), iw_ppl=metrics.perplexity(nll, stats["ntokens"]),
                                      iw_estimator="NLL (exact, no latent)" if model.head is None else estimator)
             lap("iw_nll")
@@ -361,10 +374,8 @@ def evaluate(model: TextVAE, dataset: DatasetDict, config: EvalConfig = EvalConf
 
 
 def _prior_name(model: TextVAE, prior: str) -> str | None:
-    """The prior samples came from, named: aggregate or standard (None without a latent)."""
-    if model.head is None:
-        return None
-    return "aggregate" if prior == "aggregate" or prior == "auto" and model.aggregate_prior is not None else "standard"
+    """The prior samples came from, named: standard or a learned kind (None without a latent)."""
+    return None if model.head is None else check_prior(model, prior)
 
 
 def _text_metrics(model: TextVAE, dataset: DatasetDict, split, stats: dict, config: EvalConfig, constraint,

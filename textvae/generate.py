@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from textvae import priors
 from textvae.data import pad_batch
 from textvae.errors import TextVAEError
 from textvae.fields import check_choice, check_float, check_int, setting
@@ -37,7 +38,8 @@ MAX_OUTPUTS = 1_000_000  # texts from one call: its latents and texts stay withi
 MAX_DRAWS = 10_000  # draws per text (reconstruct --samples, vary -n) and points on a path
 MAX_SPREAD = 100  # vary's spread is in (0, MAX_SPREAD]
 MAX_REDRAWS = 8  # times vary draws again a variation that decoded to its input (the spread doubling each time)
-PRIORS = ("auto", "aggregate", "standard")  # where prior samples z come from: see prior_sample
+PRIORS = priors.CHOICES  # where prior samples z come from: see prior_sample
+MAX_PRIOR_STEPS = 1000  # a diffusion prior's DDIM steps
 _NEG_INF = float("-inf")
 
 
@@ -381,36 +383,48 @@ def _default(model: TextVAE, constraint):
     return constraint
 
 
-def check_prior(model: TextVAE, prior: str) -> None:
-    if prior not in PRIORS:
-        raise TextVAEError(f"prior must be one of {', '.join(PRIORS)}, not {prior!r}")
-    if prior == "aggregate" and model.aggregate_prior is None:
-        raise TextVAEError("this model has no aggregate prior: fit one with `textvae fit-prior MODEL_DIR`, or "
-                           "sample from the standard prior (--prior standard)")
+def check_prior(model: TextVAE, prior: str) -> str:
+    """The kind `prior` names for this model: auto is the model's default learned prior, else standard; aggregate
+    is gmm. A kind the model has not fitted is refused."""
+    kind = priors.canonical(prior)
+    if kind == "auto":
+        return model.default_prior or "standard"
+    if kind != "standard" and kind not in model.priors:
+        raise TextVAEError(f"this model has no {kind} prior: fit one with `textvae fit-prior MODEL --kind {kind}`, "
+                           f"or sample from {' or '.join([*model.priors, 'standard'])} (--prior)")
+    return kind
 
 
-def prior_sample(model: TextVAE, n: int, prior: str = "auto") -> torch.Tensor:
-    """(n, D) draws of z from the model's prior: auto is the aggregate prior (textvae.mixture) where the
-    model has one, else the standard one (N(0, I), or uniform on the sphere for vMF)."""
-    check_prior(model, prior)
-    if prior == "standard" or model.aggregate_prior is None:
+def check_prior_steps(steps: int | None) -> None:
+    if steps is not None:
+        _check_count("prior_steps", steps, 1, MAX_PRIOR_STEPS)
+
+
+def prior_sample(model: TextVAE, n: int, prior: str = "auto", prior_steps: int | None = None) -> torch.Tensor:
+    """(n, D) draws of z from the model's prior: the learned one `prior` names (textvae.priors), or the standard
+    one (N(0, I), or uniform on the sphere for vMF). prior_steps: a diffusion prior's DDIM steps."""
+    kind = check_prior(model, prior)
+    if kind == "standard":
         return model.head.sample_prior(n)
-    return model.aggregate_prior.sample((n,)).to(next(model.parameters()).device)
+    device = next(model.parameters()).device
+    options = {} if kind != "diffusion" or prior_steps is None else dict(steps=prior_steps)
+    return model.priors[kind].to(device).sample(n, **options)
 
 
 def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strategy="sample"), constraint=None,
            seed: int | None = None, batch_size: int = 1000, script: str | None = None,
-           prior: str = "auto") -> list[str]:
-    """n texts decoded from z ~ p(z) (`prior_sample`); a model without a latent samples as a plain
-    language model. Options as for `decode`; the constraint defaults to the model's own (`constraint_for`:
+           prior: str = "auto", prior_steps: int | None = None) -> list[str]:
+    """n texts decoded from z ~ p(z) (`prior_sample`; prior_steps: a diffusion prior's DDIM steps); a model
+    without a latent samples as a plain language model. Options as for `decode`; the constraint defaults to the model's own (`constraint_for`:
     a poem model writes regular poems of an automatic form)."""
     _check_count("the number of samples", n, 1, MAX_OUTPUTS)
     constraint = _default(model, constraint)
     device = next(model.parameters()).device
     if model.head is not None:
         check_prior(model, prior)
+        check_prior_steps(prior_steps)
     with seeded(seed, device), torch.inference_mode():
-        z = prior_sample(model, n, prior) if model.head is not None else None
+        z = prior_sample(model, n, prior, prior_steps) if model.head is not None else None
         return decode(model, z, n, decoding=decoding, constraint=constraint, batch_size=batch_size, script=script)
 
 
@@ -495,31 +509,34 @@ def _check_path(model: TextVAE, a: str | None, b: str | None, steps: int, prior:
     check_prior(model, prior)
 
 
-def _path(model: TextVAE, texts: list[str] | None, steps: int, prior: str) -> torch.Tensor:
+def _path(model: TextVAE, texts: list[str] | None, steps: int, prior: str,
+          prior_steps: int | None = None) -> torch.Tensor:
     with torch.inference_mode():
-        z0, z1 = prior_sample(model, 2, prior) if texts is None else _posterior(model, texts).mode
+        z0, z1 = prior_sample(model, 2, prior, prior_steps) if texts is None else _posterior(model, texts).mode
         return model.head.interpolate(z0, z1, steps)
 
 
 def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, steps: int = 5,
                 decoding: Decoding = Decoding(), constraint=None, seed: int | None = None,
-                script: str | None = None, prior: str = "auto") -> list[str]:
+                script: str | None = None, prior: str = "auto", prior_steps: int | None = None) -> list[str]:
     """Decodings of the points of `latent_path(model, a, b, steps)`: the first and last are the
     reconstructions of a and b. The points up to the midpoint decode under `constraint.for_text(a)`, the
     rest under `constraint.for_text(b)`: without a form of their own, poems of two forms give A's form up
     to the midpoint and B's after it. Without a and b the path joins two draws from `prior`."""
     check_script(script)
     _check_path(model, a, b, steps, prior)
+    check_prior_steps(prior_steps)
     constraint = _default(model, constraint)
     texts = None if a is None else _check_texts(model, [a, b])
     ends = [constraint] * 2 if texts is None else [constraint.for_text(t) for t in texts]
     device = next(model.parameters()).device
     with seeded(seed, device):
-        path = _path(model, texts, steps, prior)
+        path = _path(model, texts, steps, prior, prior_steps)
         return decode_each(model, path, [ends[2 * i > steps - 1] for i in range(steps)], decoding=decoding,
                             script=script)
 
 
 __all__ = ["DEFAULT_FORM", "Decoding", "FORM_CHOICES", "FreeText", "MAX_SPREAD", "PRIORS", "STRATEGIES", "check_prior",
+           "check_prior_steps",
            "check_spread", "constraint_for", "decode", "interpolate", "latent_path", "load_model", "posterior",
            "prior_sample", "reconstruct", "sample", "seeded", "vary"]

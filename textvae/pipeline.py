@@ -76,10 +76,11 @@ class Pipeline:
                                         **{k: options[k] for k in DECODING_OPTIONS if k in options}})
         return dict(decoding=decoding, constraint=constraint, seed=options.get("seed"), script=options.get("script"))
 
-    def sample(self, n: int = 10, *, prior: str = "auto", **options) -> list[str]:
-        """n texts decoded from z ~ p(z) (prior: auto, aggregate or standard), sampled token by token unless
-        strategy says otherwise."""
-        return generate.sample(self.module, n, prior=prior, **self._generation(options, "sample"))
+    def sample(self, n: int = 10, *, prior: str = "auto", prior_steps: int | None = None, **options) -> list[str]:
+        """n texts decoded from z ~ p(z) (prior: auto, standard, gmm, flow or diffusion; prior_steps: a diffusion
+        prior's DDIM steps), sampled token by token unless strategy says otherwise."""
+        return generate.sample(self.module, n, prior=prior, prior_steps=prior_steps,
+                               **self._generation(options, "sample"))
 
     def encode(self, texts: str | list[str], *, sample: bool = False, seed: int | None = None) -> torch.Tensor:
         """(B, D) latents of the texts (either script; one string is a batch of one): the posterior modes, or
@@ -107,10 +108,11 @@ class Pipeline:
         return outputs[0] if one else outputs
 
     def interpolate(self, a: str | None = None, b: str | None = None, *, steps: int = 5, prior: str = "auto",
-                    **options) -> list[str]:
+                    prior_steps: int | None = None, **options) -> list[str]:
         """The decodings of `steps` evenly spaced points from z(a) to z(b), both ends included; without a and
         b, between two draws from the prior."""
-        return generate.interpolate(self.module, a, b, steps=steps, prior=prior, **self._generation(options))
+        return generate.interpolate(self.module, a, b, steps=steps, prior=prior, prior_steps=prior_steps,
+                                    **self._generation(options))
 
     def vary(self, text: str, n: int = 5, *, spread: float = 1.0, **options) -> list[str]:
         """n texts like `text`: decodings of draws from q(z|text) pulled towards its mode by spread (smaller

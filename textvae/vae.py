@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch.distributions import Distribution, kl_divergence
 
-from textvae import mixture
+from textvae import priors
 from textvae.atomic import atomic_directory, set_default_modes, write_text
 from textvae.decoders import DECODERS, OUTPUT_LAYERS
 from textvae.encoders import ENCODERS
@@ -129,10 +129,11 @@ class VAEConfig:
     def has_latent(self) -> bool:
         return self.posterior != "none"
 
-    def to_json(self, checksums: dict[str, str] | None = None) -> str:
-        """The config as JSON; a saved model's config.json adds the sha256 of its files under "checksums"."""
-        extra = {} if checksums is None else {"checksums": checksums}
-        return json.dumps(dataclasses.asdict(self) | extra, indent=2) + "\n"
+    def to_json(self, checksums: dict[str, str] | None = None, extra: dict | None = None) -> str:
+        """The config as JSON; a saved model's config.json adds the sha256 of its files under "checksums" and
+        the `extra` keys (the default learned prior)."""
+        saved = {} if checksums is None else {"checksums": checksums}
+        return json.dumps(dataclasses.asdict(self) | saved | (extra or {}), indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> "VAEConfig":
@@ -197,23 +198,24 @@ def _build_decoder(c: VAEConfig, tokenizer: Tokenizer | None) -> nn.Module:
 # the floating types a model's weights may be stored in (`textvae export --dtype`)
 WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-_CHECKSUMMED = ("model.safetensors", "tokenizer.model", mixture.TENSORS)  # the files config.json checksums
+# the files config.json checksums
+_CHECKSUMMED = ("model.safetensors", "tokenizer.model", *priors.ALL_FILES, priors.LEGACY[0])
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _read_config(path: Path) -> tuple[VAEConfig, dict | None]:
-    """A saved model's config.json: the VAEConfig, and the checksums of the files saved beside it (None in
-    a model saved before they were recorded)."""
+def _read_config(path: Path) -> tuple[VAEConfig, dict | None, str | None]:
+    """A saved model's config.json: the VAEConfig, the checksums of the files saved beside it (None in a model
+    saved before they were recorded), and the kind of learned prior `--prior auto` uses (None: the standard one)."""
     try:
         fields = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TextVAEError(f"{path} is corrupt ({e}).") from e
     if not isinstance(fields, dict):
         raise TextVAEError(f"{path} is corrupt: it holds no JSON object.")
-    checksums = fields.pop("checksums", None)
+    checksums, default_prior = fields.pop("checksums", None), fields.pop("prior", None)
     try:
         config = VAEConfig.from_dict(fields)
     except TextVAEError as e:
@@ -221,7 +223,10 @@ def _read_config(path: Path) -> tuple[VAEConfig, dict | None]:
     if not isinstance(checksums, dict | None):
         raise TextVAEError(f"{path} is corrupt: its checksums should map file names to sha256 digests, not "
                            f"{checksums!r}.")
-    return config, checksums
+    if default_prior is not None and default_prior not in priors.KINDS:
+        raise TextVAEError(f"{path} is corrupt: its prior should be one of {', '.join(priors.KINDS)}, not "
+                           f"{default_prior!r}.")
+    return config, checksums, default_prior
 
 
 def _verify_files(directory: Path, checksums: dict | None) -> None:
@@ -231,7 +236,13 @@ def _verify_files(directory: Path, checksums: dict | None) -> None:
     for name in _CHECKSUMMED:
         path = directory / name
         if not path.is_file():
+            if name in (checksums or {}):
+                raise TextVAEError(f"{path} is missing: config.json records it as part of the model. Copy the "
+                                   "whole model folder again from where it was saved.")
             continue
+        if checksums is not None and name not in checksums:
+            raise TextVAEError(f"{path} was not saved with this model (config.json records no checksum for it): "
+                               "remove it, or fit it here with `textvae fit-prior`")
         if name not in (checksums or {}):
             unverified.append(name)
         elif _sha256(path) != checksums[name]:
@@ -251,8 +262,9 @@ class TextVAE(nn.Module):
         self.encoder = _build_encoder(config) if config.has_latent else None
         self.head = _build_head(config, self.encoder.output_dim) if config.has_latent else None
         self.decoder = _build_decoder(config, tokenizer)
-        # an ex-post density on z fitted to the aggregate posterior (textvae.mixture), and how it was fitted
-        self.aggregate_prior, self.aggregate_prior_info = None, None
+        # ex-post densities on z fitted to the aggregate posterior (textvae.priors), by kind, and the kind
+        # `--prior auto` samples from (None: the standard prior)
+        self.priors, self.default_prior = {}, None
 
     def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> Distribution:
         """q(z|x) for a batch, batch shape (B,), event shape (D,). The head runs in fp32 even under bf16
@@ -303,29 +315,34 @@ class TextVAE(nn.Module):
         save_model(on_cpu, str(directory / "model.safetensors"))
         if self.tokenizer is not None:
             self.tokenizer.save(directory / "tokenizer.model")
-        if self.aggregate_prior is not None:
-            mixture.save(self.aggregate_prior, self.aggregate_prior_info, directory)
+        for prior in self.priors.values():
+            priors.save(prior, directory)
         self._write_config(directory)
 
     def _write_config(self, directory: Path) -> None:
         checksums = {name: _sha256(directory / name) for name in _CHECKSUMMED if (directory / name).is_file()}
-        write_text(directory / "config.json", self.config.to_json(checksums))
+        extra = {} if self.default_prior is None else {"prior": self.default_prior}
+        write_text(directory / "config.json", self.config.to_json(checksums, extra))
 
-    def save_aggregate_prior(self, directory: str | Path) -> None:
-        """Add (or replace) the aggregate prior in the folder this model was loaded from, leaving its other
-        files as they are: prior.safetensors and prior.json by rename, then config.json with its checksum."""
+    def save_prior(self, kind: str, directory: str | Path) -> None:
+        """Add (or replace) one learned prior in the folder this model was loaded from, leaving its other files
+        as they are: the prior's files by rename (a lone legacy mixture is removed), then config.json with the
+        checksums and the default kind. An interrupted fit leaves the folder as it was."""
         directory = Path(directory)
         with tempfile.TemporaryDirectory(prefix=".prior-", dir=directory) as tmp:
-            mixture.save(self.aggregate_prior, self.aggregate_prior_info, Path(tmp))
+            priors.save(self.priors[kind], Path(tmp))
             set_default_modes(Path(tmp))
-            for name in (mixture.INFO, mixture.TENSORS):
+            for name in priors.files(kind):
                 os.replace(Path(tmp) / name, directory / name)
+        if kind == "gmm":
+            for name in priors.LEGACY:
+                (directory / name).unlink(missing_ok=True)
         self._write_config(directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TextVAE":
         """The model saved in `directory` by `save_pretrained` (config.json, model.safetensors, tokenizer.model,
-        and an aggregate prior where one was fitted), each file checked against the checksums config.json
+        and the learned priors fitted to it), each file checked against the checksums config.json
         records; or a shipped model by its short name, "poem" or "faithful" (textvae.shipped). In eval mode,
         on `device`. For text in and text out, see `textvae.load`."""
         directory = resolve(directory)
@@ -333,7 +350,7 @@ class TextVAE(nn.Module):
             if not (directory / name).is_file():
                 raise TextVAEError(f"{directory} is not a saved textvae model: {name} is missing "
                                    "(expected config.json, model.safetensors, tokenizer.model).")
-        config, checksums = _read_config(directory / "config.json")
+        config, checksums, default_prior = _read_config(directory / "config.json")
         tokenizer_path = directory / "tokenizer.model"
         tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path.exists() else None
         _verify_files(directory, checksums)  # after load_tokenizer: a file that is no tokenizer at all is named so
@@ -346,7 +363,11 @@ class TextVAE(nn.Module):
         except (SafetensorError, RuntimeError, OSError) as e:
             raise TextVAEError(f"{directory}/model.safetensors is corrupt or does not match "
                                f"config.json ({e}).") from e
-        model.aggregate_prior, model.aggregate_prior_info = mixture.load(directory, config.latent_dim)
+        model.priors = priors.load(directory, config.latent_dim)
+        model.default_prior = default_prior if default_prior is not None else next(iter(model.priors), None)
+        if model.default_prior is not None and model.default_prior not in model.priors:
+            raise TextVAEError(f"{directory}/config.json names a {model.default_prior} prior, but "
+                               f"{priors.files(model.default_prior)[0]} is missing")
         return model.to(device).eval()
 
 

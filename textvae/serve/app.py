@@ -43,7 +43,7 @@ class SampleBody(_Body):
     acrostic: str = Field("", max_length=8)
     temperature: float = Field(1.0, gt=0, le=5)
     top_p: float = Field(1.0, gt=0, le=1)
-    prior: Literal["auto", "aggregate", "standard"] = "auto"
+    prior: Literal[generate.PRIORS] = "auto"
 
 
 class ReconstructBody(_Body):
@@ -84,7 +84,7 @@ class Studio:
         c = model.config
         card = dict(name=name, posterior=c.posterior, latent_dim=c.latent_dim if c.has_latent else 0,
                     decoder=f"{c.decoder}-{c.decoder_hidden}", parameters=sum(p.numel() for p in model.parameters()),
-                    aggregate_prior=model.aggregate_prior is not None, latent_map=self.data_dir is not None,
+                    priors=list(model.priors), default_prior=model.default_prior, latent_map=self.data_dir is not None,
                     eval=None)
         if report.is_file():
             latent = json.loads(report.read_text())["latent"]

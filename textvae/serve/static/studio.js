@@ -87,6 +87,7 @@ async function loadModels() {
   try {
     cards = (await api("/api/models")).models;
     $("model").replaceChildren(...cards.map((card) => new Option(card.name, card.name)));
+    fillPriors();
   } catch (error) {
     showError(error);
   }
@@ -103,6 +104,7 @@ $("script").value = localStorage.getItem("textvae-script") ?? SCRIPT_OF[language
 applyLanguage(language);
 $("language").addEventListener("change", () => {
   applyLanguage($("language").value);
+  fillPriors();
   if (localStorage.getItem("textvae-script") === null && language in SCRIPT_OF) $("script").value = SCRIPT_OF[language];
   if ($("map").classList.contains("active")) {
     showMapNote();
@@ -112,7 +114,19 @@ $("language").addEventListener("change", () => {
 });
 $("script").addEventListener("change", () => localStorage.setItem("textvae-script", $("script").value));
 
+// where z comes from: auto (the model's default learned prior), the standard prior, or each kind it has fitted
+function fillPriors() {
+  const card = currentCard();
+  if (!card) return;
+  const chosen = $("prior").value;
+  const auto = t("auto prior", {kind: t(card.default_prior || "standard")});
+  const kinds = ["standard", ...card.priors];
+  $("prior").replaceChildren(new Option(auto, "auto"), ...kinds.map((kind) => new Option(t(kind), kind)));
+  $("prior").value = ["auto", ...kinds].includes(chosen) ? chosen : "auto";
+}
+
 $("model").addEventListener("change", () => {
+  fillPriors();
   mapData = null;
   if ($("map").classList.contains("active")) loadMap();
   if ($("card").classList.contains("active")) loadCard();
@@ -127,6 +141,7 @@ $("write-form").addEventListener("submit", (event) => {
       model: $("model").value || null, form: $("form").value || null, n: number("count"),
       rhyme: $("rhyme").checked, meter: $("meter").checked, acrostic: $("acrostic").value.trim(),
       temperature: number("temperature"), top_p: number("top-p"), seed: number("seed"), script: script(),
+      prior: $("prior").value || "auto",
     });
     lastPoems = answer.poems;
     showPoems($("poems"), answer.poems);
@@ -279,7 +294,8 @@ function loadCard() {
   const fmt = (v, digits = 2) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
   const rows = [
     [t("model"), card.name], [t("posterior"), `${card.posterior}, D = ${card.latent_dim}`], [t("decoder"), card.decoder],
-    [t("parameters"), card.parameters.toLocaleString()], [t("aggregate prior"), t(card.aggregate_prior ? "yes" : "no")],
+    [t("parameters"), card.parameters.toLocaleString()], 
+    [t("learned priors"), card.priors.length ? card.priors.map((k) => t(k) + (k === card.default_prior ? ` ${t("(default)")}` : "")).join("、") : t("none")],
     [e.iw_estimator || "IW-NLL", `${fmt(e.iw_nll)} ${t("nats per text")}`],
     ["−ELBO", fmt(e.elbo === undefined ? null : -e.elbo)],
     ["KL", `${fmt(e.kl)} ${t("nats")}`], ["MI", `${fmt(e.mi)} ${t("nats")}`],

@@ -1,0 +1,134 @@
+"""A latent diffusion prior over z (Lovelace et al. 2023, "Latent Diffusion for Language Generation"): a residual
+MLP denoiser trained on the standardised training points with a cosine noise schedule (Nichol & Dhariwal 2021)
+and v-prediction (Salimans & Ho 2022), sampled by deterministic DDIM (Song et al. 2021) in a chosen number of
+steps, optionally self-conditioned on its own previous estimate of the clean point (Chen et al. 2023, as in
+Lovelace et al.). It has no tractable log p(z). Shapes: N points, D latent size, H hidden width.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from textvae.errors import TextVAEError
+from textvae.priors.fitting import Posteriors, fit_minibatch, standardizer
+
+
+def cosine_schedule(t: torch.Tensor, offset: float = 0.008) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha_t and sigma_t (alpha^2 + sigma^2 = 1) at times t in [0, 1]: alpha_1 is 0, pure noise."""
+    f = torch.cos((t + offset) / (1 + offset) * math.pi / 2) / math.cos(offset / (1 + offset) * math.pi / 2)
+    alpha = f.clamp(0.0, 1.0)
+    return alpha, (1 - alpha ** 2).clamp_min(0.0).sqrt()
+
+
+def _time_features(t: torch.Tensor, size: int) -> torch.Tensor:  # (N,) -> (N, size)
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(size // 2, device=t.device) / (size // 2))
+    angles = 1000.0 * t[:, None] * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class _Block(nn.Module):
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.norm, self.up, self.down = nn.LayerNorm(hidden), nn.Linear(hidden, 2 * hidden), nn.Linear(2 * hidden, hidden)
+
+    def forward(self, h):  # (N, H)
+        return h + self.down(nn.functional.silu(self.up(self.norm(h))))
+
+
+class Denoiser(nn.Module):
+    """v-prediction from the noisy point, the time, and (self-conditioning) an earlier estimate of the clean one."""
+
+    def __init__(self, latent_dim: int, hidden: int, blocks: int):
+        super().__init__()
+        self.inp = nn.Linear(2 * latent_dim, hidden)
+        self.time = nn.Sequential(nn.Linear(64, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.blocks = nn.ModuleList(_Block(hidden) for _ in range(blocks))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, latent_dim))
+
+    def forward(self, x_t, t, x0_estimate):  # (N, D), (N,), (N, D) -> (N, D)
+        h = self.inp(torch.cat([x_t, x0_estimate], dim=1)) + self.time(_time_features(t, 64))
+        for block in self.blocks:
+            h = block(h)
+        return self.out(h)
+
+
+class DiffusionPrior(nn.Module):
+    kind, has_log_prob = "diffusion", False
+
+    def __init__(self, latent_dim: int, hidden: int = 512, blocks: int = 3, steps: int = 50,
+                 self_condition: bool = True, info: dict | None = None):
+        super().__init__()
+        self.denoiser = Denoiser(latent_dim, hidden, blocks)
+        self.register_buffer("shift", torch.zeros(latent_dim))  # (D,) the standardisation fitted to the points
+        self.register_buffer("scale", torch.ones(latent_dim))  # (D,)
+        self.steps, self.self_condition, self.schedule = steps, self_condition, cosine_schedule
+        self.info = dict(info or {}, latent_dim=latent_dim, hidden=hidden, blocks=blocks, steps=steps,
+                         self_condition=self_condition)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.shift.numel()
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        raise TextVAEError("a diffusion prior has no tractable log p(z): score the likelihood with --iw-prior "
+                           "standard, gmm or flow")
+
+    def _v(self, x_t, t, x0_estimate):
+        return self.denoiser(x_t, t.expand(x_t.size(0)), x0_estimate)
+
+    def loss(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean squared v-prediction error at uniform times; with self-conditioning, half the batch first
+        estimates the clean point without gradient and conditions on it."""
+        x0 = (z - self.shift) / self.scale  # (N, D)
+        t = torch.rand(x0.size(0), device=x0.device)
+        alpha, sigma = (s[:, None] for s in self.schedule(t))
+        noise = torch.randn_like(x0)
+        x_t = alpha * x0 + sigma * noise
+        estimate = torch.zeros_like(x0)
+        if self.self_condition:
+            with torch.no_grad():
+                first = alpha * x_t - sigma * self.denoiser(x_t, t, estimate)
+            estimate = torch.where(torch.rand(x0.size(0), 1, device=x0.device) < 0.5, first, estimate)
+        target = alpha * noise - sigma * x0
+        return (self.denoiser(x_t, t, estimate) - target).pow(2).sum(dim=1).mean()
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int | None = None) -> torch.Tensor:  # (n, D)
+        """DDIM (eta = 0) from pure noise at t = 1 to t = 0 in `steps` equal steps (default the fitted choice)."""
+        steps = steps or self.steps
+        x = torch.randn(n, self.latent_dim, device=self.shift.device)
+        x0 = torch.zeros_like(x)
+        times = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
+        for t, s in zip(times[:-1], times[1:]):
+            alpha_t, sigma_t = self.schedule(t)
+            v = self._v(x, t, x0 if self.self_condition else torch.zeros_like(x))
+            x0, noise = alpha_t * x - sigma_t * v, sigma_t * x + alpha_t * v
+            alpha_s, sigma_s = self.schedule(s)
+            x = alpha_s * x0 + sigma_s * noise
+        return x0 * self.scale + self.shift
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.state_dict()
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], info: dict) -> "DiffusionPrior":
+        prior = cls(info["latent_dim"], info["hidden"], info["blocks"], info["steps"], info["self_condition"], info)
+        prior.load_state_dict(tensors)
+        return prior.eval()
+
+
+def fit(train: Posteriors, validation: Posteriors, *, hidden: int = 512, blocks: int = 3, steps: int = 50,
+        self_condition: bool = True, epochs: int = 100, batch_size: int = 512, lr: float = 1e-3, seed: int = 0,
+        progress: bool = False) -> DiffusionPrior:
+    """A denoiser fitted to the training points, the epoch with the lowest validation loss kept."""
+    torch.manual_seed(seed)
+    prior = DiffusionPrior(train.loc.size(1), hidden, blocks, steps, self_condition)
+    prior.shift, prior.scale = standardizer(train.draw(torch.Generator().manual_seed(seed)))
+    history = fit_minibatch(prior, DiffusionPrior.loss, train, validation, epochs=epochs, batch_size=batch_size,
+                            lr=lr, seed=seed, progress=progress, desc="fitting the denoiser")
+    prior.info |= dict(epochs=epochs, batch_size=batch_size, lr=lr, history=history)
+    return prior.eval()
+
+
+__all__ = ["DiffusionPrior", "cosine_schedule", "fit"]
