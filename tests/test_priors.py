@@ -99,17 +99,22 @@ def test_the_mixture_log_density_by_brute_force(fitted):
 # flow and diffusion on 2-D densities
 
 
-def two_moons_like(n, seed=0):
-    """A 2-D mixture of two elongated, correlated Gaussians: far from one Gaussian, easy to draw from exactly."""
+CLASSES = ("left", "right")
+
+
+def two_moons_like(n, seed=0, labelled=False):
+    """A 2-D mixture of two elongated, correlated Gaussians: far from one Gaussian, easy to draw from exactly.
+    labelled: also each point's component, 1 ("right", 30 %) or 0 ("left")."""
     g = torch.Generator().manual_seed(seed)
     pick = torch.rand(n, generator=g) < 0.3
     base = torch.randn(n, 2, generator=g) * torch.tensor([1.0, 0.25])
     rot = torch.tensor([[0.8, 0.6], [-0.6, 0.8]])
-    return torch.where(pick[:, None], base @ rot + torch.tensor([2.5, 1.0]), base @ rot.T - torch.tensor([1.0, 1.5]))
+    z = torch.where(pick[:, None], base @ rot + torch.tensor([2.5, 1.0]), base @ rot.T - torch.tensor([1.0, 1.5]))
+    return (z, pick.long()) if labelled else z
 
 
-def points(z):
-    return Posteriors(z, torch.zeros_like(z))
+def points(z, labels=None):
+    return Posteriors(z, torch.zeros_like(z), labels, CLASSES if labels is not None else ())
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +124,45 @@ def fitted_flow():
                     epochs=15, batch_size=256, lr=3e-3)
 
 
-def test_the_flow_density_integrates_to_one_on_a_grid(fitted_flow):
-    """A sum of p(z) over a fine grid that holds nearly all the mass is 1 (any normalised density passes; a flow
-    whose log-determinant were dropped or doubled would not)."""
+@pytest.fixture(scope="module")
+def conditional_flow():
+    torch.manual_seed(0)
+    return flow.fit(points(*two_moons_like(3000, labelled=True)), points(*two_moons_like(1000, 1, labelled=True)),
+                    transforms=4, hidden=32, epochs=15, batch_size=256, lr=3e-3)
+
+
+def grid_mass(log_density) -> float:
     axis = torch.linspace(-8, 8, 401)
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)
     with torch.no_grad():
-        mass = fitted_flow.log_prob(grid).exp().sum() * (axis[1] - axis[0]) ** 2
-    assert float(mass) == pytest.approx(1.0, abs=0.02)
+        return float(log_density(grid).exp().sum() * (axis[1] - axis[0]) ** 2)
+
+
+def test_the_flow_density_integrates_to_one_on_a_grid(fitted_flow, conditional_flow):
+    """A sum of p(z) over a fine grid that holds nearly all the mass is 1 (any normalised density passes; a flow
+    whose log-determinant were dropped or doubled would not): for an unconditional flow, for a class-conditional
+    one's marginal (the classes summed out), and for each of its conditionals."""
+    assert grid_mass(fitted_flow.log_prob) == pytest.approx(1.0, abs=0.02)
+    assert grid_mass(conditional_flow.log_prob) == pytest.approx(1.0, abs=0.02)
+    for c in range(2):
+        conditional = lambda z: conditional_flow.conditional_log_prob(z, torch.full((len(z),), c))  # noqa: E731
+        assert grid_mass(conditional) == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("kind", ["gmm", "flow", "diffusion"])
+def test_a_prior_fitted_with_classes_samples_the_class_asked_for(kind):
+    """Given a class, draws land in that component of the mixture; unconditioned, in both at their shares."""
+    torch.manual_seed(0)
+    options = dict(gmm=dict(components=(2, 4)),
+                   flow=dict(transforms=4, hidden=32, epochs=20, lr=3e-3, batch_size=128),
+                   diffusion=dict(hidden=64, blocks=2, epochs=20, lr=3e-3, steps=20))[kind]
+    prior = priors.fit(kind, points(*two_moons_like(3000, labelled=True)),
+                       points(*two_moons_like(1000, 1, labelled=True)), **options)
+    right = torch.tensor([2.5, 1.0])
+    for condition, expected in (("right", 1.0), ("left", 0.0), (None, 0.3)):
+        z = prior.sample(1000, condition=condition)
+        near_right = ((z - right).norm(dim=1) < (z + torch.tensor([1.0, 1.5])).norm(dim=1)).float().mean()
+        assert float(near_right) == pytest.approx(expected, abs=0.06), condition
 
 
 def test_the_flow_fits_better_than_one_gaussian(fitted_flow):

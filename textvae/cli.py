@@ -402,8 +402,8 @@ def _add_fit_prior(sub) -> None:
     parser = sub.add_parser("fit-prior", help="fit a learned prior over z (a Gaussian mixture, a normalizing flow "
                                               "or a latent diffusion model) to the training set's posteriors")
     parser.add_argument("model_dir", type=model_dir, help="a saved model with a Gaussian posterior")
-    parser.add_argument("--kind", choices=list(priors.KINDS), default="gmm", help="gmm | flow | diffusion (default gmm); the fitted kind "
-                                                      "becomes the one `sample` uses")
+    parser.add_argument("--kind", choices=list(priors.KINDS), default="gmm",
+                        help="gmm | flow | diffusion (default gmm); the fitted kind becomes the one `sample` uses")
     parser.add_argument("--data", type=Path, default=Path("data/poems"), help="the prepared dataset it was "
                                                                              "trained on (default data/poems)")
     parser.add_argument("--max-points", type=int, default=100_000,

@@ -26,7 +26,7 @@ from textvae.errors import TextVAEError
 from textvae.fields import SEED_LIMIT, check_choice, check_device, check_int, setting
 from textvae.generate import (FORM_CHOICES, PRIORS, Decoding, check_prior, constraint_for, decode_each,
                               load_model, sample)
-from textvae.poetry import find_group, form_compliance, rhyme_rate, split_lines, tonal_compliance
+from textvae.poetry import FORMS, find_group, form_compliance, form_of, rhyme_rate, split_lines, tonal_compliance
 from textvae.precision import PRECISION_HELP, autocast_for, check_precision, resolve_precision
 from textvae.tokenizer import check_same_tokenizer
 from textvae.vae import TextVAE
@@ -222,17 +222,28 @@ def check_prior_fit(model: TextVAE, dataset: DatasetDict, kind: str, fit_on: str
                                f"{len(dataset[split]) if split in dataset else 0}")
 
 
+def form_labels(split, classes: tuple[str, ...]) -> torch.Tensor | None:
+    """(N,) each poem's form as an index into classes (the last, "other", for irregular verse), or None for a
+    dataset that is not verse."""
+    if not classes:
+        return None
+    return torch.tensor([classes.index(form_of(lines) or "other") for lines in split["lines"]])
+
+
 def fit_prior(model: TextVAE, dataset: DatasetDict, kind: str = "gmm", *, fit_on: str = "means",
               max_points: int = 100_000, seed: int = 0, progress: bool = False, **options) -> None:
     """Fit a learned prior of `kind` to the posteriors of (a seeded subset of max_points of) the training split,
     checked or stopped early on the validation split's, and attach it to the model (model.priors[kind]). fit_on:
-    each poem's posterior mean, or draws z ~ q(z|x) (textvae.priors.fitting). Options are the kind's own."""
+    each poem's posterior mean, or draws z ~ q(z|x) (textvae.priors.fitting). On a poem dataset the prior also
+    learns p(z | form), which `sample --form` uses. Options are the kind's own."""
     check_prior_fit(model, dataset, kind, fit_on)
-    train = _subsample(data.token_ids(dataset["train"]), max_points, seed)
+    picked = _subsample(list(range(len(dataset["train"]))), max_points, seed)
+    classes = (*FORMS, "other") if "lines" in dataset["train"].column_names else ()
     points = []
-    for sequences in (train, data.token_ids(dataset["validation"])):
-        loc, scale = posterior_parameters(model, sequences, progress=progress)
-        points.append(priors.Posteriors(loc, scale if fit_on == "samples" else torch.zeros_like(scale)))
+    for split in (dataset["train"].select(picked), dataset["validation"]):
+        loc, scale = posterior_parameters(model, data.token_ids(split), progress=progress)
+        points.append(priors.Posteriors(loc, scale if fit_on == "samples" else torch.zeros_like(scale),
+                                        form_labels(split, classes), classes))
     prior = priors.fit(kind, *points, seed=seed, progress=progress, **options)
     prior.info |= dict(fitted_on=priors.FIT_ON[fit_on], train_points=len(points[0]),
                        validation_points=len(points[1]), seed=seed)

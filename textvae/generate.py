@@ -400,23 +400,31 @@ def check_prior_steps(steps: int | None) -> None:
         _check_count("prior_steps", steps, 1, MAX_PRIOR_STEPS)
 
 
-def prior_sample(model: TextVAE, n: int, prior: str = "auto", prior_steps: int | None = None) -> torch.Tensor:
-    """(n, D) draws of z from the model's prior: the learned one `prior` names (textvae.priors), or the standard
-    one (N(0, I), or uniform on the sphere for vMF). prior_steps: a diffusion prior's DDIM steps."""
+def prior_sample(model: TextVAE, n: int, prior: str = "auto", prior_steps: int | None = None,
+                 form: str | None = None) -> torch.Tensor:
+    """(n, D) draws of z from the model's prior: the learned one `prior` names (textvae.priors), given the form
+    where one is fixed and the prior learned p(z | form), or the standard one (N(0, I), or uniform on the sphere
+    for vMF). prior_steps: a diffusion prior's DDIM steps."""
     kind = check_prior(model, prior)
     if kind == "standard":
         return model.head.sample_prior(n)
     device = next(model.parameters()).device
     options = {} if kind != "diffusion" or prior_steps is None else dict(steps=prior_steps)
-    return model.priors[kind].to(device).sample(n, **options)
+    return model.priors[kind].to(device).sample(n, condition=form, **options)
+
+
+def _fixed_form(constraint) -> str | None:
+    """The form every output of a constraint has, or None (free text, an automatic or drawn form)."""
+    return getattr(constraint, "form", None)
 
 
 def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strategy="sample"), constraint=None,
            seed: int | None = None, batch_size: int = 1000, script: str | None = None,
            prior: str = "auto", prior_steps: int | None = None) -> list[str]:
     """n texts decoded from z ~ p(z) (`prior_sample`; prior_steps: a diffusion prior's DDIM steps); a model
-    without a latent samples as a plain language model. Options as for `decode`; the constraint defaults to the model's own (`constraint_for`:
-    a poem model writes regular poems of an automatic form)."""
+    without a latent samples as a plain language model. Options as for `decode`; the constraint defaults to the
+    model's own (`constraint_for`: a poem model writes regular poems of an automatic form); a fixed form also
+    conditions a learned prior that knows forms."""
     _check_count("the number of samples", n, 1, MAX_OUTPUTS)
     constraint = _default(model, constraint)
     device = next(model.parameters()).device
@@ -424,7 +432,7 @@ def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strateg
         check_prior(model, prior)
         check_prior_steps(prior_steps)
     with seeded(seed, device), torch.inference_mode():
-        z = prior_sample(model, n, prior, prior_steps) if model.head is not None else None
+        z = prior_sample(model, n, prior, prior_steps, _fixed_form(constraint)) if model.head is not None else None
         return decode(model, z, n, decoding=decoding, constraint=constraint, batch_size=batch_size, script=script)
 
 
@@ -509,10 +517,10 @@ def _check_path(model: TextVAE, a: str | None, b: str | None, steps: int, prior:
     check_prior(model, prior)
 
 
-def _path(model: TextVAE, texts: list[str] | None, steps: int, prior: str,
-          prior_steps: int | None = None) -> torch.Tensor:
+def _path(model: TextVAE, texts: list[str] | None, steps: int, prior: str, prior_steps: int | None = None,
+          form: str | None = None) -> torch.Tensor:
     with torch.inference_mode():
-        z0, z1 = prior_sample(model, 2, prior, prior_steps) if texts is None else _posterior(model, texts).mode
+        z0, z1 = prior_sample(model, 2, prior, prior_steps, form) if texts is None else _posterior(model, texts).mode
         return model.head.interpolate(z0, z1, steps)
 
 
@@ -531,7 +539,7 @@ def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, s
     ends = [constraint] * 2 if texts is None else [constraint.for_text(t) for t in texts]
     device = next(model.parameters()).device
     with seeded(seed, device):
-        path = _path(model, texts, steps, prior, prior_steps)
+        path = _path(model, texts, steps, prior, prior_steps, _fixed_form(constraint))
         return decode_each(model, path, [ends[2 * i > steps - 1] for i in range(steps)], decoding=decoding,
                             script=script)
 

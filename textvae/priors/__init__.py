@@ -1,6 +1,7 @@
 """Ex-post densities over z, fitted to a trained model's aggregate posterior and saved in its folder: a Gaussian
 mixture (scikit-learn), a normalizing flow (zuko) and a latent diffusion model. Each has `sample(n)`, `log_prob(z)`
-where it exists (`has_log_prob`), `state()` / `from_state(tensors, info)` and an `info` record of its fit.
+where it exists (`has_log_prob`), `state()` / `from_state(tensors, info)` and an `info` record of its fit. Fitted to
+points with classes (a poem dataset's forms), each also samples given a class: `sample(n, condition="7x4")`.
 
 In a model folder each kind is prior-KIND.safetensors (tensors, no pickle) beside prior-KIND.json (its shape and
 how it was fitted); config.json checksums both and names the kind `--prior auto` uses. A folder from before
@@ -46,8 +47,8 @@ def fit(kind: str, train: Posteriors, validation: Posteriors, *, seed: int = 0, 
     hidden, blocks, steps, self_condition, epochs)."""
     if kind == "gmm":
         draws = torch.Generator().manual_seed(seed)
-        return gmm.fit(train.draw(draws), validation.draw(draws), seed=seed,
-                       progress=tqdm.write if progress else None, **options)
+        return gmm.fit(train.draw(draws), validation.draw(draws), seed=seed, progress=tqdm.write if progress else None,
+                       labels=train.labels, classes=train.classes, **options)
     return {"flow": flow.fit, "diffusion": diffusion.fit}[kind](train, validation, seed=seed, progress=progress,
                                                                 **options)
 

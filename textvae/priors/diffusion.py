@@ -1,8 +1,8 @@
 """A latent diffusion prior over z (Lovelace et al. 2023, "Latent Diffusion for Language Generation"): a residual
-MLP denoiser trained on the standardised training points with a cosine noise schedule (Nichol & Dhariwal 2021)
-and v-prediction (Salimans & Ho 2022), sampled by deterministic DDIM (Song et al. 2021) in a chosen number of
-steps, optionally self-conditioned on its own previous estimate of the clean point (Chen et al. 2023, as in
-Lovelace et al.). It has no tractable log p(z). Shapes: N points, D latent size, H hidden width.
+MLP denoiser trained on the whitened training points, optionally given each point's class (a poem's form), with
+a cosine noise schedule (Nichol & Dhariwal 2021) and v-prediction (Salimans & Ho 2022), sampled by deterministic
+DDIM (Song et al. 2021) in a chosen number of steps, optionally self-conditioned on its own previous estimate of the clean point (Chen et al. 2023, as in
+Lovelace et al.). It has no tractable log p(z). Shapes: N points, D latent size, H hidden width, C classes.
 """
 
 import math
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from textvae.errors import TextVAEError
-from textvae.priors.fitting import Posteriors, fit_minibatch, standardizer
+from textvae.priors.fitting import Posteriors, fit_minibatch, labels_for, unwhiten, whiten, whitener
 
 
 def cosine_schedule(t: torch.Tensor, offset: float = 0.008) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,24 +30,27 @@ def _time_features(t: torch.Tensor, size: int) -> torch.Tensor:  # (N,) -> (N, s
 class _Block(nn.Module):
     def __init__(self, hidden: int):
         super().__init__()
-        self.norm, self.up, self.down = nn.LayerNorm(hidden), nn.Linear(hidden, 2 * hidden), nn.Linear(2 * hidden, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.up, self.down = nn.Linear(hidden, 2 * hidden), nn.Linear(2 * hidden, hidden)
 
     def forward(self, h):  # (N, H)
         return h + self.down(nn.functional.silu(self.up(self.norm(h))))
 
 
 class Denoiser(nn.Module):
-    """v-prediction from the noisy point, the time, and (self-conditioning) an earlier estimate of the clean one."""
+    """v-prediction from the noisy point, the time, the class, and (self-conditioning) an earlier estimate of the
+    clean point."""
 
-    def __init__(self, latent_dim: int, hidden: int, blocks: int):
+    def __init__(self, latent_dim: int, hidden: int, blocks: int, classes: int):
         super().__init__()
         self.inp = nn.Linear(2 * latent_dim, hidden)
         self.time = nn.Sequential(nn.Linear(64, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.label = nn.Embedding(max(classes, 1), hidden)
         self.blocks = nn.ModuleList(_Block(hidden) for _ in range(blocks))
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, latent_dim))
 
-    def forward(self, x_t, t, x0_estimate):  # (N, D), (N,), (N, D) -> (N, D)
-        h = self.inp(torch.cat([x_t, x0_estimate], dim=1)) + self.time(_time_features(t, 64))
+    def forward(self, x_t, t, x0_estimate, labels):  # (N, D), (N,), (N, D), (N,) -> (N, D)
+        h = self.inp(torch.cat([x_t, x0_estimate], dim=1)) + self.time(_time_features(t, 64)) + self.label(labels)
         for block in self.blocks:
             h = block(h)
         return self.out(h)
@@ -56,15 +59,17 @@ class Denoiser(nn.Module):
 class DiffusionPrior(nn.Module):
     kind, has_log_prob = "diffusion", False
 
-    def __init__(self, latent_dim: int, hidden: int = 512, blocks: int = 3, steps: int = 50,
-                 self_condition: bool = True, info: dict | None = None):
+    def __init__(self, latent_dim: int, hidden: int = 384, blocks: int = 3, steps: int = 50,
+                 self_condition: bool = True, classes: tuple[str, ...] = (), info: dict | None = None):
         super().__init__()
-        self.denoiser = Denoiser(latent_dim, hidden, blocks)
-        self.register_buffer("shift", torch.zeros(latent_dim))  # (D,) the standardisation fitted to the points
-        self.register_buffer("scale", torch.ones(latent_dim))  # (D,)
+        self.classes = tuple(classes)
+        self.denoiser = Denoiser(latent_dim, hidden, blocks, len(self.classes))
+        self.register_buffer("shift", torch.zeros(latent_dim))  # (D,) the whitening fitted to the points
+        self.register_buffer("scale_tril", torch.eye(latent_dim))  # (D, D)
+        self.register_buffer("class_log_probs", torch.zeros(len(self.classes)))  # (C,)
         self.steps, self.self_condition, self.schedule = steps, self_condition, cosine_schedule
         self.info = dict(info or {}, latent_dim=latent_dim, hidden=hidden, blocks=blocks, steps=steps,
-                         self_condition=self_condition)
+                         self_condition=self_condition, classes=list(self.classes))
 
     @property
     def latent_dim(self) -> int:
@@ -74,13 +79,10 @@ class DiffusionPrior(nn.Module):
         raise TextVAEError("a diffusion prior has no tractable log p(z): score the likelihood with --iw-prior "
                            "standard, gmm or flow")
 
-    def _v(self, x_t, t, x0_estimate):
-        return self.denoiser(x_t, t.expand(x_t.size(0)), x0_estimate)
-
-    def loss(self, z: torch.Tensor) -> torch.Tensor:
+    def loss(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The mean squared v-prediction error at uniform times; with self-conditioning, half the batch first
         estimates the clean point without gradient and conditions on it."""
-        x0 = (z - self.shift) / self.scale  # (N, D)
+        x0 = whiten(z, self.shift, self.scale_tril)  # (N, D)
         t = torch.rand(x0.size(0), device=x0.device)
         alpha, sigma = (s[:, None] for s in self.schedule(t))
         noise = torch.randn_like(x0)
@@ -88,43 +90,48 @@ class DiffusionPrior(nn.Module):
         estimate = torch.zeros_like(x0)
         if self.self_condition:
             with torch.no_grad():
-                first = alpha * x_t - sigma * self.denoiser(x_t, t, estimate)
+                first = alpha * x_t - sigma * self.denoiser(x_t, t, estimate, labels)
             estimate = torch.where(torch.rand(x0.size(0), 1, device=x0.device) < 0.5, first, estimate)
         target = alpha * noise - sigma * x0
-        return (self.denoiser(x_t, t, estimate) - target).pow(2).sum(dim=1).mean()
+        return (self.denoiser(x_t, t, estimate, labels) - target).pow(2).sum(dim=1).mean()
 
     @torch.no_grad()
-    def sample(self, n: int, steps: int | None = None) -> torch.Tensor:  # (n, D)
-        """DDIM (eta = 0) from pure noise at t = 1 to t = 0 in `steps` equal steps (default the fitted choice)."""
+    def sample(self, n: int, condition: str | None = None, steps: int | None = None) -> torch.Tensor:  # (n, D)
+        """DDIM (eta = 0) from pure noise at t = 1 to t = 0 in `steps` equal steps (default the fitted choice),
+        given the class `condition` where the prior knows it (a form), else with classes drawn by their shares."""
         steps = steps or self.steps
+        labels = labels_for(n, condition, self.classes, self.class_log_probs, self.shift.device)
         x = torch.randn(n, self.latent_dim, device=self.shift.device)
         x0 = torch.zeros_like(x)
         times = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
         for t, s in zip(times[:-1], times[1:]):
             alpha_t, sigma_t = self.schedule(t)
-            v = self._v(x, t, x0 if self.self_condition else torch.zeros_like(x))
+            v = self.denoiser(x, t.expand(n), x0 if self.self_condition else torch.zeros_like(x), labels)
             x0, noise = alpha_t * x - sigma_t * v, sigma_t * x + alpha_t * v
             alpha_s, sigma_s = self.schedule(s)
             x = alpha_s * x0 + sigma_s * noise
-        return x0 * self.scale + self.shift
+        return unwhiten(x0, self.shift, self.scale_tril)
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.state_dict()
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], info: dict) -> "DiffusionPrior":
-        prior = cls(info["latent_dim"], info["hidden"], info["blocks"], info["steps"], info["self_condition"], info)
+        prior = cls(info["latent_dim"], info["hidden"], info["blocks"], info["steps"], info["self_condition"],
+                    tuple(info["classes"]), info)
         prior.load_state_dict(tensors)
         return prior.eval()
 
 
-def fit(train: Posteriors, validation: Posteriors, *, hidden: int = 512, blocks: int = 3, steps: int = 50,
+def fit(train: Posteriors, validation: Posteriors, *, hidden: int = 384, blocks: int = 3, steps: int = 50,
         self_condition: bool = True, epochs: int = 100, batch_size: int = 512, lr: float = 1e-3, seed: int = 0,
         progress: bool = False) -> DiffusionPrior:
     """A denoiser fitted to the training points, the epoch with the lowest validation loss kept."""
     torch.manual_seed(seed)
-    prior = DiffusionPrior(train.loc.size(1), hidden, blocks, steps, self_condition)
-    prior.shift, prior.scale = standardizer(train.draw(torch.Generator().manual_seed(seed)))
+    prior = DiffusionPrior(train.loc.size(1), hidden, blocks, steps, self_condition, train.classes)
+    prior.shift, prior.scale_tril = whitener(train.draw(torch.Generator().manual_seed(seed)))
+    if train.classes:
+        prior.class_log_probs = train.class_log_probs()
     history = fit_minibatch(prior, DiffusionPrior.loss, train, validation, epochs=epochs, batch_size=batch_size,
                             lr=lr, seed=seed, progress=progress, desc="fitting the denoiser")
     prior.info |= dict(epochs=epochs, batch_size=batch_size, lr=lr, history=history)

@@ -3,7 +3,10 @@
 A prior is fitted to the training set's posteriors: each example's mean alone ("means"), or draws z ~ q(z|x)
 ("samples"), which together are draws from the aggregate posterior q(z) = E_x q(z|x), the density the decoder
 was trained on. The neural priors draw afresh every epoch, so they see the aggregate posterior itself rather than
-one fixed sample of it. Shapes: N points, D latent size.
+one fixed sample of it. Each point may carry a class (a poem's form), so that a prior can also be sampled given
+one: p(z | 7x4) where the user asks for 7x4 poems. Every kind first whitens the points with their mean and the
+Cholesky factor of their covariance, an exact affine map whose log-determinant the densities include.
+Shapes: N points, D latent size, C classes.
 """
 
 import copy
@@ -21,9 +24,15 @@ FIT_ON = {"means": "posterior means", "samples": "posterior samples"}
 class Posteriors:
     loc: torch.Tensor  # (N, D) posterior means
     scale: torch.Tensor  # (N, D) posterior standard deviations; zeros where the fit uses the means alone
+    labels: torch.Tensor | None = None  # (N,) each point's class index, or None: no classes
+    classes: tuple[str, ...] = ()  # the class names the labels index
 
     def __len__(self) -> int:
         return self.loc.size(0)
+
+    def class_log_probs(self) -> torch.Tensor:  # (C,) the classes' shares, logged
+        counts = torch.bincount(self.labels, minlength=len(self.classes)).float() + 1.0  # +1: no empty class
+        return (counts / counts.sum()).log()
 
     def draw(self, generator: torch.Generator | None = None) -> torch.Tensor:  # (N, D)
         if not self.scale.any():
@@ -32,18 +41,52 @@ class Posteriors:
         return self.loc + self.scale * noise
 
 
-def standardizer(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension shift and scale (D,) that bring the points to zero mean and unit variance."""
-    return points.mean(0).float(), points.std(0).clamp_min(1e-6).float()
+def whitener(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean (D,) and the lower Cholesky factor L (D, D) of the covariance of the points (slightly
+    regularised): u = L^-1 (z - mean) has zero mean and identity covariance."""
+    points = points.double()
+    cov = torch.cov(points.T) + 1e-6 * torch.eye(points.size(1), dtype=points.dtype)
+    return points.mean(0).float(), torch.linalg.cholesky(cov).float()
+
+
+def whiten(z: torch.Tensor, shift: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:  # (..., D)
+    centred = (z - shift).unsqueeze(-1)  # (..., D, 1)
+    return torch.linalg.solve_triangular(scale_tril, centred, upper=False).squeeze(-1)
+
+
+def unwhiten(u: torch.Tensor, shift: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:  # (..., D)
+    return u @ scale_tril.T + shift
+
+
+def log_det(scale_tril: torch.Tensor) -> torch.Tensor:
+    """log |det L|: what whitening subtracts from a density's log."""
+    return scale_tril.diagonal().abs().log().sum()
+
+
+def labels_for(n: int, condition: str | None, classes: tuple[str, ...], class_log_probs: torch.Tensor,
+               device) -> torch.Tensor:
+    """(n,) class indices: all `condition` where the prior knows that class, else drawn from the classes' shares
+    (zeros for a prior without classes)."""
+    if not classes:
+        return torch.zeros(n, dtype=torch.long, device=device)
+    if condition is not None and condition in classes:
+        return torch.full((n,), classes.index(condition), device=device)
+    return torch.distributions.Categorical(logits=class_log_probs).sample((n,)).to(device)
+
+
+def _labels(points: Posteriors) -> torch.Tensor:
+    return points.labels if points.labels is not None else torch.zeros(len(points), dtype=torch.long)
 
 
 def fit_minibatch(module: nn.Module, loss, train: Posteriors, validation: Posteriors, *, epochs: int,
                   batch_size: int = 512, lr: float = 1e-3, seed: int = 0, progress: bool = False,
                   desc: str = "fitting") -> list[dict]:
-    """Minimise `loss(module, z)` (a mean over the batch) with AdamW and a cosine learning rate; the module keeps
-    the parameters of the epoch with the lowest validation loss. Returns each epoch's train and validation loss."""
+    """Minimise `loss(module, z, labels)` (a mean over the batch) with AdamW and a cosine learning rate; the
+    module keeps the parameters of the epoch with the lowest validation loss. Returns each epoch's train and
+    validation loss."""
     generator = torch.Generator().manual_seed(seed)
     valid_z = validation.draw(torch.Generator().manual_seed(seed + 1)).float()
+    train_labels, valid_labels = _labels(train), _labels(validation)
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
     steps = epochs * math.ceil(len(train) / batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
@@ -53,14 +96,15 @@ def fit_minibatch(module: nn.Module, loss, train: Posteriors, validation: Poster
         module.train()
         z, order, total = train.draw(generator).float(), torch.randperm(len(train), generator=generator), 0.0
         for start in range(0, len(train), batch_size):
-            value = loss(module, z[order[start:start + batch_size]])
+            batch = order[start:start + batch_size]
+            value = loss(module, z[batch], train_labels[batch])
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             nn.utils.clip_grad_norm_(module.parameters(), 5.0)
             optimizer.step()
             schedule.step()
             total += value.item() * min(batch_size, len(train) - start)
-        held_out = evaluate_loss(module, loss, valid_z, batch_size, seed)
+        held_out = evaluate_loss(module, loss, valid_z, valid_labels, batch_size, seed)
         history.append(dict(epoch=epoch + 1, train=total / len(train), validation=held_out))
         if held_out < best:
             best, best_state = held_out, copy.deepcopy(module.state_dict())
@@ -70,10 +114,11 @@ def fit_minibatch(module: nn.Module, loss, train: Posteriors, validation: Poster
 
 
 @torch.no_grad()
-def evaluate_loss(module: nn.Module, loss, z: torch.Tensor, batch_size: int, seed: int) -> float:
+def evaluate_loss(module: nn.Module, loss, z: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                  seed: int) -> float:
     """The loss over z in batches, seeded so that a stochastic loss (diffusion's noise) compares across epochs."""
     module.eval()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return sum(loss(module, z[s:s + batch_size]).item() * len(z[s:s + batch_size])
+        return sum(loss(module, z[s:s + batch_size], labels[s:s + batch_size]).item() * len(z[s:s + batch_size])
                    for s in range(0, len(z), batch_size)) / len(z)

@@ -1,37 +1,60 @@
 """A normalizing-flow prior over z: zuko's masked affine flow in coupling form (passes=2, so that both log p(z)
-and sampling take one pass per transform; Dinh et al. 2017, Papamakarios et al. 2017), after a fixed per-dimension
-standardisation of the training points. Its log p(z) is exact, so `evaluate --iw-prior flow` is a likelihood
-bound. Shapes: N points, D latent size.
+and sampling take one pass per transform; Dinh et al. 2017, Papamakarios et al. 2017), on whitened points and
+optionally conditioned on a class (a poem's form) through zuko's context input. Its log p(z) is exact, the
+classes summed out (log sum_c pi_c p(z|c)), so `evaluate --iw-prior flow` is a likelihood bound.
+Shapes: N points, D latent size, C classes.
 """
 
 import torch
 import zuko
 from torch import nn
 
-from textvae.priors.fitting import Posteriors, fit_minibatch, standardizer
+from textvae.priors.fitting import (Posteriors, fit_minibatch, labels_for, log_det, unwhiten, whiten, whitener)
 
 
 class FlowPrior(nn.Module):
     kind, has_log_prob = "flow", True
 
-    def __init__(self, latent_dim: int, transforms: int = 8, hidden: int = 256, info: dict | None = None):
+    def __init__(self, latent_dim: int, transforms: int = 8, hidden: int = 256, classes: tuple[str, ...] = (),
+                 info: dict | None = None):
         super().__init__()
-        self.flow = zuko.flows.MAF(latent_dim, transforms=transforms, passes=2, hidden_features=(hidden, hidden))
-        self.register_buffer("shift", torch.zeros(latent_dim))  # (D,) the standardisation fitted to the points
-        self.register_buffer("scale", torch.ones(latent_dim))  # (D,)
-        self.info = dict(info or {}, latent_dim=latent_dim, transforms=transforms, hidden=hidden)
+        self.classes = tuple(classes)
+        self.flow = zuko.flows.MAF(latent_dim, context=len(self.classes), transforms=transforms, passes=2,
+                                   hidden_features=(hidden, hidden))
+        self.register_buffer("shift", torch.zeros(latent_dim))  # (D,) the whitening fitted to the points
+        self.register_buffer("scale_tril", torch.eye(latent_dim))  # (D, D)
+        self.register_buffer("class_log_probs", torch.zeros(len(self.classes)))  # (C,)
+        self.info = dict(info or {}, latent_dim=latent_dim, transforms=transforms, hidden=hidden,
+                         classes=list(self.classes))
 
     @property
     def latent_dim(self) -> int:
         return self.shift.numel()
 
+    def _context(self, labels: torch.Tensor) -> torch.Tensor | None:  # (N,) -> (N, C)
+        if not self.classes:
+            return None
+        return nn.functional.one_hot(labels, len(self.classes)).to(self.shift.dtype)
+
+    def conditional_log_prob(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # (N, D), (N,) -> (N,)
+        return self.flow(self._context(labels)).log_prob(whiten(z, self.shift, self.scale_tril)) - log_det(
+            self.scale_tril)
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:  # (..., D) -> (...)
-        u = (z - self.shift) / self.scale
-        return self.flow().log_prob(u) - self.scale.log().sum()
+        flat = z.reshape(-1, z.size(-1))
+        if not self.classes:
+            return self.conditional_log_prob(flat, torch.zeros(len(flat), dtype=torch.long)).reshape(z.shape[:-1])
+        per_class = torch.stack([self.conditional_log_prob(flat, torch.full((len(flat),), c, device=flat.device))
+                                 + self.class_log_probs[c] for c in range(len(self.classes))])  # (C, N)
+        return per_class.logsumexp(dim=0).reshape(z.shape[:-1])
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:  # (n, D)
-        return self.flow().sample((n,)) * self.scale + self.shift
+    def sample(self, n: int, condition: str | None = None) -> torch.Tensor:  # (n, D)
+        """n draws, from p(z | condition) where the prior knows that class (a form), else from p(z)."""
+        labels = labels_for(n, condition, self.classes, self.class_log_probs, self.shift.device)
+        context = self._context(labels)
+        u = self.flow(context).sample() if context is not None else self.flow().sample((n,))
+        return unwhiten(u, self.shift, self.scale_tril)
 
     def state(self) -> dict[str, torch.Tensor]:
         """The parameters and buffers but for the autoregressive masks, which the constructor rebuilds."""
@@ -39,24 +62,27 @@ class FlowPrior(nn.Module):
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], info: dict) -> "FlowPrior":
-        prior = cls(info["latent_dim"], info["transforms"], info["hidden"], info)
+        prior = cls(info["latent_dim"], info["transforms"], info["hidden"], tuple(info["classes"]), info)
         missing, unexpected = prior.load_state_dict(tensors, strict=False)
         if unexpected or any(not k.endswith(".mask") for k in missing):
-            raise ValueError(f"the tensors do not fit a flow of this shape (missing {missing}, unexpected {unexpected})")
+            raise ValueError(f"the tensors do not fit a flow of this shape (missing {missing}, "
+                             f"unexpected {unexpected})")
         return prior.eval()
 
 
-def _nll(prior: FlowPrior, z: torch.Tensor) -> torch.Tensor:
-    return -prior.log_prob(z).mean()
+def _nll(prior: FlowPrior, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return -prior.conditional_log_prob(z, labels).mean()
 
 
 def fit(train: Posteriors, validation: Posteriors, *, transforms: int = 8, hidden: int = 256, epochs: int = 30,
         batch_size: int = 512, lr: float = 1e-3, seed: int = 0, progress: bool = False) -> FlowPrior:
-    """A flow fitted by maximum likelihood to the training points, the epoch with the best validation
-    log-likelihood kept; its info records the history."""
+    """A flow fitted by maximum likelihood to the training points (given their classes), the epoch with the best
+    validation log-likelihood kept; its info records the history."""
     torch.manual_seed(seed)
-    prior = FlowPrior(train.loc.size(1), transforms, hidden)
-    prior.shift, prior.scale = standardizer(train.draw(torch.Generator().manual_seed(seed)))
+    prior = FlowPrior(train.loc.size(1), transforms, hidden, train.classes)
+    prior.shift, prior.scale_tril = whitener(train.draw(torch.Generator().manual_seed(seed)))
+    if train.classes:
+        prior.class_log_probs = train.class_log_probs()
     history = fit_minibatch(prior, _nll, train, validation, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                             progress=progress, desc="fitting the flow")
     best = min(h["validation"] for h in history)

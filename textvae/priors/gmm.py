@@ -4,8 +4,10 @@ holes in N(0, I), so its prior samples decode poorly; sampling z from this densi
 trained, and its exact log p(z) makes `evaluate --iw-prior gmm` the likelihood of the model that samples from it.
 
 The fit is scikit-learn's GaussianMixture (k-means start, EM, full covariances); the component count is the one
-with the best validation log-likelihood. At use it is a torch MixtureSameFamily of MultivariateNormals.
-Shapes: N points, C components, D latent size.
+with the best validation log-likelihood. At use it is a torch MixtureSameFamily of MultivariateNormals. Where the
+points carry classes (a poem's form), each class also gets its own component weights, the mean responsibilities
+of its training points, so that p(z | class) shares the components and reweights them.
+Shapes: N points, C components, D latent size, K classes.
 """
 
 import torch
@@ -19,31 +21,42 @@ COMPONENTS = (1, 2, 4, 8, 16, 32, 64)
 class GaussianMixturePrior:
     kind, has_log_prob = "gmm", True
 
-    def __init__(self, weights: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor, info: dict):
-        """weights (C,), means (C, D), Cholesky factors of the covariances (C, D, D)."""
-        self.density = MixtureSameFamily(Categorical(probs=weights), MultivariateNormal(means, scale_tril=scale_tril))
-        self.info = info
+    def __init__(self, weights: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor, info: dict,
+                 class_weights: torch.Tensor | None = None):
+        """weights (C,), means (C, D), Cholesky factors of the covariances (C, D, D); class_weights (K, C) the
+        weights given each of info["classes"]."""
+        self.components = MultivariateNormal(means, scale_tril=scale_tril)
+        self.density = MixtureSameFamily(Categorical(probs=weights), self.components)
+        self.class_weights, self.info = class_weights, info
+        self.classes = tuple(info.get("classes", ()))
 
     @property
     def latent_dim(self) -> int:
         return self.density.event_shape[0]
 
-    def sample(self, n: int) -> torch.Tensor:  # (n, D)
-        return self.density.sample((n,))
+    def sample(self, n: int, condition: str | None = None) -> torch.Tensor:  # (n, D)
+        """n draws, from p(z | condition) where the prior knows that class (a form), else from p(z)."""
+        if condition is None or condition not in self.classes:
+            return self.density.sample((n,))
+        weights = self.class_weights[self.classes.index(condition)]
+        return MixtureSameFamily(Categorical(probs=weights), self.components).sample((n,))
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:  # (..., D) -> (...)
         return self.density.log_prob(z)
 
     def state(self) -> dict[str, torch.Tensor]:
-        return dict(weights=self.density.mixture_distribution.probs, means=self.density.component_distribution.loc,
-                    scale_tril=self.density.component_distribution.scale_tril)
+        tensors = dict(weights=self.density.mixture_distribution.probs, means=self.components.loc,
+                       scale_tril=self.components.scale_tril)
+        return tensors if self.class_weights is None else tensors | dict(class_weights=self.class_weights)
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], info: dict) -> "GaussianMixturePrior":
-        return cls(tensors["weights"], tensors["means"], tensors["scale_tril"], info)
+        return cls(tensors["weights"], tensors["means"], tensors["scale_tril"], info, tensors.get("class_weights"))
 
     def to(self, device) -> "GaussianMixturePrior":
-        return GaussianMixturePrior(*(x.to(device) for x in self.state().values()), self.info)
+        state = {k: v.to(device) for k, v in self.state().items()}
+        return GaussianMixturePrior(state["weights"], state["means"], state["scale_tril"], self.info,
+                                    state.get("class_weights"))
 
 
 def _fit_one(train, components: int, seed: int):
@@ -52,10 +65,11 @@ def _fit_one(train, components: int, seed: int):
                            random_state=seed).fit(train)
 
 
-def fit(train: torch.Tensor, validation: torch.Tensor, components=COMPONENTS, seed: int = 0,
-        progress=None) -> GaussianMixturePrior:
+def fit(train: torch.Tensor, validation: torch.Tensor, components=COMPONENTS, seed: int = 0, progress=None,
+        labels: torch.Tensor | None = None, classes: tuple[str, ...] = ()) -> GaussianMixturePrior:
     """The mixture, among `components` counts (each below the number of training points), with the highest
-    mean validation log-likelihood; its info records every candidate's scores."""
+    mean validation log-likelihood; its info records every candidate's scores. With the training points' class
+    labels (N,), each class's weights are its points' mean responsibilities."""
     train64, valid64 = train.double().numpy(), validation.double().numpy()
     candidates = [c for c in components if c < len(train64)]
     if not candidates:
@@ -71,6 +85,11 @@ def fit(train: torch.Tensor, validation: torch.Tensor, components=COMPONENTS, se
             progress(f"{c:>4} components: validation log-likelihood {scores[c]['validation']:.3f} "
                      f"(train {scores[c]['train']:.3f})")
     info = dict(components=best.n_components, covariance="full", validation_log_prob=best_score,
-                scores={str(c): s for c, s in scores.items()})
+                scores={str(c): s for c, s in scores.items()}, classes=list(classes))
     tensors = (best.weights_, best.means_, torch.linalg.cholesky(torch.as_tensor(best.covariances_)))
-    return GaussianMixturePrior(*(torch.as_tensor(x, dtype=torch.float32) for x in tensors), info)
+    class_weights = None
+    if classes:
+        responsibilities = torch.as_tensor(best.predict_proba(train64), dtype=torch.float64)  # (N, C)
+        sums = torch.zeros(len(classes), best.n_components, dtype=torch.float64).index_add_(0, labels, responsibilities)
+        class_weights = ((sums + 1e-6) / (sums + 1e-6).sum(1, keepdim=True)).float()  # (K, C)
+    return GaussianMixturePrior(*(torch.as_tensor(x, dtype=torch.float32) for x in tensors), info, class_weights)
