@@ -14,8 +14,9 @@ Rows (each N samples at temperature 1, seeded):
 - 5x4 meter+rhyme ...: `--meter --rhyme auto`, with the rules relaxed (where a position had no allowed
   character left) counted.
 `--prior` picks where z comes from: a prior the model has (as `sample --prior`), or `posterior`, one draw
-z ~ q(z|x) from each of n test poems picked at random: the ceiling a prior that matched the aggregate posterior
-exactly would reach on poems the model never saw (training posteriors would decode to near-copies).
+z ~ q(z|x) from each of n test poems picked at random (of the row's form where it fixes one, as a prior that
+knows forms samples p(z | form)): the ceiling a prior that matched the aggregate posterior exactly would reach on
+poems the model never saw (training posteriors would decode to near-copies); `posterior-mean` takes their means.
 Copies are checked against the training split: whole poems and single lines. With --judge MODEL each row and the
 test poems are also scored by that model's -ELBO per character (z at its posterior mean): a model of real poems
 reads samples from a hole in the latent space as it reads gibberish, where form and rhyme checks may pass them.
@@ -39,6 +40,7 @@ from textvae.generate import (PRIORS, Decoding, check_prior, constraint_for, dec
 from textvae.poetry import FORMS, form_of, rhyme_rate, split_lines, tonal_compliance
 from textvae.poetry.constraints import CORPUS_FORMS
 
+HELD_OUT = ("posterior", "posterior-mean")  # the ceilings: z from held-out test poems' posteriors
 ROWS = {  # name: (form, rhyme, meter)
     "free": ("free", None, False), "auto": ("auto", None, False), "drawn": ("drawn", None, False),
     **{form: (form, None, False) for form in FORMS},
@@ -73,20 +75,25 @@ def judge_nats_per_character(judge, texts: list[str], batch_size: int = 250) -> 
     return total / len(texts)
 
 
-def held_out_posterior_samples(model, n: int, constraint, test_texts: list[str], seed: int) -> list[str]:
-    """Decodings of one z ~ q(z|x) for each of n test poems drawn at random (with replacement)."""
+def held_out_posterior_samples(model, n: int, form: str, constraint, test_texts: list[str], seed: int,
+                               mean: bool) -> list[str]:
+    """Decodings of one z ~ q(z|x) (or its mean) for each of n test poems drawn at random (with replacement),
+    poems of `form` only where it is a fixed one."""
+    if form in FORMS:
+        test_texts = [t for t in test_texts if form_of(split_lines(t)) == form]
     with seeded(seed, torch.device("cpu")):
         picks = torch.randint(len(test_texts), (n,)).tolist()
-        z = torch.cat([posterior(model, [test_texts[i] for i in picks[s:s + 500]]).sample()
-                       for s in range(0, n, 500)])
+        qs = [posterior(model, [test_texts[i] for i in picks[s:s + 500]]) for s in range(0, n, 500)]
+        z = torch.cat([q.mean if mean else q.sample() for q in qs])
         return decode(model, z, decoding=Decoding(strategy="sample"), constraint=constraint)
 
 
 def sample_row(model, name: str, args, train_texts: set, train_lines: set, judge, test_texts: list[str]) -> dict:
     form, rhyme, meter = ROWS[name]
     constraint = constraint_for(model.tokenizer, form, rhyme=rhyme, meter=meter)
-    if args.prior == "posterior":
-        poems = held_out_posterior_samples(model, args.n, constraint, test_texts, args.seed)
+    if args.prior in HELD_OUT:
+        poems = held_out_posterior_samples(model, args.n, form, constraint, test_texts, args.seed,
+                                           mean=args.prior == "posterior-mean")
     else:
         poems = sample(model, args.n, decoding=Decoding(strategy="sample"), constraint=constraint, seed=args.seed,
                        prior=args.prior, prior_steps=args.prior_steps)
@@ -132,8 +139,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/poems"), help="the prepared dataset")
     parser.add_argument("--n", type=int, default=1000, help="samples per row")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prior", choices=[*PRIORS, "posterior"], default="auto",
-                        help="where z comes from: as `sample --prior`, or posterior (held-out test posteriors)")
+    parser.add_argument("--prior", choices=[*PRIORS, *HELD_OUT], default="auto",
+                        help="where z comes from: as `sample --prior`, or posterior | posterior-mean (held-out "
+                             "test posteriors: see above)")
     parser.add_argument("--prior-steps", type=int, help="a diffusion prior's DDIM steps (as `sample --prior-steps`)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), help="only these rows")
     parser.add_argument("--judge", type=Path, help="a model folder that also scores every row (see above)")
@@ -148,7 +156,7 @@ def main() -> None:
             raise TextVAEError(f"--out {out} is a folder: give a file name")
         check_can_write(out.parent, "--out")
         model, dataset = load(args.model_dir, args.data)
-        prior = "posterior" if args.prior == "posterior" else check_prior(model, args.prior)
+        prior = args.prior if args.prior in HELD_OUT else check_prior(model, args.prior)
         judge = None if args.judge is None else load_model(args.judge)
         if "lines" not in dataset["test"].column_names:
             raise TextVAEError(f"{args.data} is not a poem dataset: the report scores regular verse")

@@ -444,3 +444,22 @@ def test_evaluate_refuses_a_likelihood_under_the_diffusion_prior(saved):
     evaluate.fit_prior(model, dataset, "diffusion", max_points=100, hidden=16, blocks=1, steps=3, epochs=1)
     with pytest.raises(TextVAEError, match="no tractable log p"):
         evaluate.evaluate(model, dataset, evaluate.EvalConfig(iw_prior="diffusion", iw_samples=2, num_samples=0))
+
+
+def test_an_interrupted_fit_leaves_the_previous_prior_intact(saved, monkeypatch):
+    """A fit killed while it writes (here: the save raises half way) leaves the folder's files as they were."""
+    model, dataset, folder = saved
+    model.priors, model.default_prior = {"gmm": far_away()}, "gmm"
+    model.save_prior("gmm", folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    evaluate.fit_prior(model, dataset, "gmm", components=(1,), max_points=100)
+
+    def dies_half_way(prior, directory):
+        (directory / priors.files("gmm")[0]).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(priors, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_prior("gmm", folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert torch.equal(TextVAE.from_pretrained(folder).priors["gmm"].state()["means"], torch.full((1, 3), 50.0))
