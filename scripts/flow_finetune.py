@@ -36,8 +36,8 @@ def elbo_under_flow(model: TextVAE, ids: torch.Tensor, mask: torch.Tensor) -> to
     return model.reconstruction_nll(z, ids) + kl
 
 
-def iw_nll(model_dir: Path, args) -> float:
-    out = args.out / "iw.json"
+def iw_nll(model_dir: Path, args, name: str) -> float:
+    out = args.out / f"iw-{name}.json"
     subprocess.run(["textvae", "evaluate", str(model_dir), "--data", str(args.data), "--iw-prior", "flow",
                     "--iw-samples", str(args.iw_samples), "--max-examples", str(args.max_examples),
                     "--num-samples", "0", "--seed", "0", "--json", "--out", str(out)], check=True,
@@ -87,7 +87,7 @@ def main() -> None:
     flow.eval()
     model.default_prior = "flow"
     model.save_pretrained(args.out)
-    before, after = iw_nll(args.model_dir, args), iw_nll(args.out, args)
+    before, after = iw_nll(args.model_dir, args, "before"), iw_nll(args.out, args, "after")
     report = dict(source=str(args.model_dir), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                   seconds=round(time.perf_counter() - start), iw_samples=args.iw_samples,
                   max_examples=args.max_examples, iw_nll_flow_before=before, iw_nll_flow_after=after,

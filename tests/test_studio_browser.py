@@ -66,6 +66,10 @@ def test_write_a_rhymed_5x4_poem_then_interpolate(browser, server):
     from selenium.webdriver.support.ui import Select
     browser.get(server.url)
     wait_for(browser, "#model option", 1)
+    prior = Select(browser.find_element(By.ID, "prior"))
+    assert [o.get_attribute("value") for o in prior.options] == ["auto", "standard"]  # no learned prior fitted
+    assert prior.first_selected_option.text == "自動（標準正態 N(0, I)）"
+    prior.select_by_value("standard")
     Select(browser.find_element(By.ID, "form")).select_by_value("5x4")
     browser.find_element(By.ID, "rhyme").click()
     count = browser.find_element(By.ID, "count")
