@@ -5,7 +5,7 @@ under one prior:
 - `scripts/sample_report.py` rows 7x4 (unsteered, form fixed) and auto (the automatic form): form, rhyme, tonal
   pattern, distinct-2, copies and lines found in training, and the judge's nats per character, where the judge is
   the other model (a model never judges its own samples);
-- `textvae evaluate --iw-prior KIND` on the whole test split where the prior has log p(z);
+- `textvae evaluate --iw-prior KIND` on the test split (or a seeded subset) where the prior has log p(z);
 - the cost of drawing z against decoding the poems it starts, timed in one process.
 
     python scripts/prior_study.py                                   # data/faithful and data/pretrained
@@ -145,9 +145,9 @@ is the other shipped model (data/pretrained judges data/faithful and the reverse
 character. *Held-out posterior draws* decodes one z ~ q(z|x) of a random test poem per sample (of the row's form
 where it fixes one, since the priors learn p(z | form)): what a prior that matched the aggregate posterior exactly
 would give on poems the model never saw; *held-out posterior means* decodes their means instead, the ceiling of a
-prior fitted to posterior means. IW-NLL is `textvae evaluate
---iw-prior KIND` on the whole test split with K = {k} (nats per poem); the last column is the time to draw z as a
-share of the time to decode the poems it starts, in one process with {threads} thread(s).
+prior fitted to posterior means. IW-NLL is `textvae evaluate --iw-prior KIND` with K = {k} on a seeded subset of
+the test split (`--max-examples`, in each cell's commands), in nats per poem; the last column is the time to draw z
+as a share of the time to decode the poems it starts, in one process with {threads} thread(s).
 
 {table}
 
@@ -171,7 +171,6 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.results / "priors"
     folder.mkdir(parents=True, exist_ok=True)
-    cells = {}
     for model_dir in args.models:
         held = TextVAE.from_pretrained(model_dir).priors
         for prior in PRIORS:
@@ -181,8 +180,11 @@ def main() -> None:
             if not path.is_file() and prior in args.priors:
                 print(f"{model_dir.name} under {prior}", flush=True)
                 write_text(path, json.dumps(cell(model_dir, prior, args), ensure_ascii=False, indent=1) + "\n")
-            if path.is_file():
-                cells[model_dir.name, prior] = json.loads(path.read_text())
+    cells = {}  # every cell done so far, by (model folder name, prior), in table order
+    for path in sorted(folder.glob("*.json")):
+        result = json.loads(path.read_text())
+        cells[Path(result["model"]).name, result["prior"]] = result
+    cells = dict(sorted(cells.items(), key=lambda item: (item[0][0], PRIORS.index(item[0][1]))))
     figure = args.results.parent / "figures" / "priors.png"
     figure.parent.mkdir(parents=True, exist_ok=True)
     plot(cells, figure)
