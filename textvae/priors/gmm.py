@@ -35,11 +35,19 @@ class GaussianMixturePrior:
         return self.density.event_shape[0]
 
     def sample(self, n: int, condition: str | None = None) -> torch.Tensor:  # (n, D)
-        """n draws, from p(z | condition) where the prior knows that class (a form), else from p(z)."""
-        if condition is None or condition not in self.classes:
-            return self.density.sample((n,))
-        weights = self.class_weights[self.classes.index(condition)]
-        return MixtureSameFamily(Categorical(probs=weights), self.components).sample((n,))
+        """n draws, from p(z | condition) where the prior knows that class (a form), else from p(z). Each
+        component transforms only its own draws (torch's MixtureSameFamily draws from every component for every
+        sample: 16 components of D = 256 made that 50 times slower)."""
+        weights = self.density.mixture_distribution.probs
+        if condition is not None and condition in self.classes:
+            weights = self.class_weights[self.classes.index(condition)]
+        picks = Categorical(probs=weights).sample((n,))  # (n,)
+        noise = torch.randn(n, self.latent_dim, device=weights.device, dtype=self.components.loc.dtype)
+        z = torch.empty_like(noise)
+        for c in picks.unique().tolist():
+            rows = picks == c
+            z[rows] = self.components.loc[c] + noise[rows] @ self.components.scale_tril[c].T
+        return z
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:  # (..., D) -> (...)
         return self.density.log_prob(z)
