@@ -390,7 +390,7 @@ FIT_FLAGS = {
     "transforms": ("--transforms", int, "flow: coupling transforms (default 8)"),
     "hidden": ("--hidden", int, "flow, diffusion: hidden width (default 256 for a flow, 512 for diffusion)"),
     "blocks": ("--blocks", int, "diffusion: residual blocks of the denoiser (default 3)"),
-    "steps": ("--steps", int, "diffusion: DDIM steps `sample` takes by default (default 50; `--prior-steps` "
+    "steps": ("--steps", int, "diffusion: DDIM steps `sample` takes by default (default 20; `--prior-steps` "
                               "overrides it per call)"),
     "epochs": ("--epochs", int, "flow, diffusion: passes over the training points; the epoch with the best "
                                 "validation loss is kept (default 30 for a flow, 100 for diffusion)"),

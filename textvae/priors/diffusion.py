@@ -59,7 +59,7 @@ class Denoiser(nn.Module):
 class DiffusionPrior(nn.Module):
     kind, has_log_prob = "diffusion", False
 
-    def __init__(self, latent_dim: int, hidden: int = 384, blocks: int = 3, steps: int = 50,
+    def __init__(self, latent_dim: int, hidden: int = 384, blocks: int = 3, steps: int = 20,
                  self_condition: bool = True, classes: tuple[str, ...] = (), info: dict | None = None):
         super().__init__()
         self.classes = tuple(classes)
@@ -123,7 +123,7 @@ class DiffusionPrior(nn.Module):
         return prior.eval()
 
 
-def fit(train: Posteriors, validation: Posteriors, *, hidden: int = 384, blocks: int = 3, steps: int = 50,
+def fit(train: Posteriors, validation: Posteriors, *, hidden: int = 384, blocks: int = 3, steps: int = 20,
         self_condition: bool = True, epochs: int = 100, batch_size: int = 512, lr: float = 1e-3, seed: int = 0,
         progress: bool = False) -> DiffusionPrior:
     """A denoiser fitted to the training points, the epoch with the lowest validation loss kept."""
