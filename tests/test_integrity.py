@@ -14,7 +14,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from textvae import data, generate, poetry
+from textvae import data, generate, poetry, priors
 from textvae.cli import main
 from textvae.data import pad_batch
 from textvae.errors import TextVAEError
@@ -98,7 +98,7 @@ def test_a_model_saved_before_checksums_loads_with_a_warning(tmp_path):
 
 def test_the_shipped_model_is_verified():
     assert set(json.loads((PRETRAINED / "config.json").read_text())["checksums"]) == {
-        "model.safetensors", "tokenizer.model", "prior.safetensors"}
+        "model.safetensors", "tokenizer.model", *priors.files("gmm"), *priors.files("flow")}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "could not be verified" would fail here
         generate.load_model(PRETRAINED)
