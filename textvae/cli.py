@@ -388,7 +388,7 @@ FIT_FLAGS = {
     "components": ("--components", _int_tuple, "gmm: component counts to try; the best on the validation "
                                                "split is kept (default 1,2,4,8,16,32,64)"),
     "transforms": ("--transforms", int, "flow: coupling transforms (default 8)"),
-    "hidden": ("--hidden", int, "flow, diffusion: hidden width (default 256 for a flow, 512 for diffusion)"),
+    "hidden": ("--hidden", int, "flow, diffusion: hidden width (default 256 for a flow, 384 for diffusion)"),
     "blocks": ("--blocks", int, "diffusion: residual blocks of the denoiser (default 3)"),
     "steps": ("--steps", int, "diffusion: DDIM steps `sample` takes by default (default 20; `--prior-steps` "
                               "overrides it per call)"),
