@@ -71,7 +71,7 @@ const WORDS = {
   "gmm": ["高斯混合", "高斯混合", "Gaussian mixture"],
   "flow": ["標準化流", "标准化流", "normalizing flow"],
   "diffusion": ["潛空間擴散", "潜空间扩散", "latent diffusion"],
-  "(default)": ["（預設）", "（默认）", "(default)"],
+  "(default)": ["（預設）", "（默认）", " (default)"],
   "none": ["無", "无", "none"],
   "yes": ["有", "有", "yes"],
   "no": ["無", "无", "no"],

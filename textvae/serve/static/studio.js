@@ -295,7 +295,7 @@ function loadCard() {
   const rows = [
     [t("model"), card.name], [t("posterior"), `${card.posterior}, D = ${card.latent_dim}`], [t("decoder"), card.decoder],
     [t("parameters"), card.parameters.toLocaleString()], 
-    [t("learned priors"), card.priors.length ? card.priors.map((k) => t(k) + (k === card.default_prior ? ` ${t("(default)")}` : "")).join("、") : t("none")],
+    [t("learned priors"), card.priors.length ? card.priors.map((k) => t(k) + (k === card.default_prior ? t("(default)") : "")).join("、") : t("none")],
     [e.iw_estimator || "IW-NLL", `${fmt(e.iw_nll)} ${t("nats per text")}`],
     ["−ELBO", fmt(e.elbo === undefined ? null : -e.elbo)],
     ["KL", `${fmt(e.kl)} ${t("nats")}`], ["MI", `${fmt(e.mi)} ${t("nats")}`],
