@@ -368,7 +368,6 @@ def cmd_fit_prior(args) -> None:
     check_can_write(args.model_dir, "the model folder")
     with _plain_warnings():
         model, dataset = evaluate.load(args.model_dir, args.data)
-        evaluate.check_prior_fit(model, dataset, args.kind, args.fit_on)
         evaluate.fit_prior(model, dataset, args.kind, fit_on=args.fit_on, max_points=args.max_points,
                            seed=args.seed, progress=True, **options)
     prior = model.priors[args.kind]

@@ -204,7 +204,7 @@ def _posterior_points(model: TextVAE, sequences: list[list[int]], pick, batch_si
     return torch.cat(parts)
 
 
-def check_prior_fit(model: TextVAE, dataset: DatasetDict, kind: str, fit_on: str, min_points: int = 10) -> None:
+def _check_prior_fit(model: TextVAE, dataset: DatasetDict, kind: str, fit_on: str, min_points: int = 10) -> None:
     """One-line refusals before any encoding: an unknown kind or fit_on, a model without a Gaussian latent (the
     learned priors are densities on R^D; a vMF latent lives on the sphere), or too few points."""
     if kind not in priors.KINDS:
@@ -236,7 +236,7 @@ def fit_prior(model: TextVAE, dataset: DatasetDict, kind: str = "gmm", *, fit_on
     checked or stopped early on the validation split's, and attach it to the model (model.priors[kind]). fit_on:
     each poem's posterior mean, or draws z ~ q(z|x) (textvae.priors.fitting). On a poem dataset the prior also
     learns p(z | form), which `sample --form` uses. Options are the kind's own."""
-    check_prior_fit(model, dataset, kind, fit_on)
+    _check_prior_fit(model, dataset, kind, fit_on)
     picked = _subsample(list(range(len(dataset["train"]))), max_points, seed)
     classes = (*FORMS, "other") if "lines" in dataset["train"].column_names else ()
     points = []

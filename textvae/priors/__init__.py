@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from textvae.errors import TextVAEError
@@ -64,9 +64,10 @@ def save(prior, directory: Path) -> None:
 
 def _load_one(kind: str, tensors_path: Path, info_path: Path, latent_dim: int):
     try:
-        tensors, info = load_file(str(tensors_path)), json.loads(info_path.read_text())
+        info = json.loads(info_path.read_text())
         with safe_open(str(tensors_path), "pt") as f:
             saved_kind = (f.metadata() or {}).get("kind", "gmm")
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
         if saved_kind != kind:
             raise TextVAEError(f"{tensors_path} holds a {saved_kind} prior, not a {kind} one: it was copied from "
                                "elsewhere; fit it again with `textvae fit-prior`")

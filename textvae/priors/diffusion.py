@@ -1,8 +1,9 @@
 """A latent diffusion prior over z (Lovelace et al. 2023, "Latent Diffusion for Language Generation"): a residual
 MLP denoiser trained on the whitened training points, optionally given each point's class (a poem's form), with
 a cosine noise schedule (Nichol & Dhariwal 2021) and v-prediction (Salimans & Ho 2022), sampled by deterministic
-DDIM (Song et al. 2021) in a chosen number of steps, optionally self-conditioned on its own previous estimate of the clean point (Chen et al. 2023, as in
-Lovelace et al.). It has no tractable log p(z). Shapes: N points, D latent size, H hidden width, C classes.
+DDIM (Song et al. 2021) in a chosen number of steps, optionally self-conditioned on its own previous estimate of
+the clean point (Chen et al. 2023, as in Lovelace et al.). It has no tractable log p(z).
+Shapes: N points, D latent size, H hidden width, C classes.
 """
 
 import math
@@ -11,7 +12,8 @@ import torch
 from torch import nn
 
 from textvae.errors import TextVAEError
-from textvae.priors.fitting import Posteriors, fit_minibatch, labels_for, unwhiten, whiten, whitener
+from textvae.priors.fitting import (Posteriors, add_whitening, fit_minibatch, fit_whitening, labels_for, unwhiten,
+                                    whiten)
 
 
 def cosine_schedule(t: torch.Tensor, offset: float = 0.008) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,9 +66,7 @@ class DiffusionPrior(nn.Module):
         super().__init__()
         self.classes = tuple(classes)
         self.denoiser = Denoiser(latent_dim, hidden, blocks, len(self.classes))
-        self.register_buffer("shift", torch.zeros(latent_dim))  # (D,) the whitening fitted to the points
-        self.register_buffer("scale_tril", torch.eye(latent_dim))  # (D, D)
-        self.register_buffer("class_log_probs", torch.zeros(len(self.classes)))  # (C,)
+        add_whitening(self, latent_dim, self.classes)
         self.steps, self.self_condition, self.schedule = steps, self_condition, cosine_schedule
         self.info = dict(info or {}, latent_dim=latent_dim, hidden=hidden, blocks=blocks, steps=steps,
                          self_condition=self_condition, classes=list(self.classes))
@@ -129,9 +129,7 @@ def fit(train: Posteriors, validation: Posteriors, *, hidden: int = 384, blocks:
     """A denoiser fitted to the training points, the epoch with the lowest validation loss kept."""
     torch.manual_seed(seed)
     prior = DiffusionPrior(train.loc.size(1), hidden, blocks, steps, self_condition, train.classes)
-    prior.shift, prior.scale_tril = whitener(train.draw(torch.Generator().manual_seed(seed)))
-    if train.classes:
-        prior.class_log_probs = train.class_log_probs()
+    fit_whitening(prior, train, seed)
     history = fit_minibatch(prior, DiffusionPrior.loss, train, validation, epochs=epochs, batch_size=batch_size,
                             lr=lr, seed=seed, progress=progress, desc="fitting the denoiser")
     prior.info |= dict(epochs=epochs, batch_size=batch_size, lr=lr, history=history)

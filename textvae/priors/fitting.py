@@ -4,8 +4,9 @@ A prior is fitted to the training set's posteriors: each example's mean alone ("
 ("samples"), which together are draws from the aggregate posterior q(z) = E_x q(z|x), the density the decoder
 was trained on. The neural priors draw afresh every epoch, so they see the aggregate posterior itself rather than
 one fixed sample of it. Each point may carry a class (a poem's form), so that a prior can also be sampled given
-one: p(z | 7x4) where the user asks for 7x4 poems. Every kind first whitens the points with their mean and the
-Cholesky factor of their covariance, an exact affine map whose log-determinant the densities include.
+one: p(z | 7x4) where the user asks for 7x4 poems. The flow and the diffusion prior first whiten the points with
+their mean and the Cholesky factor of their covariance, an exact affine map whose log-determinant the flow's
+density includes.
 Shapes: N points, D latent size, C classes.
 """
 
@@ -47,6 +48,20 @@ def whitener(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     points = points.double()
     cov = torch.cov(points.T) + 1e-6 * torch.eye(points.size(1), dtype=points.dtype)
     return points.mean(0).float(), torch.linalg.cholesky(cov).float()
+
+
+def add_whitening(module: nn.Module, latent_dim: int, classes: tuple[str, ...]) -> None:
+    """The buffers a whitened, class-aware prior keeps: shift (D,), scale_tril (D, D), class_log_probs (C,)."""
+    module.register_buffer("shift", torch.zeros(latent_dim))
+    module.register_buffer("scale_tril", torch.eye(latent_dim))
+    module.register_buffer("class_log_probs", torch.zeros(len(classes)))
+
+
+def fit_whitening(module: nn.Module, train: Posteriors, seed: int) -> None:
+    """Set those buffers from the training points (one seeded draw of them) and their classes' shares."""
+    module.shift, module.scale_tril = whitener(train.draw(torch.Generator().manual_seed(seed)))
+    if train.classes:
+        module.class_log_probs = train.class_log_probs()
 
 
 def whiten(z: torch.Tensor, shift: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:  # (..., D)

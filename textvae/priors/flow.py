@@ -9,7 +9,8 @@ import torch
 import zuko
 from torch import nn
 
-from textvae.priors.fitting import (Posteriors, fit_minibatch, labels_for, log_det, unwhiten, whiten, whitener)
+from textvae.priors.fitting import (Posteriors, add_whitening, fit_minibatch, fit_whitening, labels_for, log_det,
+                                    unwhiten, whiten)
 
 
 class FlowPrior(nn.Module):
@@ -21,9 +22,7 @@ class FlowPrior(nn.Module):
         self.classes = tuple(classes)
         self.flow = zuko.flows.MAF(latent_dim, context=len(self.classes), transforms=transforms, passes=2,
                                    hidden_features=(hidden, hidden))
-        self.register_buffer("shift", torch.zeros(latent_dim))  # (D,) the whitening fitted to the points
-        self.register_buffer("scale_tril", torch.eye(latent_dim))  # (D, D)
-        self.register_buffer("class_log_probs", torch.zeros(len(self.classes)))  # (C,)
+        add_whitening(self, latent_dim, self.classes)
         self.info = dict(info or {}, latent_dim=latent_dim, transforms=transforms, hidden=hidden,
                          classes=list(self.classes))
 
@@ -37,16 +36,19 @@ class FlowPrior(nn.Module):
         return nn.functional.one_hot(labels, len(self.classes)).to(self.shift.dtype)
 
     def conditional_log_prob(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # (N, D), (N,) -> (N,)
-        return self.flow(self._context(labels)).log_prob(whiten(z, self.shift, self.scale_tril)) - log_det(
-            self.scale_tril)
+        u = whiten(z, self.shift, self.scale_tril)
+        return self.flow(self._context(labels)).log_prob(u) - log_det(self.scale_tril)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:  # (..., D) -> (...)
-        flat = z.reshape(-1, z.size(-1))
+        """log p(z), the classes summed out; z is whitened once for all of them."""
+        u = whiten(z.reshape(-1, z.size(-1)), self.shift, self.scale_tril)  # (N, D)
         if not self.classes:
-            return self.conditional_log_prob(flat, torch.zeros(len(flat), dtype=torch.long)).reshape(z.shape[:-1])
-        per_class = torch.stack([self.conditional_log_prob(flat, torch.full((len(flat),), c, device=flat.device))
-                                 + self.class_log_probs[c] for c in range(len(self.classes))])  # (C, N)
-        return per_class.logsumexp(dim=0).reshape(z.shape[:-1])
+            return (self.flow().log_prob(u) - log_det(self.scale_tril)).reshape(z.shape[:-1])
+        labels = torch.arange(len(self.classes), device=u.device)
+        per_class = torch.stack([self.flow(self._context(labels[c].expand(len(u)))).log_prob(u)
+                                 for c in range(len(self.classes))])  # (C, N)
+        joint = per_class + self.class_log_probs[:, None]
+        return (joint.logsumexp(dim=0) - log_det(self.scale_tril)).reshape(z.shape[:-1])
 
     @torch.no_grad()
     def sample(self, n: int, condition: str | None = None) -> torch.Tensor:  # (n, D)
@@ -80,9 +82,7 @@ def fit(train: Posteriors, validation: Posteriors, *, transforms: int = 8, hidde
     validation log-likelihood kept; its info records the history."""
     torch.manual_seed(seed)
     prior = FlowPrior(train.loc.size(1), transforms, hidden, train.classes)
-    prior.shift, prior.scale_tril = whitener(train.draw(torch.Generator().manual_seed(seed)))
-    if train.classes:
-        prior.class_log_probs = train.class_log_probs()
+    fit_whitening(prior, train, seed)
     history = fit_minibatch(prior, _nll, train, validation, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                             progress=progress, desc="fitting the flow")
     best = min(h["validation"] for h in history)

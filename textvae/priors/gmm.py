@@ -98,6 +98,7 @@ def fit(train: torch.Tensor, validation: torch.Tensor, components=COMPONENTS, se
     class_weights = None
     if classes:
         responsibilities = torch.as_tensor(best.predict_proba(train64), dtype=torch.float64)  # (N, C)
-        sums = torch.zeros(len(classes), best.n_components, dtype=torch.float64).index_add_(0, labels, responsibilities)
+        sums = torch.zeros(len(classes), best.n_components, dtype=torch.float64)
+        sums.index_add_(0, labels, responsibilities)  # (K, C) each class's summed responsibilities
         class_weights = ((sums + 1e-6) / (sums + 1e-6).sum(1, keepdim=True)).float()  # (K, C)
     return GaussianMixturePrior(*(torch.as_tensor(x, dtype=torch.float32) for x in tensors), info, class_weights)
