@@ -24,6 +24,7 @@ reads samples from a hole in the latent space as it reads gibberish, where form 
 
 import argparse
 import json
+import statistics
 import sys
 from collections import Counter
 from pathlib import Path
@@ -32,9 +33,8 @@ import torch
 from tqdm import tqdm
 
 from textvae.atomic import check_can_write, keep_previous, write_text
-from textvae.data import pad_batch
 from textvae.errors import TextVAEError
-from textvae.evaluate import load, text_report
+from textvae.evaluate import load, nats_per_character, text_report
 from textvae.generate import (PRIORS, Decoding, check_prior, constraint_for, decode, load_model, posterior, sample,
                               seeded)
 from textvae.poetry import FORMS, form_of, rhyme_rate, split_lines, tonal_compliance
@@ -63,16 +63,9 @@ def corpus_by_form(texts: list[str]) -> dict:
     return out
 
 
-def judge_nats_per_character(judge, texts: list[str], batch_size: int = 250) -> float:
+def judge_nats_per_character(judge, texts: list[str]) -> float:
     """Mean over texts of the judge's -ELBO (z at the posterior mean) divided by the text's characters."""
-    total = 0.0
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start:start + batch_size]
-        ids, mask = pad_batch(judge.tokenizer.encode_batch(chunk), judge.config.max_len)
-        with torch.inference_mode():
-            out = judge(ids, mask, sample=False)
-        total += ((out.rec + out.kl) / torch.tensor([len(t) for t in chunk])).sum().item()  # (B,) summed
-    return total / len(texts)
+    return statistics.mean(nats_per_character(judge, texts))
 
 
 def held_out_posterior_samples(model, n: int, form: str, constraint, test_texts: list[str], seed: int,

@@ -15,6 +15,7 @@ from textvae import data, evaluate, generate, priors
 from textvae.cli import main
 from textvae.errors import TextVAEError
 from textvae.priors import diffusion, flow, gmm
+from textvae.posteriors import lerp, slerp
 from textvae.priors.fitting import Posteriors
 from textvae.tokenizer import Tokenizer
 from textvae.vae import TextVAE, VAEConfig
@@ -254,6 +255,48 @@ def test_a_prior_file_of_another_kind_is_named_foreign(fitted, tmp_path):
         priors.load(tmp_path, 3)
 
 
+def ring(n, seed=0, radius=3.0, width=0.2):
+    """Points around a circle: the straight line between two of them crosses the empty middle."""
+    g = torch.Generator().manual_seed(seed)
+    angle, r = torch.rand(n, generator=g) * 2 * math.pi, radius + width * torch.randn(n, generator=g)
+    return torch.stack([r * angle.cos(), r * angle.sin()], dim=1)
+
+
+@pytest.fixture(scope="module")
+def ring_priors():
+    torch.manual_seed(0)
+    train, validation = points(ring(4000)), points(ring(1000, seed=1))
+    return dict(flow=flow.fit(train, validation, transforms=6, hidden=64, epochs=30, batch_size=256, lr=3e-3),
+                diffusion=diffusion.fit(train, validation, hidden=64, blocks=2, steps=50, epochs=40, batch_size=256,
+                                        lr=3e-3))
+
+
+def test_the_flow_base_map_is_inverted_exactly(fitted_flow, conditional_flow):
+    z, labels = two_moons_like(500, seed=3, labelled=True)
+    for prior in (fitted_flow, conditional_flow):
+        assert torch.allclose(prior.from_base(prior.to_base(z, labels), labels), z, atol=1e-4)
+    u = fitted_flow.to_base(fitted_flow.sample(4000), torch.zeros(4000, dtype=torch.long))
+    assert u.mean(0).abs().max() < 0.1 and (u.var(0) - 1).abs().max() < 0.15  # the base density is N(0, I)
+
+
+def test_the_diffusion_inversion_returns_near_its_start(ring_priors):
+    prior, z = ring_priors["diffusion"], ring(300, seed=3)
+    labels = torch.zeros(300, dtype=torch.long)
+    error = (prior.from_base(prior.to_base(z, labels), labels) - z).norm(dim=1)
+    assert error.mean() < 0.1 and error.max() < 0.4  # against a ring of radius 3 and width 0.2
+
+
+@pytest.mark.parametrize("kind", ["flow", "diffusion"])
+def test_the_prior_path_stays_on_the_ring_where_the_line_crosses_it(ring_priors, kind):
+    prior, labels = ring_priors[kind], torch.zeros(11, dtype=torch.long)
+    a, b = torch.tensor([3.0, 0.0]), torch.tensor([3 * math.cos(2.5), 3 * math.sin(2.5)])
+    base = prior.to_base(torch.stack([a, b]), labels[:2])
+    path = prior.from_base(slerp(base[0], base[1], 11), labels)
+    assert ((path.norm(dim=1) - 3).abs() < 3 * 0.2).all()  # within three widths of the circle at every point
+    assert (lerp(a, b, 11).norm(dim=1) < 1.5).any()  # the straight line passes near the centre
+    assert (path[0] - a).norm() < 0.15 and (path[-1] - b).norm() < 0.15
+
+
 # -----------------------------------------------------------------------------
 # with a model
 
@@ -318,6 +361,33 @@ def test_every_kind_samples_and_the_folder_records_the_default(saved):
         generate.sample(loaded, 2, prior="diffusion", prior_steps=0)
     with pytest.raises(TextVAEError, match="no gmm prior"):
         generate.sample(loaded, 2, prior="gmm")
+
+
+def test_each_path_kind_starts_and_ends_at_the_two_posterior_modes(saved):
+    model, dataset, folder = saved
+    evaluate.fit_prior(model, dataset, "flow", max_points=100, transforms=2, hidden=8, epochs=2)
+    evaluate.fit_prior(model, dataset, "diffusion", max_points=100, hidden=32, blocks=1, steps=20, epochs=60)
+    a, b = SENTENCES[0], SENTENCES[3]
+    modes = generate.posterior(model, [a, b]).mode
+    for path, prior, tolerance in (("linear", "auto", 0), ("slerp", "auto", 1e-6), ("prior", "flow", 1e-4),
+                                   ("prior", "diffusion", 0.1)):
+        points = generate.latent_path(model, a, b, steps=6, prior=prior, path=path)
+        error = (points[[0, -1]] - modes).norm(dim=1) / (modes[0] - modes[1]).norm()
+        assert points.shape == (6, 3) and error.max() <= tolerance, (path, prior, error)
+    assert len(generate.interpolate(model, a, b, steps=4, path="prior", prior="flow")) == 4
+
+
+def test_a_path_the_model_cannot_walk_is_refused_before_any_work(saved):
+    model, dataset, _ = saved
+    with pytest.raises(TextVAEError, match="path must be one of linear, slerp, prior"):
+        generate.interpolate(model, SENTENCES[0], SENTENCES[1], path="curved")
+    with pytest.raises(TextVAEError, match="this model, which has no learned prior"):
+        generate.interpolate(model, SENTENCES[0], SENTENCES[1], path="prior")
+    evaluate.fit_prior(model, dataset, "gmm", components=(1,), max_points=100)
+    with pytest.raises(TextVAEError, match="the gmm prior lacks"):
+        generate.interpolate(model, SENTENCES[0], SENTENCES[1], path="prior", prior="gmm")
+    with pytest.raises(TextVAEError, match="this model's gmm prior lacks"):
+        generate.latent_path(model, SENTENCES[0], SENTENCES[1], path="prior")
 
 
 def test_a_missing_or_foreign_prior_file_is_named(saved, tmp_path):

@@ -97,6 +97,8 @@ def test_interpolate(client, model):
     assert len(path) == 4
     assert path[0] == generate.reconstruct(model, [POEMS[0]], constraint=Verse(model.tokenizer, "5x4"))[0][0]
     assert [form_of(split_lines(p)) for p in path] == ["5x4", "5x4", "7x4", "7x4"]
+    slerp = ok(client.post("/api/interpolate", json=dict(a=POEMS[0], b=POEMS[5], steps=4, path="slerp")))["path"]
+    assert slerp[::3] == path[::3]  # the same ends, walked another way
 
 
 def test_the_latent_map_and_placing_poems(client):
@@ -131,6 +133,8 @@ def test_the_latent_map_needs_a_dataset(folders):
     ("/api/reconstruct", dict(text="   "), "empty text"),
     ("/api/interpolate", dict(a=POEMS[0], b=POEMS[1], steps=21), "steps: Input should be less than or equal to 20"),
     ("/api/interpolate", dict(a=POEMS[0]), "b: Field required"),
+    ("/api/interpolate", dict(a=POEMS[0], b=POEMS[1], path="curved"), "path: Input should be 'linear', 'slerp' or"),
+    ("/api/interpolate", dict(a=POEMS[0], b=POEMS[1], path="prior"), "path 'prior' walks the coordinates of a flow"),
     ("/api/project", dict(texts=[]), "texts: List should have at least 1 item"),
 ])
 def test_bad_bodies_are_400s_with_a_message(client, path, body, words):

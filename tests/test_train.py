@@ -448,3 +448,21 @@ def test_encoder_from_needs_a_latent_and_excludes_init_from():
         check_compatible(VAEConfig(**{**TINY_MODEL, "posterior": "none"}), follow)
     with pytest.raises(TextVAEError, match="use one of them"):
         check_compatible(VAEConfig(**TINY_MODEL), dataclasses.replace(follow, init_from="runs/vae/last"))
+
+
+def test_training_with_corruption_records_it(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    model, training = tiny_configs(data_dir, run_dir, max_steps=6, corrupt_drop=0.3, corrupt_shuffle=0.1)
+    figures = train(model, training)
+    recorded = json.loads((run_dir / "run_config.json").read_text())["train"]
+    assert (recorded["corrupt_drop"], recorded["corrupt_substitute"], recorded["corrupt_shuffle"]) == (0.3, 0, 0.1)
+    assert math.isfinite(figures["elbo"])
+
+
+@pytest.mark.parametrize("model, overrides, words", [
+    ({}, dict(crossing_weight=1.0), "needs lines"),
+    (dict(segment_marks="，。", posterior="vmf"), dict(crossing_weight=1.0), "Gaussian"),
+    (dict(posterior="none"), dict(corrupt_drop=0.1), "shape the latent")])
+def test_latent_shaping_options_need_what_they_shape(model, overrides, words):
+    with pytest.raises(TextVAEError, match=words):
+        check_compatible(VAEConfig(**model), TrainConfig(**overrides))

@@ -322,7 +322,7 @@ def cmd_interpolate(args) -> None:
         model = generate.load_model(args.model_dir)
         options = _generation_options(args, model)
         texts = generate.interpolate(model, *args.texts, steps=args.steps, prior=args.prior,
-                                     prior_steps=args.prior_steps, **options)
+                                     prior_steps=args.prior_steps, path=args.path_kind, **options)
         _warn_relaxed(options)
     _show(args, [{"t": i / (len(texts) - 1), "text": t} for i, t in enumerate(texts)], texts)
 
@@ -540,8 +540,14 @@ def _add_generate(sub) -> None:
     path.add_argument("model_dir", type=model_dir, help=model_help)
     path.add_argument("texts", nargs="*", metavar="A B", help="two texts (none: two prior samples)")
     path.add_argument("--steps", type=int, default=5, help="points on the path, endpoints included (default 5)")
-    path.add_argument("--prior", choices=generate.PRIORS, default="auto", help="without A and B: " + PRIOR_HELP)
+    path.add_argument("--prior", choices=generate.PRIORS, default="auto", help="without A and B, or with --path prior: "
+                      + PRIOR_HELP)
     path.add_argument("--prior-steps", type=int, help=PRIOR_STEPS_HELP)
+    path.add_argument("--path", choices=generate.PATHS, default=generate.DEFAULT_PATH, dest="path_kind",
+                      help="how the path walks: linear (the posterior's own line: straight, or the great circle for "
+                           "vMF), slerp (spherical interpolation), or prior (spherical interpolation in the "
+                           "coordinates of the model's flow or diffusion prior, where its density is N(0, I); --prior "
+                           f"picks which) (default {generate.DEFAULT_PATH})")
     _add_generation_flags(path, cmd_interpolate)
     vary = sub.add_parser("vary", help="texts like TEXT: decodings of draws from q(z|TEXT)")
     vary.add_argument("model_dir", type=model_dir, help=model_help)

@@ -37,13 +37,13 @@ def check_int(config, name: str, low: int, high: int) -> None:
         _fail(config, name, value, f"an integer from {low:,} to {high:,}")
 
 
-def check_float(config, name: str, low: float, high: float, low_open: bool = False) -> None:
-    """A finite number in [low, high], or (low, high] with low_open."""
+def check_float(config, name: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    """A finite number in [low, high], or with low_open / high_open that end left out."""
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         _fail(config, name, value, "a finite number")
-    if value < low or value > high or (low_open and value == low):
-        _fail(config, name, value, f"in {'(' if low_open else '['}{low:g}, {high:g}]")
+    if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+        _fail(config, name, value, f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
 
 
 def check_choice(config, name: str, choices) -> None:

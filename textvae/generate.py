@@ -24,7 +24,9 @@ from textvae import priors
 from textvae.data import pad_batch
 from textvae.errors import TextVAEError
 from textvae.fields import check_choice, check_float, check_int, setting
-from textvae.poetry import FORMS, Verse, check_script, in_script, is_verse_vocabulary, to_model_script
+from textvae.poetry import (FORMS, Verse, check_script, form_of, in_script, is_verse_vocabulary, split_lines,
+                            to_model_script)
+from textvae.posteriors import slerp
 from textvae.precision import DTYPES, PRECISION_HELP, check_precision, resolve_precision
 from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, WordTokenizer
 from textvae.vae import TextVAE
@@ -40,6 +42,12 @@ MAX_SPREAD = 100  # vary's spread is in (0, MAX_SPREAD]
 MAX_REDRAWS = 8  # times vary draws again a variation that decoded to its input (the spread doubling each time)
 PRIORS = priors.CHOICES  # where prior samples z come from: see prior_sample
 MAX_PRIOR_STEPS = 1000  # a diffusion prior's DDIM steps
+# how a path between two latents walks: the posterior's own line (straight for a Gaussian, the great circle for
+# vMF), spherical interpolation (White 2016), or spherical interpolation in the coordinates of a learned prior
+# whose density there is N(0, I) (a flow's base space, a diffusion prior's noise)
+PATHS = ("linear", "slerp", "prior")
+DEFAULT_PATH = "linear"
+WALKABLE = ("flow", "diffusion")  # the learned priors with such coordinates
 _NEG_INF = float("-inf")
 
 
@@ -502,49 +510,93 @@ def _pulled_draws(model: TextVAE, q, k: int, spread: float) -> torch.Tensor:
 
 
 def latent_path(model: TextVAE, a: str | None = None, b: str | None = None, steps: int = 5,
-                prior: str = "auto") -> torch.Tensor:
-    """(steps, D) evenly spaced points from z(a) to z(b), the posterior modes, on a straight line for
-    Gaussian posteriors and along the great circle for vMF; without a and b, between two prior samples."""
-    _check_path(model, a, b, steps, prior)
-    return _path(model, None if a is None else _check_texts(model, [a, b]), steps, prior)
+                prior: str = "auto", path: str = DEFAULT_PATH) -> torch.Tensor:
+    """(steps, D) points from z(a) to z(b), the posterior modes, walked as `path` says (PATHS); without a and b,
+    between two prior samples."""
+    _check_path(model, a, b, steps, prior, path)
+    return _path(model, None if a is None else _check_texts(model, [a, b]), steps, prior, path=path)
 
 
-def _check_path(model: TextVAE, a: str | None, b: str | None, steps: int, prior: str) -> None:
+def _check_path(model: TextVAE, a: str | None, b: str | None, steps: int, prior: str, path: str) -> None:
     _require_latent(model, "interpolate")
     if (a is None) != (b is None):
         raise TextVAEError("interpolate needs two texts, or none (to walk between two prior samples)")
     _check_count("steps", steps, 2, MAX_DRAWS)  # the two endpoints included
     check_prior(model, prior)
+    if path not in PATHS:
+        raise TextVAEError(f"path must be one of {', '.join(PATHS)}, not {path!r}")
+    if path == "prior":
+        walked_prior(model, prior)
+
+
+def walked_prior(model: TextVAE, prior: str = "auto") -> str:
+    """The learned prior whose coordinates `--path prior` walks: the one `prior` names, or with auto the default
+    where it is a flow or diffusion prior, else the first of those the model has."""
+    kind = check_prior(model, prior)
+    if kind in WALKABLE:
+        return kind
+    if prior == "auto":
+        kind = next((k for k in (model.default_prior, *WALKABLE) if k in WALKABLE and k in model.priors), None)
+        if kind is not None:
+            return kind
+    has = f"the {kind} prior" if prior != "auto" else \
+        f"this model's {' and '.join(model.priors)} prior" if model.priors else "this model, which has no learned prior"
+    raise TextVAEError(f"path 'prior' walks the coordinates of a flow or diffusion prior, which {has} lacks: fit "
+                       "one with `textvae fit-prior MODEL --kind flow`, or use path linear or slerp")
+
+
+def _end_labels(prior, texts: list[str] | None, steps: int, device) -> torch.Tensor:
+    """(steps,) the class each point is mapped with: A's form up to the midpoint, B's after it (as the points
+    decode); the prior's commonest class where a text has no form it knows, or for two prior samples."""
+    commonest = int(prior.class_log_probs.argmax()) if prior.classes else 0
+    known = lambda form: prior.classes.index(form) if form in prior.classes else commonest  # noqa: E731
+    ends = [commonest] * 2 if texts is None else [known(form_of(split_lines(t)) or "other") for t in texts]
+    return torch.tensor([ends[2 * i > steps - 1] for i in range(steps)], device=device)
+
+
+def _walk(model: TextVAE, z0: torch.Tensor, z1: torch.Tensor, steps: int, path: str, prior: str,
+          texts: list[str] | None, prior_steps: int | None) -> torch.Tensor:  # (D,), (D,) -> (steps, D)
+    if path == "linear":
+        return model.head.interpolate(z0, z1, steps)
+    if path == "slerp":
+        return slerp(z0, z1, steps)
+    kind = walked_prior(model, prior)
+    walked = model.priors[kind].to(z0.device)
+    options = dict(steps=prior_steps) if kind == "diffusion" and prior_steps is not None else {}
+    labels = _end_labels(walked, texts, steps, z0.device)
+    base = walked.to_base(torch.stack([z0, z1]), labels[[0, -1]], **options)  # (2, D)
+    return walked.from_base(slerp(base[0], base[1], steps), labels, **options)
 
 
 def _path(model: TextVAE, texts: list[str] | None, steps: int, prior: str, prior_steps: int | None = None,
-          form: str | None = None) -> torch.Tensor:
+          form: str | None = None, path: str = DEFAULT_PATH) -> torch.Tensor:
     with torch.inference_mode():
         z0, z1 = prior_sample(model, 2, prior, prior_steps, form) if texts is None else _posterior(model, texts).mode
-        return model.head.interpolate(z0, z1, steps)
+        return _walk(model, z0, z1, steps, path, prior, texts, prior_steps)
 
 
 def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, steps: int = 5,
                 decoding: Decoding = Decoding(), constraint=None, seed: int | None = None,
-                script: str | None = None, prior: str = "auto", prior_steps: int | None = None) -> list[str]:
-    """Decodings of the points of `latent_path(model, a, b, steps)`: the first and last are the
-    reconstructions of a and b. The points up to the midpoint decode under `constraint.for_text(a)`, the
+                script: str | None = None, prior: str = "auto", prior_steps: int | None = None,
+                path: str = DEFAULT_PATH) -> list[str]:
+    """Decodings of the points of `latent_path(model, a, b, steps, path=path)`: the first and last are the
+    reconstructions of a and b (with path prior through a diffusion prior, up to its inversion's error). The points up to the midpoint decode under `constraint.for_text(a)`, the
     rest under `constraint.for_text(b)`: without a form of their own, poems of two forms give A's form up
     to the midpoint and B's after it. Without a and b the path joins two draws from `prior`."""
     check_script(script)
-    _check_path(model, a, b, steps, prior)
+    _check_path(model, a, b, steps, prior, path)
     check_prior_steps(prior_steps)
     constraint = _default(model, constraint)
     texts = None if a is None else _check_texts(model, [a, b])
     ends = [constraint] * 2 if texts is None else [constraint.for_text(t) for t in texts]
     device = next(model.parameters()).device
     with seeded(seed, device):
-        path = _path(model, texts, steps, prior, prior_steps, _fixed_form(constraint))
-        return decode_each(model, path, [ends[2 * i > steps - 1] for i in range(steps)], decoding=decoding,
+        points = _path(model, texts, steps, prior, prior_steps, _fixed_form(constraint), path)
+        return decode_each(model, points, [ends[2 * i > steps - 1] for i in range(steps)], decoding=decoding,
                             script=script)
 
 
-__all__ = ["DEFAULT_FORM", "Decoding", "FORM_CHOICES", "FreeText", "MAX_SPREAD", "PRIORS", "STRATEGIES", "check_prior",
-           "check_prior_steps",
-           "check_spread", "constraint_for", "decode", "interpolate", "latent_path", "load_model", "posterior",
-           "prior_sample", "reconstruct", "sample", "seeded", "vary"]
+__all__ = ["DEFAULT_FORM", "DEFAULT_PATH", "Decoding", "FORM_CHOICES", "FreeText", "MAX_SPREAD", "PATHS", "PRIORS",
+           "STRATEGIES", "check_prior", "check_prior_steps", "check_spread", "constraint_for", "decode", "interpolate",
+           "latent_path", "load_model", "posterior", "prior_sample", "reconstruct", "sample", "seeded", "vary",
+           "walked_prior"]

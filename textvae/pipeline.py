@@ -108,10 +108,11 @@ class Pipeline:
         return outputs[0] if one else outputs
 
     def interpolate(self, a: str | None = None, b: str | None = None, *, steps: int = 5, prior: str = "auto",
-                    prior_steps: int | None = None, **options) -> list[str]:
-        """The decodings of `steps` evenly spaced points from z(a) to z(b), both ends included; without a and
-        b, between two draws from the prior."""
-        return generate.interpolate(self.module, a, b, steps=steps, prior=prior, prior_steps=prior_steps,
+                    prior_steps: int | None = None, path: str = generate.DEFAULT_PATH, **options) -> list[str]:
+        """The decodings of `steps` evenly spaced points from z(a) to z(b), both ends included, walked as `path`
+        says (linear, slerp, or prior: the coordinates of a flow or diffusion prior); without a and b, between
+        two draws from the prior."""
+        return generate.interpolate(self.module, a, b, steps=steps, prior=prior, prior_steps=prior_steps, path=path,
                                     **self._generation(options))
 
     def vary(self, text: str, n: int = 5, *, spread: float = 1.0, **options) -> list[str]:

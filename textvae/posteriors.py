@@ -217,19 +217,21 @@ def lerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
-    """Great-circle path z0 -> z1 on the unit sphere at constant speed: (..., D) -> (steps, ..., D).
+    """Spherical interpolation z0 -> z1 (White 2016): the angle between the two turns at constant speed, and the
+    norm follows; unit vectors stay on the great circle. (..., D) -> (steps, ..., D).
 
-    Endpoints are exact (the weights are sin(omega)/sin(omega) and sin(0)). Nearly equal endpoints
-    fall back to a normalised straight line; antipodal ones have no unique great circle.
+    Endpoints are exact (the weights are sin(omega)/sin(omega) and sin(0)). Nearly parallel endpoints fall
+    back to a straight line rescaled to the interpolated norm; antipodal ones have no unique great circle.
     """
     t = _path_weights(steps, z0)
-    omega = torch.arccos((z0 * z1).sum(-1, keepdim=True).clamp(-1, 1))
+    n0, n1 = (torch.linalg.vector_norm(z, dim=-1, keepdim=True) for z in (z0, z1))
+    omega = torch.arccos(((z0 / n0) * (z1 / n1)).sum(-1, keepdim=True).clamp(-1, 1))
     sin_omega = omega.sin()
     safe = sin_omega.clamp_min(1e-12)
     # weights first, so that x / x = 1 and sin(0) = 0 make the endpoints bit-exact
     arc = torch.sin((1 - t) * omega) / safe * z0 + torch.sin(t * omega) / safe * z1
     line = lerp(z0, z1, steps)
-    line = line / torch.linalg.vector_norm(line, dim=-1, keepdim=True)
+    line = line / torch.linalg.vector_norm(line, dim=-1, keepdim=True) * ((1 - t) * n0 + t * n1)
     return torch.where(sin_omega > 1e-6, arc, line)
 
 

@@ -27,6 +27,8 @@ from tqdm import tqdm
 from textvae import data
 from textvae.atomic import atomic_directory, check_can_write, recover, remove_leftovers, write_text
 from textvae.errors import TextVAEError
+from textvae.corruption import KINDS, Corruption, corrupt
+from textvae.crossing import crossing_nll
 from textvae.evaluate import validation_figures
 from textvae.fields import SEED_LIMIT, check_choice, check_device, check_float, check_int, setting
 from textvae.malloc import keep_freed_memory
@@ -58,6 +60,15 @@ class TrainConfig:
     free_bits_mode: str = setting("sentence", "sentence: max(λ, KL) per sentence | dimension: Σ_j max(λ, KL_j)")
     target_kl: float = setting(0.0, "rate control: C in nats; β·|KL̄ − C| on the batch-mean KL replaces β·KL, "
                                     "holding the rate near C (0 = off)")
+    corrupt_drop: float = setting(0.0, "denoising: share of the encoder's input tokens deleted, the decoder still "
+                                       "writing the clean text (Shen et al. 2020; 0 = off)")
+    corrupt_substitute: float = setting(0.0, "denoising: share of the encoder's input tokens replaced by tokens "
+                                             "drawn from the batch (0 = off)")
+    corrupt_shuffle: float = setting(0.0, "denoising: share of the encoder's input tokens moved one or two places "
+                                          "right (0 = off)")
+    crossing_weight: float = setting(0.0, "weight of the line-crossing loss: the decoder reads a mix (1 - t) z_A + "
+                                          "t z_B of two same-shape poems' codes and writes B's first round(tL) "
+                                          "lines, then A's (textvae.crossing; 0 = off)")
     encoder_from: str = setting("", "a saved model (e.g. the last/ of an autoencoder run, trained with --beta-max 0) "
                                     "whose encoder and posterior head start this run while the decoder starts "
                                     "afresh: Li et al. 2019's pretraining ('' = off)")
@@ -90,14 +101,20 @@ class TrainConfig:
         check_float(self, "kl_ratio", 0, 1, low_open=True)
         for name in ("min_lr", "weight_decay"):
             check_float(self, name, 0, 10)
-        for name in ("beta_max", "free_bits", "target_kl"):
+        for name in ("beta_max", "free_bits", "target_kl", "crossing_weight"):
             check_float(self, name, 0, 1000)
+        for kind in KINDS:
+            check_float(self, f"corrupt_{kind}", 0, 1, high_open=True)
         check_choice(self, "kl_schedule", SCHEDULES)
         check_choice(self, "free_bits_mode", ("sentence", "dimension"))
         check_device(self)
         check_precision(self.precision, "TrainConfig.precision")
         if not isinstance(self.tensorboard, bool):
             raise TextVAEError(f"TrainConfig.tensorboard must be true or false, not {self.tensorboard!r}")
+
+    @property
+    def corruption(self) -> Corruption:
+        return Corruption(**{kind: getattr(self, f"corrupt_{kind}") for kind in KINDS})
 
 
 _POEM_MODEL = dict(embed_dim=128, encoder_hidden=128, decoder_hidden=256, latent_dim=32, posterior="bn", gamma=0.6)
@@ -153,6 +170,11 @@ def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
     if train.free_bits > 0 and train.target_kl > 0:
         raise TextVAEError("TrainConfig.free_bits and TrainConfig.target_kl are two ways to set the rate: "
                            "use one of them")
+    if (train.corruption.active or train.crossing_weight > 0) and not model.has_latent:
+        raise TextVAEError("TrainConfig.corrupt_* and crossing_weight shape the latent: the 'none' posterior has none")
+    if train.crossing_weight > 0 and (not model.segment_marks or model.posterior == "vmf"):
+        raise TextVAEError("TrainConfig.crossing_weight needs lines (segment_marks, e.g. '，。') and a Gaussian "
+                           "posterior (a mix of two vMF codes leaves the sphere)")
     if train.encoder_from and not model.has_latent:
         raise TextVAEError("TrainConfig.encoder_from needs a latent: the 'none' posterior has no encoder")
     if train.encoder_from and train.init_from:
@@ -442,6 +464,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         run_dir.mkdir(parents=True, exist_ok=True)
         config = dict(model=dataclasses.asdict(model.config), train=dataclasses.asdict(c))
         write_text(run_dir / "run_config.json", json.dumps(config, indent=2) + "\n")
+    separators = tuple(model.decoder.positions.separators.tolist()) if c.crossing_weight > 0 else ()
     valid = data.token_ids(dataset["validation"])
     valid = valid[:c.eval_examples] if c.eval_examples else valid
     # one fused kernel over all parameters: per-tensor AdamW took 79 of 368 ms of a PTB step on one CPU core, with its
@@ -473,11 +496,15 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         seed_step(c.seed, step, rank)
         ids, mask = batches(step)
         ids, mask = ids.to(device), mask.to(device)
+        encoder_input = corrupt(ids, mask, c.corruption) if c.corruption.active else None
         with autocast_for(c.precision, device):
-            out = ddp_model(ids, mask)
+            out = ddp_model(ids, mask, encoder_input=encoder_input)
+            crossing = crossing_nll(model, out.z, ids, separators) if c.crossing_weight > 0 else None
         prior = model.prior(ids.size(0))
         kl_term = regularised_kl(out, prior, c) if out.q is not None else out.kl
         loss = (out.rec + beta * kl_term).mean()
+        if crossing is not None:
+            loss = loss + c.crossing_weight * crossing
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
@@ -503,6 +530,8 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
             ppl = math.exp(((out.rec + out.kl).sum() / out.ntokens.sum()).item())
             record = dict(step=step, split="train", loss=loss.item(), rec=out.rec.mean().item(),
                           kl=out.kl.mean().item(), ppl=ppl, beta=beta, lr=lr, tokens_per_s=tokens_since / elapsed)
+            if crossing is not None:
+                record["crossing"] = crossing.item()
             tokens_since = 0
             log.write(json.dumps(record) + "\n")
             log.flush()

@@ -285,14 +285,17 @@ class TextVAE(nn.Module):
         nll = self.decoder.lm_head.nll(self.decoder.features(z, ids[:, :-1]), targets)  # (B, T-1), fp32
         return nll.masked_fill(targets == PAD_ID, 0.0).sum(dim=1)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, sample: bool = True) -> VAEOutput:
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, sample: bool = True,
+                encoder_input: tuple[torch.Tensor, torch.Tensor] | None = None) -> VAEOutput:
         """ELBO terms; `sample=False` decodes from the posterior mode (μ; for vMF the mean direction, which
-        lies on the sphere, unlike the mean A_D(κ)·μ) instead of a sample."""
+        lies on the sphere, unlike the mean A_D(κ)·μ) instead of a sample. `encoder_input` (ids, mask) is what
+        the encoder reads instead of the text itself (a corrupted copy, textvae.corruption): the decoder still
+        writes `ids`."""
         ntokens = mask[:, 1:].sum(dim=1)
         if self.head is None:
             rec = self.reconstruction_nll(None, ids)
             return VAEOutput(rec, torch.zeros_like(rec), ntokens, None, None)
-        q = self.encode(ids, mask)
+        q = self.encode(*(encoder_input or (ids, mask)))
         z = q.rsample() if sample else q.mode
         kl = kl_divergence(q, self.prior(ids.size(0)))  # (B,)
         return VAEOutput(self.reconstruction_nll(z, ids), kl, ntokens, q, z)

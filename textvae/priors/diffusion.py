@@ -95,22 +95,48 @@ class DiffusionPrior(nn.Module):
         target = alpha * noise - sigma * x0
         return (self.denoiser(x_t, t, estimate, labels) - target).pow(2).sum(dim=1).mean()
 
+    def _clean_estimate(self, x, t, estimate, labels):
+        """The denoiser's estimates of the clean point and of the noise at x, time t: (N, D) each."""
+        n = x.size(0)
+        alpha, sigma = self.schedule(t)
+        v = self.denoiser(x, t.expand(n), estimate if self.self_condition else torch.zeros_like(x), labels)
+        return alpha * x - sigma * v, sigma * x + alpha * v
+
+    def _times(self, steps: int | None, device) -> torch.Tensor:
+        return torch.linspace(1.0, 0.0, (steps or self.steps) + 1, device=device)
+
+    @torch.no_grad()
+    def from_base(self, noise: torch.Tensor, labels: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """DDIM (eta = 0) from the noise at t = 1 to t = 0 in `steps` equal steps (default the fitted choice),
+        given each point's class: (N, D), (N,) -> (N, D)."""
+        x, x0 = noise, torch.zeros_like(noise)
+        times = self._times(steps, noise.device)
+        for t, s in zip(times[:-1], times[1:]):
+            x0, eps = self._clean_estimate(x, t, x0, labels)
+            alpha_s, sigma_s = self.schedule(s)
+            x = alpha_s * x0 + sigma_s * eps
+        return unwhiten(x0, self.shift, self.scale_tril)
+
+    @torch.no_grad()
+    def to_base(self, z: torch.Tensor, labels: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """DDIM inversion: the deterministic sampler run backwards from z at t = 0 to its noise at t = 1, each
+        step taken with the denoiser's reading at the step's start. Approximate: from_base(to_base(z)) returns
+        z only up to the discretisation error of the steps."""
+        x = whiten(z, self.shift, self.scale_tril)
+        x0 = torch.zeros_like(x)
+        times = self._times(steps, z.device).flip(0)
+        for s, t in zip(times[:-1], times[1:]):
+            x0, eps = self._clean_estimate(x, s, x0, labels) if s > 0 else (x, torch.zeros_like(x))
+            alpha_t, sigma_t = self.schedule(t)
+            x = alpha_t * x0 + sigma_t * eps
+        return x
+
     @torch.no_grad()
     def sample(self, n: int, condition: str | None = None, steps: int | None = None) -> torch.Tensor:  # (n, D)
-        """DDIM (eta = 0) from pure noise at t = 1 to t = 0 in `steps` equal steps (default the fitted choice),
-        given the class `condition` where the prior knows it (a form), else with classes drawn by their shares."""
-        steps = steps or self.steps
+        """DDIM from pure noise, given the class `condition` where the prior knows it (a form), else with classes
+        drawn by their shares."""
         labels = labels_for(n, condition, self.classes, self.class_log_probs, self.shift.device)
-        x = torch.randn(n, self.latent_dim, device=self.shift.device)
-        x0 = torch.zeros_like(x)
-        times = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
-        for t, s in zip(times[:-1], times[1:]):
-            alpha_t, sigma_t = self.schedule(t)
-            v = self.denoiser(x, t.expand(n), x0 if self.self_condition else torch.zeros_like(x), labels)
-            x0, noise = alpha_t * x - sigma_t * v, sigma_t * x + alpha_t * v
-            alpha_s, sigma_s = self.schedule(s)
-            x = alpha_s * x0 + sigma_s * noise
-        return unwhiten(x0, self.shift, self.scale_tril)
+        return self.from_base(torch.randn(n, self.latent_dim, device=self.shift.device), labels, steps)
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.state_dict()

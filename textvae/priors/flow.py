@@ -50,6 +50,20 @@ class FlowPrior(nn.Module):
         joint = per_class + self.class_log_probs[:, None]
         return (joint.logsumexp(dim=0) - log_det(self.scale_tril)).reshape(z.shape[:-1])
 
+    def _distribution(self, labels: torch.Tensor):
+        context = self._context(labels)
+        return self.flow(context) if context is not None else self.flow()
+
+    @torch.no_grad()
+    def to_base(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # (N, D), (N,) -> (N, D)
+        """Each z's point in the flow's base space, where the density is N(0, I), given its class."""
+        return self._distribution(labels).transform(whiten(z, self.shift, self.scale_tril))
+
+    @torch.no_grad()
+    def from_base(self, u: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # (N, D), (N,) -> (N, D)
+        """The inverse of to_base: exact up to rounding, since every transform is an affine coupling."""
+        return unwhiten(self._distribution(labels).transform.inv(u), self.shift, self.scale_tril)
+
     @torch.no_grad()
     def sample(self, n: int, condition: str | None = None) -> torch.Tensor:  # (n, D)
         """n draws, from p(z | condition) where the prior knows that class (a form), else from p(z)."""

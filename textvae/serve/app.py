@@ -56,6 +56,8 @@ class InterpolateBody(_Body):
     a: str = Field(min_length=1, max_length=MAX_TEXT)
     b: str = Field(min_length=1, max_length=MAX_TEXT)
     steps: int = Field(5, ge=2, le=MAX_STEPS)
+    path: Literal[generate.PATHS] = Field(generate.DEFAULT_PATH, description="linear | slerp | prior (as `textvae "
+                                          "interpolate --path`)")
 
 
 class ProjectBody(_Body):
@@ -84,8 +86,8 @@ class Studio:
         c = model.config
         card = dict(name=name, posterior=c.posterior, latent_dim=c.latent_dim if c.has_latent else 0,
                     decoder=f"{c.decoder}-{c.decoder_hidden}", parameters=sum(p.numel() for p in model.parameters()),
-                    priors=list(model.priors), default_prior=model.default_prior, latent_map=self.data_dir is not None,
-                    eval=None)
+                    priors=list(model.priors), default_prior=model.default_prior, default_path=generate.DEFAULT_PATH,
+                    latent_map=self.data_dir is not None, eval=None)
         if report.is_file():
             latent = json.loads(report.read_text())["latent"]
             card["eval"] = {k: latent.get(k) for k in ("iw_nll", "iw_estimator", "elbo", "rec", "kl", "mi",
@@ -171,7 +173,7 @@ def create_app(model_dirs: dict[str, Path], data_dir: Path | None = None) -> Fas
     @app.post("/api/interpolate")
     def interpolate(body: InterpolateBody) -> dict:
         return call(body, lambda model, b: dict(path=generate.interpolate(model, b.a, b.b, steps=b.steps,
-                                                                          **_options(b))))
+                                                                          path=b.path, **_options(b))))
 
     @app.get("/api/latent-map")
     def latent_map_points(model: str | None = None) -> dict:

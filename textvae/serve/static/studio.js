@@ -123,6 +123,16 @@ function fillPriors() {
   const kinds = ["standard", ...card.priors];
   $("prior").replaceChildren(new Option(auto, "auto"), ...kinds.map((kind) => new Option(t(kind), kind)));
   $("prior").value = ["auto", ...kinds].includes(chosen) ? chosen : "auto";
+  fillPaths(card);
+}
+
+// how a path walks: the straight line, spherical interpolation, or (with a flow or diffusion prior) the prior's
+// own coordinates
+function fillPaths(card) {
+  const chosen = $("path-kind").value;
+  const kinds = ["linear", "slerp", ...(card.priors.some((k) => k === "flow" || k === "diffusion") ? ["prior"] : [])];
+  $("path-kind").replaceChildren(...kinds.map((kind) => new Option(t("path " + kind), kind)));
+  $("path-kind").value = kinds.includes(chosen) ? chosen : card.default_path;
 }
 
 $("model").addEventListener("change", () => {
@@ -172,7 +182,7 @@ $("interpolate-form").addEventListener("submit", (event) => {
   run($("interpolate-button"), async () => {
     const answer = await api("/api/interpolate", {
       model: $("model").value || null, a: $("poem-a").value.trim(), b: $("poem-b").value.trim(),
-      steps: number("steps"), seed: 0, script: script(),
+      steps: number("steps"), seed: 0, script: script(), path: $("path-kind").value || "linear",
     });
     $("path").replaceChildren(...answer.path.map((text, i) => {
       const step = document.createElement("li");
