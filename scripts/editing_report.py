@@ -33,7 +33,7 @@ from textvae import data
 from textvae.atomic import check_can_write, keep_previous, write_text
 from textvae.errors import TextVAEError
 from textvae.evaluate import nats_per_character
-from textvae.generate import (DEFAULT_PATH, PATHS, Decoding, check_spread, interpolate, load_model, reconstruct, vary,
+from textvae.generate import (DEFAULT_PATH, DEFAULT_SPREAD, PATHS, Decoding, check_spread, interpolate, load_model, reconstruct, vary,
                               walked_prior)
 from textvae.metrics import edit_distance, kept_in_place
 from textvae.precision import PRECISIONS
@@ -110,7 +110,8 @@ def main() -> None:
                         "trained with, e.g. data/judge)")
     parser.add_argument("--poems", type=int, default=100, help="test poems varied (default 100)")
     parser.add_argument("--variations", type=int, default=5, help="variations of each (default 5)")
-    parser.add_argument("--spread", type=float, default=1.0, help="vary's spread (default 1: draws from q)")
+    parser.add_argument("--spread", type=float, default=DEFAULT_SPREAD,
+                        help=f"vary's spread (default {DEFAULT_SPREAD}, as `textvae vary`; 1 draws from q)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="the decoding's precision (default auto: bf16 where the CPU has it)")
     parser.add_argument("--seed", type=int, default=0)

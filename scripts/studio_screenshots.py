@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/figures"))
     parser.add_argument("--language", choices=["zh-Hant", "zh-Hans", "en"], default="zh-Hant")
     parser.add_argument("--tabs", default=",".join(TABS), help="the tabs to shoot, comma-separated")
-    parser.add_argument("--spread", type=float, default=1.0, help="the Reconstruct / Vary tab's spread")
+    parser.add_argument("--spread", type=float, default=0.5, help="the Reconstruct / Vary tab's spread")
     parser.add_argument("--text", help="the poem the Reconstruct / Vary tab reconstructs (default the page's)")
     args = parser.parse_args()
     if not (shutil.which("chromium") and shutil.which("chromedriver")):

@@ -62,3 +62,14 @@ def test_its_interpolation_starts_and_ends_at_the_reconstructions():
     path = generate.interpolate(model, *HELD_OUT, steps=5)
     ends = [r[0] for r in generate.reconstruct(model, HELD_OUT, constraint=Verse(model.tokenizer, "5x4"))]
     assert [path[0], path[-1]] == ends and all(form_of(split_lines(p)) == "5x4" for p in path)
+
+
+# three famous poems as their text stands in the training split (靜夜思 there reads 牀前看月光…舉頭望山月…)
+FAMOUS = {"靜夜思": "牀前看月光，疑是地上霜。舉頭望山月，低頭思故鄉。",
+          "登鸛雀樓": "白日依山盡，黃河入海流。欲窮千里目，更上一層樓。",
+          "春曉": "春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。"}
+
+
+def test_three_famous_poems_come_back_exactly():
+    model = load_model(FAITHFUL)
+    assert [r[0] for r in generate.reconstruct(model, list(FAMOUS.values()))] == list(FAMOUS.values())

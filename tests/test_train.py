@@ -316,8 +316,8 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(data_dir, tmp_path, mon
     real_forward = TextVAE.forward
     calls = {"n": 0}
 
-    def flaky_forward(self, ids, mask, sample=True):
-        out = real_forward(self, ids, mask, sample)
+    def flaky_forward(self, ids, mask, sample=True, **options):
+        out = real_forward(self, ids, mask, sample, **options)
         if self.training:
             calls["n"] += 1
             if calls["n"] == 3 or calls["n"] >= 8:  # one isolated bad step, then a run of them

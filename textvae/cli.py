@@ -553,9 +553,9 @@ def _add_generate(sub) -> None:
     vary.add_argument("model_dir", type=model_dir, help=model_help)
     vary.add_argument("text")
     vary.add_argument("-n", type=int, default=5, help="how many variations (default 5)")
-    vary.add_argument("--spread", type=float, default=1.0,
-                      help="how far each draw of z strays from the posterior mode, in (0, 100] (default 1: draws "
-                           "from q(z|TEXT) itself; smaller keeps more of TEXT)")
+    vary.add_argument("--spread", type=float, default=generate.DEFAULT_SPREAD,
+                      help="how far each draw of z strays from the posterior mode, in (0, 100]: 1 draws from "
+                           f"q(z|TEXT) itself, smaller keeps more of TEXT (default {generate.DEFAULT_SPREAD})")
     _add_generation_flags(vary, cmd_vary)
 
 

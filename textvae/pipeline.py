@@ -115,7 +115,7 @@ class Pipeline:
         return generate.interpolate(self.module, a, b, steps=steps, prior=prior, prior_steps=prior_steps, path=path,
                                     **self._generation(options))
 
-    def vary(self, text: str, n: int = 5, *, spread: float = 1.0, **options) -> list[str]:
+    def vary(self, text: str, n: int = 5, *, spread: float = generate.DEFAULT_SPREAD, **options) -> list[str]:
         """n texts like `text`: decodings of draws from q(z|text) pulled towards its mode by spread (smaller
         keeps more of the text)."""
         if not isinstance(text, str):

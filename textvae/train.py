@@ -28,7 +28,7 @@ from textvae import data
 from textvae.atomic import atomic_directory, check_can_write, recover, remove_leftovers, write_text
 from textvae.errors import TextVAEError
 from textvae.corruption import KINDS, Corruption, corrupt
-from textvae.crossing import crossing_nll
+from textvae.crossing import crossing_loss
 from textvae.evaluate import validation_figures
 from textvae.fields import SEED_LIMIT, check_choice, check_device, check_float, check_int, setting
 from textvae.malloc import keep_freed_memory
@@ -66,9 +66,10 @@ class TrainConfig:
                                              "drawn from the batch (0 = off)")
     corrupt_shuffle: float = setting(0.0, "denoising: share of the encoder's input tokens moved one or two places "
                                           "right (0 = off)")
-    crossing_weight: float = setting(0.0, "weight of the line-crossing loss: the decoder reads a mix (1 - t) z_A + "
-                                          "t z_B of two same-shape poems' codes and writes B's first round(tL) "
-                                          "lines, then A's (textvae.crossing; 0 = off)")
+    crossing_weight: float = setting(0.0, "weight of the line-crossing loss: a crossing of two same-shape poems "
+                                          "(B's first m of L lines, then A's) is reconstructed from its own code, "
+                                          "which is drawn to the point m/L of the way from A's code to B's "
+                                          "(textvae.crossing; 0 = off)")
     encoder_from: str = setting("", "a saved model (e.g. the last/ of an autoencoder run, trained with --beta-max 0) "
                                     "whose encoder and posterior head start this run while the decoder starts "
                                     "afresh: Li et al. 2019's pretraining ('' = off)")
@@ -436,6 +437,9 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
     keep_freed_memory()
     joined_group = not dist.is_initialized()  # the group is left at the end only where this call joined it
     rank, world_size, device = init_distributed(c.device)
+    if world_size > 1 and c.crossing_weight > 0:
+        raise TextVAEError("TrainConfig.crossing_weight runs in one process: its extra encoder and decoder passes are "
+                           "outside the DDP-wrapped forward; train without torchrun, or without the crossing loss")
     is_main = rank == 0
     run_dir = Path(c.run_dir)
     check_run_dir(run_dir, Path(c.data_dir), resume)
@@ -499,7 +503,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         encoder_input = corrupt(ids, mask, c.corruption) if c.corruption.active else None
         with autocast_for(c.precision, device):
             out = ddp_model(ids, mask, encoder_input=encoder_input)
-            crossing = crossing_nll(model, out.z, ids, separators) if c.crossing_weight > 0 else None
+            crossing = crossing_loss(model, out.q, ids, separators) if c.crossing_weight > 0 else None
         prior = model.prior(ids.size(0))
         kl_term = regularised_kl(out, prior, c) if out.q is not None else out.kl
         loss = (out.rec + beta * kl_term).mean()

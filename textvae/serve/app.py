@@ -49,7 +49,7 @@ class SampleBody(_Body):
 class ReconstructBody(_Body):
     text: str = Field(min_length=1, max_length=MAX_TEXT)
     variations: int = Field(0, ge=0, le=MAX_VARIATIONS)
-    spread: float = Field(1.0, gt=0, le=generate.MAX_SPREAD)  # as `textvae vary --spread`
+    spread: float = Field(generate.DEFAULT_SPREAD, gt=0, le=generate.MAX_SPREAD)  # as `textvae vary --spread`
 
 
 class InterpolateBody(_Body):
