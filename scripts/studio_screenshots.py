@@ -2,7 +2,7 @@
 headless Chromium (Debian's chromium and chromium-driver) through one seeded session.
 
     python scripts/studio_screenshots.py                                  # poem, data/poems, in 繁體中文
-    python scripts/studio_screenshots.py faithful --tabs edit --spread 0.5 --text 女子乃知我，明朝變姓名。可憐逃不密，猶迫詔書行。
+    python scripts/studio_screenshots.py faithful --tabs edit --text 女子乃知我，明朝變姓名。可憐逃不密，猶迫詔書行。
     python scripts/studio_screenshots.py --language en --out /tmp/shots
 
 Writes OUT/studio-{write,edit,interpolate,map,card}.png (default docs/figures), the tabs asked for.
