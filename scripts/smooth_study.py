@@ -69,8 +69,9 @@ def measure(name: str, args) -> dict:
         evaluate = ["textvae", "evaluate", model_dir, "--iw-samples", "0", "--num-samples", "0", "--max-examples",
                     str(args.examples), "--form", "free", "--seed", "0", "--precision", "fp32", "--out",
                     f"{tmp}/eval.json"]
-        editing = [sys.executable, "scripts/editing_report.py", model_dir, "--judge", args.judge, "--pairs",
-                   str(args.pairs), "--poems", str(args.pairs), "--precision", "fp32", "--out", f"{tmp}/editing.json"]
+        editing = [sys.executable, "scripts/editing_report.py", model_dir, "--path", "linear", "--judge", args.judge,
+                   "--pairs", str(args.pairs), "--poems", str(args.pairs), "--precision", "fp32", "--out",
+                   f"{tmp}/editing.json"]
         for cmd in (evaluate, editing):
             run(cmd, args.threads)
         text = json.loads(Path(f"{tmp}/eval.json").read_text())["text"]

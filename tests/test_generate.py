@@ -163,12 +163,30 @@ def test_interpolation_endpoints_are_the_reconstructions(trained, posterior):
 
 
 def test_slerp_path_stays_on_the_sphere_and_the_gaussian_path_is_straight(trained):
-    sphere = generate.latent_path(trained["vmf"], A, B, steps=9)
+    sphere = generate.latent_path(trained["vmf"], A, B, steps=9, path="linear")
     assert torch.allclose(sphere.norm(dim=-1), torch.ones(9), atol=1e-5)
-    line = generate.latent_path(trained["gaussian"], A, B, steps=9)
+    line = generate.latent_path(trained["gaussian"], A, B, steps=9, path="linear")
     assert torch.allclose(line[4], (line[0] + line[-1]) / 2, atol=1e-5)
     prior = generate.latent_path(trained["vmf"], steps=3)
     assert torch.allclose(prior.norm(dim=-1), torch.ones(3), atol=1e-5)
+
+
+def test_a_crossing_takes_b_s_first_half_lines_at_the_caesura():
+    assert generate.crossing(A, B, 0) == A and generate.crossing(A, B, 8) == B
+    assert generate.crossing(A, B, 1) == "春眠明月光，疑是地上霜。舉頭望明月，低頭思故鄉。"  # 2 + 3 characters
+    assert generate.crossing(A, B, 3) == "春眠不覺曉，處處地上霜。舉頭望明月，低頭思故鄉。"
+    seven = generate.crossing(POEMS[5], POEMS[6], 1)  # 4 + 3 characters
+    assert seven == "月落烏啼彩雲間，千里江陵一日還。兩岸猿聲啼不住，輕舟已過萬重山。"
+
+
+def test_the_crossings_path_walks_through_the_codes_of_the_crossings(trained):
+    model = trained["gaussian"]
+    path = generate.latent_path(model, A, B, steps=5, path="crossings")
+    crossings = [generate.crossing(A, B, k) for k in (2, 4, 6)]  # 8 half-lines, 3 middle points
+    assert torch.equal(path[1:-1], generate.posterior(model, crossings).mode)
+    assert torch.equal(path[[0, -1]], generate.posterior(model, [A, B]).mode)  # the ends are exact
+    line = generate.latent_path(model, A, POEMS[5], steps=5, path="linear")  # two forms: no crossing is regular
+    assert torch.equal(generate.latent_path(model, A, POEMS[5], steps=5, path="crossings"), line)
 
 
 def test_seeds_reproduce_outputs_and_leave_the_global_generator_alone(tok, trained):

@@ -93,7 +93,7 @@ def test_write_a_rhymed_5x4_poem_then_interpolate(browser, server):
     steps.send_keys("4")
     kinds = [option.get_attribute("value") for option in
              browser.find_element(By.ID, "path-kind").find_elements(By.TAG_NAME, "option")]
-    assert kinds == ["linear", "slerp"]  # the model has no flow or diffusion prior to walk
+    assert kinds == ["crossings", "linear", "slerp"]  # the model has no flow or diffusion prior to walk
     Select(browser.find_element(By.ID, "path-kind")).select_by_value("slerp")
     browser.find_element(By.ID, "interpolate-button").click()
     path = wait_for(browser, "#path .step", 4)

@@ -545,9 +545,11 @@ def _add_generate(sub) -> None:
     path.add_argument("--prior-steps", type=int, help=PRIOR_STEPS_HELP)
     path.add_argument("--path", choices=generate.PATHS, default=generate.DEFAULT_PATH, dest="path_kind",
                       help="how the path walks: linear (the posterior's own line: straight, or the great circle for "
-                           "vMF), slerp (spherical interpolation), or prior (spherical interpolation in the "
-                           "coordinates of the model's flow or diffusion prior, where its density is N(0, I); --prior "
-                           f"picks which) (default {generate.DEFAULT_PATH})")
+                           "vMF), slerp (spherical interpolation), prior (spherical interpolation in the coordinates "
+                           "of the model's flow or diffusion prior, where its density is N(0, I); --prior picks "
+                           "which), or crossings (through the codes of poems that take B's first k half-lines and "
+                           "A's others, k growing along the path; for two poems of one form, else linear) "
+                           f"(default {generate.DEFAULT_PATH})")
     _add_generation_flags(path, cmd_interpolate)
     vary = sub.add_parser("vary", help="texts like TEXT: decodings of draws from q(z|TEXT)")
     vary.add_argument("model_dir", type=model_dir, help=model_help)

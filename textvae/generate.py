@@ -24,8 +24,8 @@ from textvae import priors
 from textvae.data import pad_batch
 from textvae.errors import TextVAEError
 from textvae.fields import check_choice, check_float, check_int, setting
-from textvae.poetry import (FORMS, Verse, check_script, form_of, in_script, is_verse_vocabulary, split_lines,
-                            to_model_script)
+from textvae.poetry import (FORMS, Verse, check_script, form_of, in_script, is_verse_vocabulary, join_lines,
+                            split_lines, to_model_script)
 from textvae.posteriors import slerp
 from textvae.precision import DTYPES, PRECISION_HELP, check_precision, resolve_precision
 from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, WordTokenizer
@@ -46,10 +46,11 @@ MAX_REDRAWS = 8  # times vary draws again a variation that decoded to its input 
 PRIORS = priors.CHOICES  # where prior samples z come from: see prior_sample
 MAX_PRIOR_STEPS = 1000  # a diffusion prior's DDIM steps
 # how a path between two latents walks: the posterior's own line (straight for a Gaussian, the great circle for
-# vMF), spherical interpolation (White 2016), or spherical interpolation in the coordinates of a learned prior
-# whose density there is N(0, I) (a flow's base space, a diffusion prior's noise)
-PATHS = ("linear", "slerp", "prior")
-DEFAULT_PATH = "linear"
+# vMF), spherical interpolation (White 2016), spherical interpolation in the coordinates of a learned prior
+# whose density there is N(0, I) (a flow's base space, a diffusion prior's noise), or through the codes of the two
+# poems' crossings, half-line by half-line (two poems of one form; the line otherwise)
+PATHS = ("linear", "slerp", "prior", "crossings")
+DEFAULT_PATH = "crossings"  # it measured best on data/faithful (docs/results.md, "Smooth latent")
 WALKABLE = ("flow", "diffusion")  # the learned priors with such coordinates
 _NEG_INF = float("-inf")
 
@@ -557,9 +558,38 @@ def _end_labels(prior, texts: list[str] | None, steps: int, device) -> torch.Ten
     return torch.tensor([ends[2 * i > steps - 1] for i in range(steps)], device=device)
 
 
+def _halves(line: str) -> list[str]:
+    """A line cut at its caesura: 2 + 3 characters for five, 4 + 3 for seven (others in the middle)."""
+    cut = {5: 2, 7: 4}.get(len(line), len(line) // 2)
+    return [line[:cut], line[cut:]]
+
+
+def crossing(a: str, b: str, k: int) -> str:
+    """B's first k half-lines followed by A's others: poems of one form, in canonical punctuation."""
+    pieces = [(x, y) for la, lb in zip(split_lines(a), split_lines(b)) for x, y in zip(_halves(la), _halves(lb))]
+    halves = [y if i < k else x for i, (x, y) in enumerate(pieces)]
+    return join_lines(["".join(halves[i:i + 2]) for i in range(0, len(halves), 2)])
+
+
+def _crossing_codes(model: TextVAE, texts: list[str], steps: int) -> torch.Tensor | None:
+    """(steps - 2, D) the posterior modes of evenly spaced crossings of two poems of one form, or None where the
+    poems' forms differ (no crossing of theirs is a regular poem)."""
+    a, b = texts
+    form = form_of(split_lines(a))
+    if form is None or form != form_of(split_lines(b)):
+        return None
+    count = 2 * len(split_lines(a))  # half-lines
+    ks = [min(max(round(i * count / (steps - 1)), 1), count - 1) for i in range(1, steps - 1)]
+    return _posterior(model, [crossing(a, b, k) for k in ks]).mode
+
+
 def _walk(model: TextVAE, z0: torch.Tensor, z1: torch.Tensor, steps: int, path: str, prior: str,
           texts: list[str] | None, prior_steps: int | None) -> torch.Tensor:  # (D,), (D,) -> (steps, D)
-    if path == "linear":
+    if path == "crossings" and texts is not None and steps > 2:
+        middle = _crossing_codes(model, texts, steps)
+        if middle is not None:
+            return torch.cat([z0[None], middle, z1[None]])
+    if path in ("linear", "crossings"):
         return model.head.interpolate(z0, z1, steps)
     if path == "slerp":
         return slerp(z0, z1, steps)
@@ -601,5 +631,5 @@ def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, s
 
 __all__ = ["DEFAULT_FORM", "DEFAULT_PATH", "DEFAULT_SPREAD", "Decoding", "FORM_CHOICES", "FreeText", "MAX_SPREAD",
            "PATHS", "PRIORS", "STRATEGIES", "check_prior", "check_prior_steps", "check_spread", "constraint_for", "decode", "interpolate",
-           "latent_path", "load_model", "posterior", "prior_sample", "reconstruct", "sample", "seeded", "vary",
+           "crossing", "latent_path", "load_model", "posterior", "prior_sample", "reconstruct", "sample", "seeded", "vary",
            "walked_prior"]

@@ -56,8 +56,8 @@ class InterpolateBody(_Body):
     a: str = Field(min_length=1, max_length=MAX_TEXT)
     b: str = Field(min_length=1, max_length=MAX_TEXT)
     steps: int = Field(5, ge=2, le=MAX_STEPS)
-    path: Literal[generate.PATHS] = Field(generate.DEFAULT_PATH, description="linear | slerp | prior (as `textvae "
-                                          "interpolate --path`)")
+    path: Literal[generate.PATHS] = Field(generate.DEFAULT_PATH, description="linear | slerp | prior | crossings "
+                                          "(as `textvae interpolate --path`)")
 
 
 class ProjectBody(_Body):

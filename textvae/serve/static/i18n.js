@@ -73,6 +73,7 @@ const WORDS = {
   "diffusion": ["潛空間擴散", "潜空间扩散", "latent diffusion"],
   "(default)": ["（預設）", "（默认）", " (default)"],
   "path": ["路徑", "路径", "path"],
+  "path crossings": ["逐句交叉", "逐句交叉", "through crossings"],
   "path linear": ["直線", "直线", "straight line"],
   "path slerp": ["球面插值", "球面插值", "spherical (slerp)"],
   "path prior": ["沿先驗座標", "沿先验坐标", "the prior's coordinates"],

@@ -126,11 +126,12 @@ function fillPriors() {
   fillPaths(card);
 }
 
-// how a path walks: the straight line, spherical interpolation, or (with a flow or diffusion prior) the prior's
-// own coordinates
+// how a path walks: through the two poems' crossings, the straight line, spherical interpolation, or (with a flow
+// or diffusion prior) the prior's own coordinates
 function fillPaths(card) {
   const chosen = $("path-kind").value;
-  const kinds = ["linear", "slerp", ...(card.priors.some((k) => k === "flow" || k === "diffusion") ? ["prior"] : [])];
+  const walkable = card.priors.some((k) => k === "flow" || k === "diffusion");
+  const kinds = ["crossings", "linear", "slerp", ...(walkable ? ["prior"] : [])];
   $("path-kind").replaceChildren(...kinds.map((kind) => new Option(t("path " + kind), kind)));
   $("path-kind").value = kinds.includes(chosen) ? chosen : card.default_path;
 }
@@ -182,7 +183,7 @@ $("interpolate-form").addEventListener("submit", (event) => {
   run($("interpolate-button"), async () => {
     const answer = await api("/api/interpolate", {
       model: $("model").value || null, a: $("poem-a").value.trim(), b: $("poem-b").value.trim(),
-      steps: number("steps"), seed: 0, script: script(), path: $("path-kind").value || "linear",
+      steps: number("steps"), seed: 0, script: script(), path: $("path-kind").value || undefined,
     });
     $("path").replaceChildren(...answer.path.map((text, i) => {
       const step = document.createElement("li");
