@@ -1,7 +1,7 @@
 """How a poem model edits: interpolations between test poems and variations of them, scored with character edit
 distances and read by a judge model.
 
-    python scripts/editing_report.py data/faithful --judge data/judge              # writes data/faithful/editing.json
+    python scripts/editing_report.py data/faithful --judge data/pretrained   # writes data/faithful/editing.json
     python scripts/editing_report.py runs/smooth/last --path prior --pairs 20 --out /tmp/editing.json
 
 Interpolation (--pairs seeded pairs of test poems, --steps points each, greedy, walked as --path). For each path:
@@ -33,8 +33,8 @@ from textvae import data
 from textvae.atomic import check_can_write, keep_previous, write_text
 from textvae.errors import TextVAEError
 from textvae.evaluate import nats_per_character
-from textvae.generate import (DEFAULT_PATH, DEFAULT_SPREAD, PATHS, Decoding, check_spread, interpolate, load_model, reconstruct, vary,
-                              walked_prior)
+from textvae.generate import (DEFAULT_PATH, DEFAULT_SPREAD, PATHS, Decoding, check_spread, interpolate, load_model,
+                              reconstruct, vary, walked_prior)
 from textvae.metrics import edit_distance, kept_in_place
 from textvae.precision import PRECISIONS
 from textvae.poetry import form_of, split_lines
@@ -52,13 +52,15 @@ def path_figures(path: list[str], ends: list[str]) -> dict:
                 same_form=forms[0] is not None and forms[0] == forms[1],
                 ends_distance=span, length=sum(moves), smoothness=span / sum(moves) if sum(moves) else 1.0,
                 largest_move=max(moves), largest_share=max(moves) / span if span else 0.0,
-                distinct=len(set(path)), regular=statistics.mean(form_of(split_lines(p)) is not None for p in path))
+                distinct=len(set(path)),
+                regular=statistics.mean(form_of(split_lines(p)) is not None for p in path))
 
 
 def judged(record: dict, judge) -> dict:
     """The judge's nats per character of a path's middle points and of its ends."""
     scores = nats_per_character(judge, record["points"])
-    return dict(record, middle_nats=statistics.mean(scores[1:-1]), ends_nats=statistics.mean([scores[0], scores[-1]]))
+    return dict(record, middle_nats=statistics.mean(scores[1:-1]),
+                ends_nats=statistics.mean([scores[0], scores[-1]]))
 
 
 def interpolation_figures(model, pairs: list[tuple[str, str]], steps: int, decoding: Decoding, path: str,
@@ -105,9 +107,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/poems"), help="the prepared dataset")
     parser.add_argument("--pairs", type=int, default=100, help="interpolated pairs of test poems (default 100)")
     parser.add_argument("--steps", type=int, default=7, help="points on each path, ends included (default 7)")
-    parser.add_argument("--path", choices=PATHS, default=DEFAULT_PATH, help=f"how paths walk (default {DEFAULT_PATH})")
+    parser.add_argument("--path", choices=PATHS, default=DEFAULT_PATH,
+                        help=f"how paths walk, as `textvae interpolate --path` (default {DEFAULT_PATH})")
     parser.add_argument("--judge", type=Path, help="a model that reads the paths' points (one the scored model never "
-                        "trained with, e.g. data/judge)")
+                        "trained with, e.g. data/pretrained for data/faithful)")
     parser.add_argument("--poems", type=int, default=100, help="test poems varied (default 100)")
     parser.add_argument("--variations", type=int, default=5, help="variations of each (default 5)")
     parser.add_argument("--spread", type=float, default=DEFAULT_SPREAD,

@@ -60,7 +60,8 @@ def measure(name: str, args) -> dict:
     if VARIANTS[name] is not None:
         run_dir = args.runs / name
         flags = [flag.replace("RUNS", str(args.runs)) for flag in VARIANTS[name]]  # later flags win
-        train = ["textvae", "train", *FINE_TUNE, "--max-steps", str(args.steps), "--run-dir", str(run_dir), *flags]
+        train = ["textvae", "train", *FINE_TUNE, "--max-steps", str(args.steps), "--run-dir", str(run_dir),
+                 *flags]
         if not trained(run_dir, args.steps):
             run(train, args.threads)
         commands.append(" ".join(train))
@@ -95,7 +96,7 @@ def table(cells: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def section(cells: list[dict], args) -> str:
+def section(cells: list[dict]) -> str:
     steps = sorted({c["steps"] for c in cells if c["flags"] is not None})
     return f"""## Smooth latent: training that shapes the space between poems
 
@@ -135,7 +136,7 @@ def main() -> None:
              if (args.results / f"{name}.json").is_file()]
     print(table(cells))
     if args.results == Path("docs/results/smooth"):
-        write_section(args.doc, "smooth", section(cells, args))
+        write_section(args.doc, "smooth", section(cells))
 
 
 if __name__ == "__main__":

@@ -133,7 +133,8 @@ def test_the_latent_map_needs_a_dataset(folders):
     ("/api/reconstruct", dict(text="   "), "empty text"),
     ("/api/interpolate", dict(a=POEMS[0], b=POEMS[1], steps=21), "steps: Input should be less than or equal to 20"),
     ("/api/interpolate", dict(a=POEMS[0]), "b: Field required"),
-    ("/api/interpolate", dict(a=POEMS[0], b=POEMS[1], path="curved"), "path: Input should be 'linear', 'slerp', 'prior' or 'crossings'"),
+    ("/api/interpolate", dict(a=POEMS[0], b=POEMS[1], path="curved"),
+     "path: Input should be 'linear', 'slerp', 'prior' or 'crossings'"),
     ("/api/interpolate", dict(a=POEMS[0], b=POEMS[1], path="prior"), "path 'prior' walks the coordinates of a flow"),
     ("/api/project", dict(texts=[]), "texts: List should have at least 1 item"),
 ])

@@ -17,23 +17,28 @@ import torch
 from textvae.tokenizer import PAD_ID
 
 
+def _marks(ids: torch.Tensor, separators: tuple[int, ...]) -> torch.Tensor:  # (B, T) bool: a line's end
+    return torch.isin(ids, torch.tensor(separators, device=ids.device))
+
+
 def line_index(ids: torch.Tensor, separators: tuple[int, ...]) -> torch.Tensor:
     """(B, T) the line each token is in: the separators before it (a line's own mark belongs to it)."""
-    marks = torch.isin(ids, torch.tensor(separators, device=ids.device))
-    return marks.long().cumsum(dim=1) - marks.long()
+    marks = _marks(ids, separators).long()
+    return marks.cumsum(dim=1) - marks
 
 
 def same_shape_pairs(ids: torch.Tensor, separators: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """(P,) row indices a, b of disjoint pairs of different rows whose tokens fill the same places and whose line
     marks stand at the same places, so that their lines can be swapped one for one; b is the row that comes first
     in lexicographic order."""
-    marks = torch.isin(ids, torch.tensor(separators, device=ids.device))
+    marks = _marks(ids, separators)
     groups: dict[tuple, list[int]] = {}
     rows = ids.tolist()
     for row, (real, mark) in enumerate(zip((ids != PAD_ID).tolist(), marks.tolist())):
         if sum(mark) >= 2:
             groups.setdefault((tuple(real), tuple(mark)), []).append(row)
-    pairs = [(g[i], g[i + 1]) for g in groups.values() for i in range(0, len(g) - 1, 2) if rows[g[i]] != rows[g[i + 1]]]
+    pairs = [(g[i], g[i + 1]) for g in groups.values() for i in range(0, len(g) - 1, 2)
+             if rows[g[i]] != rows[g[i + 1]]]
     pairs = [(a, b) if rows[b] < rows[a] else (b, a) for a, b in pairs]
     a, b = (list(side) for side in zip(*pairs)) if pairs else ([], [])
     return torch.tensor(a, dtype=torch.long, device=ids.device), torch.tensor(b, dtype=torch.long, device=ids.device)
@@ -46,7 +51,7 @@ def crossings(ids_a: torch.Tensor, ids_b: torch.Tensor, switched: torch.Tensor,
 
 
 def line_counts(ids: torch.Tensor, separators: tuple[int, ...]) -> torch.Tensor:  # (B, T) -> (B,)
-    return torch.isin(ids, torch.tensor(separators, device=ids.device)).sum(dim=1)
+    return _marks(ids, separators).sum(dim=1)
 
 
 def crossing_loss(model, q, ids: torch.Tensor, separators: tuple[int, ...],

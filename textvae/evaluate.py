@@ -295,11 +295,10 @@ def validation_figures(model: TextVAE, sequences: list[list[int]], batch_size: i
 def nats_per_character(model: TextVAE, texts: list[str], batch_size: int = 250) -> list[float]:
     """Each text's -ELBO under `model` (z at the posterior mode) divided by its characters: how natural another
     model's output reads to this one (a judge that never trained with it)."""
-    scores = []
+    scores, device = [], next(model.parameters()).device
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
         ids, mask = data.pad_batch(model.tokenizer.encode_batch(chunk), model.config.max_len)
-        device = next(model.parameters()).device
         with torch.inference_mode():
             out = model(ids.to(device), mask.to(device), sample=False)
         scores += ((out.rec + out.kl).cpu() / torch.tensor([len(t) for t in chunk])).tolist()

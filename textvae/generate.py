@@ -575,10 +575,11 @@ def _crossing_codes(model: TextVAE, texts: list[str], steps: int) -> torch.Tenso
     """(steps - 2, D) the posterior modes of evenly spaced crossings of two poems of one form, or None where the
     poems' forms differ (no crossing of theirs is a regular poem)."""
     a, b = texts
-    form = form_of(split_lines(a))
+    lines = split_lines(a)
+    form = form_of(lines)
     if form is None or form != form_of(split_lines(b)):
         return None
-    count = 2 * len(split_lines(a))  # half-lines
+    count = 2 * len(lines)  # half-lines
     ks = [min(max(round(i * count / (steps - 1)), 1), count - 1) for i in range(1, steps - 1)]
     return _posterior(model, [crossing(a, b, k) for k in ks]).mode
 
@@ -613,9 +614,10 @@ def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, s
                 script: str | None = None, prior: str = "auto", prior_steps: int | None = None,
                 path: str = DEFAULT_PATH) -> list[str]:
     """Decodings of the points of `latent_path(model, a, b, steps, path=path)`: the first and last are the
-    reconstructions of a and b (with path prior through a diffusion prior, up to its inversion's error). The points up to the midpoint decode under `constraint.for_text(a)`, the
-    rest under `constraint.for_text(b)`: without a form of their own, poems of two forms give A's form up
-    to the midpoint and B's after it. Without a and b the path joins two draws from `prior`."""
+    reconstructions of a and b (with path prior through a diffusion prior, up to its inversion's error). The
+    points up to the midpoint decode under `constraint.for_text(a)`, the rest under `constraint.for_text(b)`:
+    without a form of their own, poems of two forms give A's form up to the midpoint and B's after it. Without a
+    and b the path joins two draws from `prior`."""
     check_script(script)
     _check_path(model, a, b, steps, prior, path)
     check_prior_steps(prior_steps)
@@ -630,6 +632,6 @@ def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, s
 
 
 __all__ = ["DEFAULT_FORM", "DEFAULT_PATH", "DEFAULT_SPREAD", "Decoding", "FORM_CHOICES", "FreeText", "MAX_SPREAD",
-           "PATHS", "PRIORS", "STRATEGIES", "check_prior", "check_prior_steps", "check_spread", "constraint_for", "decode", "interpolate",
-           "crossing", "latent_path", "load_model", "posterior", "prior_sample", "reconstruct", "sample", "seeded", "vary",
-           "walked_prior"]
+           "PATHS", "PRIORS", "STRATEGIES", "check_prior", "check_prior_steps", "check_spread", "constraint_for",
+           "crossing", "decode", "interpolate", "latent_path", "load_model", "posterior", "prior_sample", "reconstruct",
+           "sample", "seeded", "vary", "walked_prior"]

@@ -110,8 +110,8 @@ class Pipeline:
     def interpolate(self, a: str | None = None, b: str | None = None, *, steps: int = 5, prior: str = "auto",
                     prior_steps: int | None = None, path: str = generate.DEFAULT_PATH, **options) -> list[str]:
         """The decodings of `steps` evenly spaced points from z(a) to z(b), both ends included, walked as `path`
-        says (linear, slerp, or prior: the coordinates of a flow or diffusion prior); without a and b, between
-        two draws from the prior."""
+        says (crossings, linear, slerp, or prior: see `generate.PATHS`); without a and b, between two draws from
+        the prior."""
         return generate.interpolate(self.module, a, b, steps=steps, prior=prior, prior_steps=prior_steps, path=path,
                                     **self._generation(options))
 

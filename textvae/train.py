@@ -469,6 +469,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         config = dict(model=dataclasses.asdict(model.config), train=dataclasses.asdict(c))
         write_text(run_dir / "run_config.json", json.dumps(config, indent=2) + "\n")
     separators = tuple(model.decoder.positions.separators.tolist()) if c.crossing_weight > 0 else ()
+    corruption = c.corruption
     valid = data.token_ids(dataset["validation"])
     valid = valid[:c.eval_examples] if c.eval_examples else valid
     # one fused kernel over all parameters: per-tensor AdamW took 79 of 368 ms of a PTB step on one CPU core, with its
@@ -500,7 +501,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
         seed_step(c.seed, step, rank)
         ids, mask = batches(step)
         ids, mask = ids.to(device), mask.to(device)
-        encoder_input = corrupt(ids, mask, c.corruption) if c.corruption.active else None
+        encoder_input = corrupt(ids, mask, corruption) if corruption.active else None
         with autocast_for(c.precision, device):
             out = ddp_model(ids, mask, encoder_input=encoder_input)
             crossing = crossing_loss(model, out.q, ids, separators) if c.crossing_weight > 0 else None
