@@ -18,7 +18,8 @@ import time
 import torch
 
 from textvae import data
-from textvae.evaluate import EvalConfig, iw_nll, load, select_split
+from textvae.evaluate import EvalConfig, load, select_split
+from textvae.latent_stats import iw_nll
 from textvae.metrics import perplexity
 from textvae.precision import PRECISIONS, resolve_precision
 from textvae.vae import TextVAE, VAEConfig

@@ -12,7 +12,6 @@ to rounding (over many steps Adam amplifies rounding, as it does any change in s
 
 import argparse
 import copy
-import dataclasses
 import json
 import statistics
 import time
@@ -23,8 +22,8 @@ import torch
 from textvae import data
 from textvae.atomic import write_text
 from textvae.malloc import keep_freed_memory
-from textvae.train import PRESETS
-from textvae.vae import TextVAE, VAEConfig
+from textvae.presets import PRESETS
+from textvae.vae import TextVAE, VAEConfig, override
 
 OPTIMIZERS = {"per-tensor": dict(foreach=False), "fused": dict(fused=True)}
 
@@ -62,10 +61,10 @@ def main() -> None:
         parser.error("--steps, --rounds and --threads must be >= 1")
     torch.set_num_threads(args.threads)
     keep_freed_memory()
-    model_settings, train_settings = PRESETS[args.preset]
+    model_settings, train_settings = PRESETS[args.preset].model, PRESETS[args.preset].train
     dataset, tokenizer = data.load(args.data)
-    config = dataclasses.replace(VAEConfig(**model_settings), posterior=args.posterior,
-                                 vocab_size=tokenizer.vocab_size)
+    config = VAEConfig.from_dict(override(model_settings, dict(posterior=args.posterior,
+                                                               vocab_size=tokenizer.vocab_size)))
     torch.manual_seed(0)
     start = TextVAE(config, tokenizer).train()
     batch_size = args.batch_size or train_settings["batch_size"]

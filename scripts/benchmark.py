@@ -34,13 +34,13 @@ import torch
 
 from textvae import data
 from textvae.atomic import write_text
-from textvae.evaluate import iw_nll
 from textvae.generate import Decoding, sample
+from textvae.latent_stats import iw_nll
 from textvae.malloc import keep_freed_memory
 from textvae.poetry import Verse
 from textvae.precision import cpu_has_bf16, resolve_precision
 from textvae.tokenizer import EOS_ID
-from textvae.train import PRESETS
+from textvae.presets import PRESETS
 from textvae.vae import TextVAE, VAEConfig
 
 PATHS = {"reference": "poem-base", "new": "poem"}
@@ -100,10 +100,11 @@ def output_flops(c: VAEConfig, token_shares: torch.Tensor) -> float:
     H = c.decoder_hidden
     if c.output_layer == "full":
         return 2 * H * c.vocab_size
-    bounds = [*c.adaptive_cutoffs, c.vocab_size]
-    total = 2 * H * (bounds[0] + len(c.adaptive_cutoffs))
+    cutoffs, div = c.output_layer_settings.adaptive_cutoffs, c.output_layer_settings.adaptive_div
+    bounds = [*cutoffs, c.vocab_size]
+    total = 2 * H * (bounds[0] + len(cutoffs))
     for i, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
-        d = H // c.adaptive_div ** (i + 1)
+        d = H // div ** (i + 1)
         total += float(token_shares[lo:hi].sum()) * 2 * (H * d + d * (hi - lo))
     return total
 
@@ -129,7 +130,7 @@ def token_shares(sequences: list[list[int]], vocab_size: int) -> torch.Tensor:
 
 
 def train_run(path: str, args, run_dir: Path) -> list[dict]:
-    model, training = PRESETS[PATHS[path]]
+    model, training = PRESETS[PATHS[path]].model, PRESETS[PATHS[path]].train
     training = {**training, "data_dir": str(args.data), "run_dir": str(run_dir), "max_steps": args.steps,
                 "eval_every": args.eval_every, "eval_examples": args.eval_examples, "log_every": 10}
     config = run_dir.parent / f"{path}.json"
@@ -189,7 +190,7 @@ def inference(path: str, args) -> dict:
     keep_freed_memory()
     dataset, tokenizer = data.load(args.data)
     torch.manual_seed(0)
-    model = TextVAE(VAEConfig(vocab_size=tokenizer.vocab_size, **PRESETS[PATHS[path]][0]), tokenizer).eval()
+    model = TextVAE(VAEConfig.from_dict({**PRESETS[PATHS[path]].model, "vocab_size": tokenizer.vocab_size}), tokenizer).eval()
     decoding = Decoding(strategy="sample", precision=INFERENCE_PRECISION[path])
     rates = {}
     for form in ("5x4", "7x8"):
@@ -288,7 +289,7 @@ def main() -> None:
     rate = {p: tokens_per_s(records[p]) for p in PATHS}
     report["train_tokens_per_s"] = rate | dict(speedup=rate["new"] / rate["reference"])
     ceiling = max(r[report["precision"]] for r in report["gemm"].values())
-    report["flops_per_token"] = {p: flops_per_token(VAEConfig(vocab_size=tokenizer.vocab_size, **PRESETS[PATHS[p]][0]),
+    report["flops_per_token"] = {p: flops_per_token(VAEConfig.from_dict({**PRESETS[PATHS[p]].model, "vocab_size": tokenizer.vocab_size}),
                                                     tokens_per_sentence, shares) for p in PATHS}
     report["mfu"] = {p: rate[p] * report["flops_per_token"][p] / 1e9 / ceiling for p in PATHS}
     report["sampling_poems_per_s"] = report["inference"]["new"]["sampling_poems_per_s"]

@@ -1,16 +1,16 @@
 """The posterior-collapse study on two corpora: each remedy trained under one protocol to a real budget,
-scored by `textvae evaluate`, and written into docs/results.md with the published figures beside ours.
+scored by `textvae evaluate`, and written into docs/collapse-study.md with the published figures beside ours.
 
-    python scripts/collapse_study.py --study ptb        # Penn Treebank, 40 epochs a run (hours: over sessions)
+    python scripts/collapse_study.py --study ptb        # Penn Treebank, 40 epochs a run (hours: resumable)
     python scripts/collapse_study.py --study poems      # the poem corpus, one epoch a run, the fast path
     python scripts/collapse_study.py --study ptb --only lm-no-latent bn-g-0-7 --steps 40 --iw-samples 5 \\
         --max-examples 50 --results /tmp/study --runs /tmp/study-runs   # a smoke test
 
-A queue: runs go --workers at a time with --threads each (two at a time with one thread each fills the
-2-core machine). A finished run's figures are committed as docs/results/<study>-runs/<run>.json, with the
+A queue: runs go --workers at a time with --threads each (two at a time with one thread each fills
+2 CPU cores). A finished run's figures are committed as docs/results/<study>-runs/<run>.json, with the
 commit and the commands that made it; a run whose file exists is not run again, and a run cut short
 resumes exactly from its last checkpoint in runs/<study>/<run>/ (`textvae train --resume`). After each run
-the table (docs/results/<study>.json and the <study> section of docs/results.md) is rewritten from the
+the table (docs/results/<study>.json and the <study> section of docs/collapse-study.md) is rewritten from the
 files present, so a partial study reads as one. Headline settings run every seed in SEEDS, the others the
 first seed only.
 """
@@ -32,10 +32,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from textvae.atomic import write_section, write_text
-from textvae.train import COLLAPSE_KL, PRESETS
+from textvae.presets import PRESETS
+from textvae.train import COLLAPSE_KL
 from textvae.vae import TextVAE
 
 SEEDS = (0, 1)
+DOC = "collapse-study.md"  # the report, beside the results folder: docs/collapse-study.md
 GAUSSIAN = ("--posterior", "gaussian")
 CONSTANT = ("--kl-schedule", "constant")
 FREE_BITS = ("--free-bits", "0.25", "--free-bits-mode", "dimension")
@@ -45,7 +47,7 @@ FREE_BITS = ("--free-bits", "0.25", "--free-bits-mode", "dimension")
 class Setting:
     name: str  # row label in the table
     flags: tuple  # `textvae train` flags on top of the study's preset
-    headline: bool = True  # run for every seed in SEEDS (else the first only: the 2-core budget)
+    headline: bool = True  # run for every seed in SEEDS (else the first only, to save CPU time)
     note: str = ""  # what the row varies
     pretrain: tuple = ()  # flags of a first run whose last/ starts this one's encoder (Li et al. 2019)
     prior_of: str = ""  # the setting whose trained runs this row scores again with a learned prior
@@ -139,16 +141,16 @@ def _ptb_settings(epoch: int) -> tuple[Setting, ...]:
 
 def _ptb_setup() -> str:
     """How preset `ptb` differs from the published small models, its figures read from the preset itself."""
-    model, training = PRESETS["ptb"]
+    model, training = PRESETS["ptb"].model, PRESETS["ptb"].train
     epochs = training["max_steps"] // training["eval_every"]
     lr = f"{training['lr']:.0e}".replace("e-0", "e-")  # 3e-3, as the docs write it
     return (f"Our model: a bidirectional GRU-256 encoder, an LSTM-256 decoder with the adaptive softmax (cutoffs "
-            f"1,000 and 3,000), 256-d embeddings, D = 32, dropout {model['dropout']}, AdamW at {lr} with cosine "
+            f"1,000 and 3,000), 256-d embeddings, D = 32, dropout {model['decoder_dropout']}, AdamW at {lr} with cosine "
             f"decay, {epochs} epochs. The published small models: a one-way LSTM-256 encoder, the full softmax, "
             f"dropout 0.5, up to 100 epochs.\n\n")
 
 
-PTB_EPOCH = PRESETS["ptb"][1]["eval_every"]  # steps of 32 sentences in one pass over the 42,068
+PTB_EPOCH = PRESETS["ptb"].train["eval_every"]  # steps of 32 sentences in one pass over the 42,068
 OPTIMUS = ("Li et al. 2020 (Optimus), Table 8, the small-VAE rows it quotes from the literature; PPL counts the "
            "end of sentence (its NLL and PPL agree at 21.92 tokens a test sentence)")
 TEXAR = "asyml/texar examples/vae_text README (since 2018-09-07)"
@@ -212,12 +214,12 @@ def command(*words) -> list[str]:
 
 def git_commit(results: Path) -> str:
     """The commit the run's code came from, marked +dirty where the working tree differs from it outside the
-    study's own outputs (the results folder and its results.md), which earlier runs of the queue may have
+    study's own outputs (the results folder and collapse-study.md beside it), which earlier runs of the queue may have
     written and not yet committed."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     top = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True).stdout.strip())
     inside = results.resolve().is_relative_to(top.resolve())  # a --results elsewhere cannot dirty the tree
-    outputs = [f":(exclude){results}", f":(exclude){results.parent / 'results.md'}"] if inside else []
+    outputs = [f":(exclude){results}", f":(exclude){results.parent / DOC}"] if inside else []
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", *outputs],
                             capture_output=True, text=True, check=True)
     dirty = status.stdout.strip()
@@ -287,7 +289,7 @@ def execute(run: Run, args) -> dict:
     seconds = time.perf_counter() - start
     prior = ["--iw-prior", run.setting.prior_kind] if run.setting.prior_of else []
     evaluate = command("evaluate", str(run_dir / "best"), "--data", str(args.data), "--iw-samples",
-                       str(args.iw_samples), "--max-examples", str(args.max_examples), "--num-samples",
+                       str(args.iw_samples), "--max-examples", str(args.max_examples), "-n",
                        str(args.samples), "--seed", "0", "--device", args.device, *prior,
                        "--out", str(run_dir / "evaluate.json"), "--json")
     call(evaluate, args.runs / f"{run.slug}.evaluate.log", env)
@@ -393,7 +395,7 @@ def _mean(results: list[dict], get) -> float | None:
 
 
 def rows_json(groups, train_size: int) -> list[dict]:
-    """The table as JSON rows with the keys the issue names (means over seeds)."""
+    """The table as JSON rows, one per setting (means over seeds)."""
     return [dict(name=s.name, iw_nll=_mean(rs, lambda r: r["latent"].get("iw_nll")),
                  ppl=_mean(rs, lambda r: ptb_perplexity(r["latent"])), kl=_mean(rs, lambda r: r["latent"]["kl"]),
                  mi=_mean(rs, lambda r: r["latent"].get("mi")), au=_mean(rs, lambda r: r["latent"].get("active_units")),
@@ -422,7 +424,7 @@ def section(results: list[dict], args) -> str:
     train_size = training_size(args.data)
     done, planned = len(results), len(plan(argparse.Namespace(study=args.study, only=[])))
     first = results[0]
-    training = PRESETS[study.preset][1]  # the protocol; rows whose flags change the steps say so in their notes
+    training = PRESETS[study.preset].train  # the protocol; rows whose flags change the steps say so in their notes
     protocol = (study.steps or training["max_steps"]) * training["batch_size"] / train_size
     published = "".join(f"- *{r['name']}*: {r['setup']} ({r['source']}).\n" for r in study.published)
     published += "\n" if published else ""  # a blank line before the settings, none where nothing is quoted
@@ -451,7 +453,7 @@ def write_report(args) -> None:
     results = load_results(args)
     if not results:  # none yet, or the committed ones were withdrawn (a changed preset): say so
         write_text(args.results / f"{args.study}.json", "[]\n")
-        write_section(args.results.parent / "results.md", f"study-{args.study}",
+        write_section(args.results.parent / DOC, f"study-{args.study}",
                       f"## The collapse study: {args.study}\n\nNo run of `python scripts/collapse_study.py --study "
                       f"{args.study}` is done under the current preset `{STUDIES[args.study].preset}` yet.\n")
         return
@@ -459,7 +461,7 @@ def write_report(args) -> None:
     train_size = training_size(args.data)
     rows = rows_json(grouped(results, study), train_size)
     write_text(args.results / f"{args.study}.json", json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
-    write_section(args.results.parent / "results.md", f"study-{args.study}", section(results, args))
+    write_section(args.results.parent / DOC, f"study-{args.study}", section(results, args))
 
 
 def main() -> None:
@@ -467,7 +469,7 @@ def main() -> None:
     parser.add_argument("--study", choices=list(STUDIES), default="ptb")
     parser.add_argument("--data", type=Path, help="prepared dataset (default the study's: data/ptb, data/poems)")
     parser.add_argument("--results", type=Path, default=Path("docs/results"), help="committed run files and "
-                        "tables (default docs/results; the report section goes into its parent's results.md)")
+                        "tables (default docs/results; the report section goes into collapse-study.md beside it)")
     parser.add_argument("--runs", type=Path, help="run folders, checkpoints and logs (default runs/STUDY)")
     parser.add_argument("--steps", type=int, help="override the preset's training steps (smoke tests)")
     parser.add_argument("--eval-every", type=int, help="override the preset's validation interval")
@@ -479,7 +481,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
     parser.add_argument("--device", default="cpu", help="where runs train and are scored: cpu | cuda (default cpu)")
     parser.add_argument("--commit", help="the commit recorded with each run (default: git's HEAD, +dirty where the "
-                        "tree differs; give it where the code runs outside its git checkout, as on a lent GPU)")
+                        "tree differs; give it where the code runs from a copy without .git)")
     parser.add_argument("--only", nargs="+", default=[],
                         help="only these settings, by slug (e.g. lm-no-latent, bn-g-0-7)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the tables from the committed files")
@@ -512,7 +514,7 @@ def main() -> None:
             raise
     write_report(args)
     print(f"results: {args.results}/{args.study}.json and the study-{args.study} section of "
-          f"{args.results.parent / 'results.md'}")
+          f"{args.results.parent / DOC}")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def iw_nll(model_dir: Path, args, name: str) -> float:
     out = args.out / f"iw-{name}.json"
     subprocess.run(["textvae", "evaluate", str(model_dir), "--data", str(args.data), "--iw-prior", "flow",
                     "--iw-samples", str(args.iw_samples), "--max-examples", str(args.max_examples),
-                    "--num-samples", "0", "--seed", "0", "--json", "--out", str(out)], check=True,
+                    "-n", "0", "--seed", "0", "--json", "--out", str(out)], check=True,
                    capture_output=True)
     return json.loads(out.read_text())["latent"]["iw_nll"]
 

@@ -1,4 +1,4 @@
-"""The equal-wall-time sweep that picks the flagship poem model's recipe (issue 2.3): each variant of the
+"""The equal-wall-time sweep that picks the flagship poem model's recipe (docs/sweeps.md): each variant of the
 `poem` preset trains for the same wall-clock budget, then `textvae evaluate` scores it.
 
     python scripts/poem_sweep.py --data data/poems                    # 7 variants x 6 min (~1 h on one core)
@@ -66,7 +66,7 @@ def score(args, run_dir: Path, log: Path) -> dict:
     report = run_dir / "eval.json"
     run_command([sys.executable, "-m", "textvae", "evaluate", str(run_dir / "last"), "--data", str(args.data),
                  "--split", "validation", "--max-examples", str(args.eval_examples), "--iw-samples", "0",
-                 "--num-samples", str(args.samples), "--form", "7x4", "--seed", str(args.seed), "--out",
+                 "-n", str(args.samples), "--form", "7x4", "--seed", str(args.seed), "--out",
                  str(report), "--json"], log, args.threads)
     return json.loads(report.read_text())
 

@@ -12,7 +12,7 @@ under one prior:
     python scripts/prior_study.py --n 50 --iw-samples 2 --results /tmp/priors   # a smoke test
 
 A finished cell is written to docs/results/priors/<model>-<prior>.json with the commands that made it and is never
-run again (delete the file to redo it); the table and the plot go into docs/results.md.
+run again (delete the file to redo it); the table and the plot go into docs/priors.md.
 """
 
 import argparse
@@ -77,7 +77,7 @@ def cell(model_dir: Path, prior: str, args) -> dict:
                       samples=json.loads(Path(tmp, "samples.json").read_text()))
         if prior in args.iw_priors and args.iw_samples:
             iw = ["textvae", "evaluate", str(model_dir), "--data", str(args.data), "--iw-samples",
-                  str(args.iw_samples), "--iw-prior", prior, "--num-samples", "0", "--max-examples",
+                  str(args.iw_samples), "--iw-prior", prior, "-n", "0", "--max-examples",
                   str(args.max_examples), "--seed", "0", "--json", "--out", f"{tmp}/eval.json"]
             run(iw, args.threads)
             result["commands"].append(" ".join(iw).replace(tmp, "TMP"))
@@ -189,8 +189,8 @@ def main() -> None:
     figure.parent.mkdir(parents=True, exist_ok=True)
     plot(cells, figure)
     text = REPORT.format(done=len(cells), n=args.n, k=args.iw_samples, threads=args.threads, table=table(cells))
-    write_section(args.results.parent / "results.md", "priors", text)
-    print(table(cells) + f"\n\nwrote {figure} and the priors section of {args.results.parent / 'results.md'}")
+    write_section(args.results.parent / "priors.md", "priors", text)
+    print(table(cells) + f"\n\nwrote {figure} and the priors section of {args.results.parent / 'priors.md'}")
 
 
 if __name__ == "__main__":

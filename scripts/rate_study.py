@@ -1,8 +1,8 @@
-"""The rate-distortion study (issue 2.4): poem models trained at one budget from ~5 to ~200 nats of KL, and the
+"""The rate-distortion study: poem models trained at one budget from ~5 to ~200 nats of KL, and the
 ways of setting the rate compared at one target. Each run is scored by `textvae evaluate` under both priors
-after `textvae fit-prior`, and the table and the plot go into docs/results.md.
+after `textvae fit-prior`, and the table and the plot go into docs/rate-study.md.
 
-    python scripts/rate_study.py                    # the whole queue (hours: over sessions)
+    python scripts/rate_study.py                    # the whole queue (hours: resumable)
     python scripts/rate_study.py --only target-80 free-bits-l-80 --steps 30 --iw-samples 2 --samples 20 \\
         --max-examples 20 --prior-points 2000 --results /tmp/rate --runs /tmp/rate-runs   # a smoke test
 
@@ -75,7 +75,7 @@ def execute(setting: Setting, args) -> dict:
         out = run_dir / f"evaluate-{prior}.json"
         commands.append(command("evaluate", str(best), "--data", str(args.data), "--prior", prior, "--form", "free",
                                 "--iw-prior", prior, "--iw-samples", str(args.iw_samples),
-                                "--num-samples", str(args.samples), "--max-examples", str(args.max_examples),
+                                "-n", str(args.samples), "--max-examples", str(args.max_examples),
                                 "--seed", "0", "--out", str(out), "--json"))
         call(commands[-1], log, env)
         reports[prior] = json.loads(out.read_text())
@@ -196,7 +196,7 @@ def write_report(args) -> None:
     if not results:
         return
     plot(results, args.results.parent / "figures" / "rate-distortion.png")
-    write_section(args.results.parent / "results.md", "study-rate", section(results, args))
+    write_section(args.results.parent / "rate-study.md", "study-rate", section(results, args))
 
 
 def main() -> None:
@@ -235,7 +235,7 @@ def main() -> None:
                        f"BLEU {result['reconstruction']['reconstruction_bleu']:.1f}")
             write_report(args)
     write_report(args)
-    print(f"results: {args.results}/rate-runs/ and the study-rate section of {args.results.parent / 'results.md'}")
+    print(f"results: {args.results}/rate-runs/ and the study-rate section of {args.results.parent / 'rate-study.md'}")
 
 
 if __name__ == "__main__":

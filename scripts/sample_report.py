@@ -1,4 +1,4 @@
-"""The poem model's sampling report (issue 2.3): prior samples under each form and steering, scored with the
+"""The poem model's sampling report: prior samples under each form and steering, scored with the
 project's own metrics, beside the same figures for the test split's poems.
 
     python scripts/sample_report.py data/pretrained                       # writes data/pretrained/samples.json

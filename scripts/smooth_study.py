@@ -8,7 +8,7 @@ scored on what a user does with z: reconstruction char-BLEU (the first 300 test 
 
 A variant trains into RUNS/<name> (a finished run is not trained again) and its figures are written to
 docs/results/smooth/<name>.json with the commands that made them; a variant whose file exists is skipped (delete it
-to redo it). The table goes into docs/results.md ("Smooth latent").
+to redo it). The table goes into docs/smooth-latent.md.
 """
 
 import argparse
@@ -67,7 +67,7 @@ def measure(name: str, args) -> dict:
         commands.append(" ".join(train))
         model_dir = str(run_dir / "last")
     with tempfile.TemporaryDirectory() as tmp:
-        evaluate = ["textvae", "evaluate", model_dir, "--iw-samples", "0", "--num-samples", "0", "--max-examples",
+        evaluate = ["textvae", "evaluate", model_dir, "--iw-samples", "0", "-n", "0", "--max-examples",
                     str(args.examples), "--form", "free", "--seed", "0", "--precision", "fp32", "--out",
                     f"{tmp}/eval.json"]
         editing = [sys.executable, "scripts/editing_report.py", model_dir, "--path", "linear", "--judge", args.judge,
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=Path, default=Path("runs/smooth"))
     parser.add_argument("--results", type=Path, default=Path("docs/results/smooth"))
-    parser.add_argument("--doc", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--doc", type=Path, default=Path("docs/smooth-latent.md"))
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     for name in args.only or VARIANTS:

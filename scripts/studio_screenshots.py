@@ -1,5 +1,5 @@
-"""Screenshots of each tab of the poem studio, for the README: the real server over a real model, driven in
-headless Chromium (Debian's chromium and chromium-driver) through one seeded session.
+"""Screenshots of each tab of the poem studio, for docs/studio.md: the real server over a real model, driven in
+headless Chromium (Debian's chromium and chromium-driver) with seeded requests.
 
     python scripts/studio_screenshots.py                                  # poem, data/poems, in 繁體中文
     python scripts/studio_screenshots.py faithful --tabs edit --text 女子乃知我，明朝變姓名。可憐逃不密，猶迫詔書行。

@@ -1,23 +1,24 @@
 """Train several runs side by side on one device inside a fixed wall-clock budget.
 
-A lent GPU comes for minutes, not hours, so the step count of each run is fitted to the time: all runs first
+For GPU time that comes in slots of minutes, not hours, the step count of each run is fitted to the time: all runs first
 train together for --calibrate seconds (the cosine schedule is irrelevant there), the script reads each run's
 steps per second under that shared load, stops them, and starts them afresh with --max-steps sized to end inside
 the budget. Every run then has a full warm-up and cosine decay. At the end each run's last/ weights, config and
-metrics are packed into one archive cut into 15 MiB parts (the device tool returns at most 16 MiB a file).
+metrics are packed into one archive cut into 15 MiB parts (`cat runs.tar.part* | tar -x` joins them), small
+enough for tools that copy files back from a remote machine with a size limit.
 
-    python scripts/timed_runs.py --budget 540 --candidates faithful-slots-b1024 --out $OUT \
-        -- --init-from data/faithful --lr 3e-3            # on the lent GPU (scripts/device_faithful.sh)
+    python scripts/timed_runs.py --budget 540 --candidates faithful-slots-b1024 --out runs/timed-out \
+        -- --init-from data/faithful --lr 3e-3            # on a CUDA machine (docs/training.md)
     python scripts/timed_runs.py --budget 150 --calibrate 40 --device cpu --out /tmp/t -- --decoder-hidden 32
-    python scripts/timed_runs.py --budget 250 --calibrate 24 --candidates faithful-d128-b1024 --out $OUT \
-        -- --init-from .gpu/stage1/faithful-d128-b1024/last --lr 3e-3    # train a returned run on
+    python scripts/timed_runs.py --budget 250 --calibrate 24 --candidates faithful-d128-b1024 --out runs/timed-out \
+        -- --init-from runs/stage1/faithful-d128-b1024/last --lr 3e-3    # train a finished run on
 
-The runs are the `faithful` candidates (issue 2.4, docs/results.md) on top of the preset poem-faithful (a 256-unit
-encoder, a 512-unit decoder, free bits at 200 nats): the second lease's D = 128 without slots at batches of 512,
-1,024 and 2,048 poems, each with its own learning rate, and the preset's own model (D = 256 through 16 slots, the
-third version) at GPU batch sizes; the third lease trained faithful-slots-b1024 from the third version's fourth CPU
-epoch into the fourth version. The first lease's candidates were D = 64 with free bits at 120, 200 and 300 nats
-(git show cc799ae).
+The runs are the `faithful` candidates (docs/faithful.md) on top of the preset poem-faithful (a 256-unit encoder,
+a 512-unit decoder, free bits at 200 nats): D = 128 without slots at batches of 512, 1,024 and 2,048 poems, each
+with its own learning rate (they made the second version), and the preset's own model (D = 256 through 16 slots,
+the third version) at GPU batch sizes; faithful-slots-b1024 trained the third version's fourth CPU epoch into the
+fourth version. The first version's candidates were D = 64 with free bits at 120, 200 and 300 nats (git show
+cc799ae).
 """
 
 import argparse
@@ -31,8 +32,8 @@ import tarfile
 import time
 from pathlib import Path
 
-# the second lease's D = 128 without slots at three batch sizes (a GPU step costs about the same at each, so larger
-# batches see more epochs), and the preset's slotted D = 256 at the two best of them, for the next lease
+# D = 128 without slots at three batch sizes (a GPU step costs about the same at each, so larger batches see more
+# epochs), and the preset's slotted D = 256 at the two best of them
 CANDIDATES = {
     "faithful-d128": ["--latent-dim", "128", "--latent-slots", "0", "--batch-size", "512", "--lr", "4e-3"],
     "faithful-d128-b1024": ["--latent-dim", "128", "--latent-slots", "0", "--batch-size", "1024", "--lr", "5e-3"],

@@ -48,7 +48,7 @@ def make_source(tmp_path):
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine threads spin against each other."""
+    """Tiny models gain nothing from threads, and on 2 shared cores threads spin against each other."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

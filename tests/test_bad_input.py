@@ -21,8 +21,9 @@ from textvae.train import TrainConfig
 from textvae.vae import VAEConfig
 
 CHARS = "春夏秋冬山水風月花鳥雲雨"
+# a tiny Gaussian VAE with the full softmax (the default preset's adaptive bands need a larger vocabulary)
 TINY = ["--embed-dim", "16", "--encoder-hidden", "16", "--decoder-hidden", "32", "--latent-dim", "4",
-        "--num-heads", "2", "--max-len", "40"]
+        "--max-len", "40", "--posterior", "gaussian", "--output-layer", "full"]
 QUICK = ["--max-steps", "4", "--batch-size", "8", "--eval-every", "4", "--warmup-steps", "1", "--precision", "fp32"]
 
 
@@ -229,7 +230,7 @@ def test_evaluation_with_batch_norm_keeps_the_kl_whatever_the_batch_size(data_di
     main(["train", "--data-dir", str(data_dir), "--run-dir", str(run), *TINY, *QUICK, "--posterior", "bn"])
     model, dataset = evaluate.load(run / "best", data_dir)
     kl = [evaluate.evaluate(model, dataset, evaluate.EvalConfig(split="validation", batch_size=b, iw_samples=0,
-                                                                 num_samples=0))[0]["latent"]["kl"] for b in (1, 64)]
+                                                                 n=0))[0]["latent"]["kl"] for b in (1, 64)]
     assert kl[0] == pytest.approx(kl[1], rel=1e-5) and kl[0] > 0
 
 
@@ -248,7 +249,7 @@ def test_transformer_max_len_warns_with_the_count_of_cut_examples(data_dir, tmp_
 
 def test_evaluate_keeps_the_previous_report(data_dir, model_dir, capsys):
     argv = ["evaluate", str(model_dir), "--data", str(data_dir), "--split", "validation", "--iw-samples", "2",
-            "--num-samples", "0"]
+            "-n", "0"]
     main(argv)
     first = (model_dir / "eval.json").read_bytes()
     main(argv)
@@ -263,7 +264,7 @@ def test_evaluate_keeps_the_previous_report(data_dir, model_dir, capsys):
     (["--form", "6x4"], "'6x4'"),
     (["--form", "5x4"], "，"),  # the tiny model has no ，or 。: constrained poems are impossible
     (["--iw-samples", "1000000000000"], "1000000000000"),
-    (["--num-samples", "1000000000"], "1000000000"),
+    (["-n", "1000000000"], "1000000000"),
     (["--seed", "1000000000000"], "1000000000000"),
     (["--device", "tpu"], "'tpu'"),
     (["--split", "nope"], "'nope'"),
@@ -294,7 +295,9 @@ def test_evaluate_refuses_outputs_it_cannot_write_before_any_work(data_dir, mode
     (["--seed", "1000000000000"], "1000000000000"),
     (["--device", "tpu"], "'tpu'"),
     *[([flag, "nan"], "nan") for flag in ("--lr", "--weight-decay", "--grad-clip", "--min-lr", "--beta-max",
-                                         "--free-bits", "--kappa", "--gamma", "--tau", "--dropout")],
+                                         "--free-bits", "--encoder-dropout", "--decoder-dropout")],
+    *[(["--posterior", posterior, flag, "nan"], "nan") for posterior, flag in (("vmf", "--kappa"), ("bn", "--gamma"),
+                                                                              ("bn-tau", "--tau"))],
     (["--lr", "inf"], "inf"),
 ])
 def test_train_values(data_dir, tmp_path, capsys, argv, words):
@@ -312,7 +315,7 @@ def test_train_values(data_dir, tmp_path, capsys, argv, words):
     ("interpolate", ["--steps", "1000000000"], "1000000000"),
     ("vary", ["春夏秋冬", "-n", "1000000000"], "1000000000"),
     ("vary", ["春夏秋冬", "--spread", "-1"], "spread"),
-    ("reconstruct", ["春夏秋冬", "--samples", "1000000000"], "1000000000"),
+    ("reconstruct", ["春夏秋冬", "-n", "1000000000"], "1000000000"),
 ])
 def test_generation_values(model_dir, capsys, verb, argv, words):
     fails([verb, str(model_dir), *argv], capsys, words)
@@ -322,9 +325,9 @@ def test_nan_in_a_saved_config_is_refused(model_dir, tmp_path, capsys):
     copy = tmp_path / "m"
     shutil.copytree(model_dir, copy)
     config = json.loads((copy / "config.json").read_text())
-    config["gamma"] = float("nan")
+    config["decoder_dropout"] = float("nan")
     (copy / "config.json").write_text(json.dumps(config))
-    fails(["sample", str(copy)], capsys, "gamma", "nan")
+    fails(["sample", str(copy)], capsys, "decoder_dropout", "nan")
 
 
 def test_config_file_that_is_a_folder_or_not_an_object(tmp_path, capsys):
@@ -406,15 +409,19 @@ def test_a_damaged_model_config_names_the_file(model_dir, tmp_path, capsys, cont
     fails(["sample", str(copy)], capsys, str(copy / "config.json"), words)
 
 
-@pytest.mark.parametrize("section,field,value", [("train", "lr", float("nan")), ("train", "max_steps", True),
-                                                 ("model", "gamma", float("inf")), ("model", "latent_dim", 2.5),
-                                                 ("train", "seed", 2**40), ("model", "embed_dim", 10**6)])
-def test_config_files_and_the_python_api_get_the_same_checks(tmp_path, capsys, section, field, value):
-    cls = {"model": VAEConfig, "train": TrainConfig}[section]
-    with pytest.raises(TextVAEError, match=f"{cls.__name__}.{field} must be"):
-        cls(**{field: value})
+@pytest.mark.parametrize("section,field,value,owner", [("train", "lr", float("nan"), "TrainConfig"),
+                                                       ("train", "max_steps", True, "TrainConfig"),
+                                                       ("model", "gamma", float("inf"), "BNSettings"),
+                                                       ("model", "latent_dim", 2.5, "VAEConfig"),
+                                                       ("train", "seed", 2**40, "TrainConfig"),
+                                                       ("model", "embed_dim", 10**6, "VAEConfig")])
+def test_config_files_and_the_python_api_get_the_same_checks(tmp_path, capsys, section, field, value, owner):
+    build = {"model": lambda fields: VAEConfig.from_dict({"posterior": "bn", **fields}),  # the default preset's
+             "train": lambda fields: TrainConfig(**fields)}[section]
+    with pytest.raises(TextVAEError, match=f"{owner}.{field} must be"):
+        build({field: value})
     (tmp_path / "run.json").write_text(json.dumps({section: {field: value}}))
-    fails(["train", "--config", str(tmp_path / "run.json")], capsys, f"{cls.__name__}.{field}", repr(value))
+    fails(["train", "--config", str(tmp_path / "run.json")], capsys, f"{owner}.{field}", repr(value))
 
 
 def test_a_fresh_start_refuses_a_run_whose_checkpoint_swap_was_cut(data_dir, tmp_path, capsys):

@@ -61,24 +61,24 @@ STRAINS = {
 def test_reads_every_source_layout(make_source, kind):
     parsed = corpus.parse(make_source(FILES, STRAINS, kind=kind))
     # Tang before Song, files in numeric order (0, 2, 10), records in file order; error/ ignored.
-    assert [p["id"] for p in parsed.poems] == ["t0", "t1", "t2", "t10", "s0"]
+    assert [p["id"] for p in parsed.texts] == ["t0", "t1", "t2", "t10", "s0"]
     assert parsed.files == 4
-    assert [p["dynasty"] for p in parsed.poems] == ["tang"] * 4 + ["song"]
-    assert [p["form"] for p in parsed.poems] == ["5x8", "5x4", "7x4", "7x8", "7x4"]
-    first = parsed.poems[0]
+    assert [p["dynasty"] for p in parsed.texts] == ["tang"] * 4 + ["song"]
+    assert [p["form"] for p in parsed.texts] == ["5x8", "5x4", "7x4", "7x8", "7x4"]
+    first = parsed.texts[0]
     assert first["text"] == canonical(QINCHUAN)
     assert first["lines"] == ["秦川雄帝宅", "函谷壯皇居", "綺殿千尋起", "離宮百雉餘",
                               "連甍遙接漢", "飛觀迥凌虛", "雲日隱層闕", "風煙出綺疎"]
     assert (first["author"], first["title"]) == ("太宗皇帝", "帝京篇十首 一")
     assert first["strains"] == split_lines("".join(STRAINS_QINCHUAN))
-    assert [p["strains"] for p in parsed.poems[1:]] == [[]] * 4
-    assert "春眠不覺曉" not in "".join(p["text"] for p in parsed.poems)
+    assert [p["strains"] for p in parsed.texts[1:]] == [[]] * 4
+    assert "春眠不覺曉" not in "".join(p["text"] for p in parsed.texts)
 
 
 def test_layouts_give_identical_corpora(make_source):
     parsed = [corpus.parse(make_source(FILES, STRAINS, kind=kind, name=kind))
               for kind in ("tarball", "folder", "github")]
-    assert parsed[0].poems == parsed[1].poems == parsed[2].poems
+    assert parsed[0].texts == parsed[1].texts == parsed[2].texts
     assert parsed[0].dropped == parsed[1].dropped == parsed[2].dropped
 
 
@@ -124,8 +124,8 @@ def test_malformed_files_name_the_file(make_source, content, words):
 ])
 def test_cleaning_keeps_the_poem(make_source, paragraphs, text):
     parsed = parse_one(make_source, paragraphs)
-    assert [p["text"] for p in parsed.poems] == [text]
-    assert parsed.poems[0]["lines"] == split_lines(text)
+    assert [p["text"] for p in parsed.texts] == [text]
+    assert parsed.texts[0]["lines"] == split_lines(text)
 
 
 @pytest.mark.parametrize("paragraphs, reason", [
@@ -143,7 +143,7 @@ def test_cleaning_keeps_the_poem(make_source, paragraphs, text):
 ])
 def test_cleaning_drops_the_poem(make_source, paragraphs, reason):
     parsed = parse_one(make_source, paragraphs)
-    assert parsed.poems == []
+    assert parsed.texts == []
     assert count(parsed.dropped, reason) == 1
     assert sum(parsed.dropped.values()) == 1
 
@@ -151,7 +151,7 @@ def test_cleaning_drops_the_poem(make_source, paragraphs, reason):
 def test_nested_notes_are_removed_with_their_content(make_source):
     parsed = parse_one(make_source, ["白日依山盡，黃河入海流。",
                                      "欲窮千里目，更上一層樓。（見《永樂大典》卷三（五函）。）"])
-    assert [p["text"] for p in parsed.poems] == [canonical(DENGLOU)]
+    assert [p["text"] for p in parsed.texts] == [canonical(DENGLOU)]
 
 
 def test_clean_strips_marks_and_notes():
@@ -165,7 +165,7 @@ def test_drop_reasons_are_counted(make_source):
                poem(["白日依山盡兮，黃河入海流兮。"] * 2, "d"), poem(["白日依山盡，黃河入海流。"], "e"),
                poem(DENGLOU, "dup")]
     parsed = corpus.parse(make_source({"poet.tang.0.json": records}))
-    assert [p["id"] for p in parsed.poems] == ["keep"]
+    assert [p["id"] for p in parsed.texts] == ["keep"]
     assert (count(parsed.dropped, "missing"), count(parsed.dropped, "non-CJK"),
             count(parsed.dropped, "irregular"), count(parsed.dropped, "duplicate")) == (2, 1, 2, 1)
     assert sum(parsed.dropped.values()) == len(records) - 1
@@ -178,7 +178,7 @@ def test_same_poem_in_two_files_is_kept_once(make_source):
              "poet.tang.1.json": [poem(BAIDI, "b"), poem(DENGLOU, "again")],
              "poet.song.0.json": [poem(["白日依山盡？黃河入海流！", "欲窮千里目；更上一層樓。"], "variant")]}
     parsed = corpus.parse(make_source(files))
-    assert [p["id"] for p in parsed.poems] == ["first", "b"]
+    assert [p["id"] for p in parsed.texts] == ["first", "b"]
     assert count(parsed.dropped, "duplicate") == 2
 
 
@@ -187,12 +187,12 @@ def test_simplified_conversion_and_dedupe(make_source):
     files = {"poet.tang.0.json": [poem(["秦川雄帝宅，函谷壯皇居。", "花裏千尋起，離宮百雉餘。"], "trad", "太宗皇帝", "帝京篇")],
              "poet.tang.1.json": [poem(["秦川雄帝宅，函谷壮皇居。", "花裡千尋起，離宮百雉餘。"], "variant")]}
     source = make_source(files)
-    assert len(corpus.parse(source).poems) == 2
+    assert len(corpus.parse(source).texts) == 2
 
     parsed = corpus.parse(source, to_simplified=opencc.OpenCC("t2s").convert)
-    assert [p["id"] for p in parsed.poems] == ["trad"]
+    assert [p["id"] for p in parsed.texts] == ["trad"]
     assert count(parsed.dropped, "duplicate") == 1
-    only = parsed.poems[0]
+    only = parsed.texts[0]
     assert only["text"] == "秦川雄帝宅，函谷壮皇居。花里千寻起，离宫百雉余。"
     assert only["lines"] == split_lines(only["text"])
     assert (only["author"], only["title"]) == ("太宗皇帝", "帝京篇")
@@ -205,8 +205,8 @@ def test_parse_text_files(tmp_path):
     a.write_text("The cat sat.\n\n  Spaces around.  \nThe cat sat.\n", encoding="utf-8")
     b.write_text("Ünïcödé, 中文 too\r\nThe cat sat.", encoding="utf-8")
     parsed = corpus.parse_text_files([a, b])
-    assert [p["text"] for p in parsed.poems] == ["The cat sat.", "Spaces around.", "Ünïcödé, 中文 too"]
-    assert [p["source"] for p in parsed.poems] == ["a.txt:1", "a.txt:3", "b.txt:1"]
+    assert [p["text"] for p in parsed.texts] == ["The cat sat.", "Spaces around.", "Ünïcödé, 中文 too"]
+    assert [p["source"] for p in parsed.texts] == ["a.txt:1", "a.txt:3", "b.txt:1"]
     assert parsed.files == 2
     assert parsed.dropped == Counter({"duplicate text": 2, "empty line": 1})
 

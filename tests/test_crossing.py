@@ -45,8 +45,8 @@ def test_the_loss_is_the_crossing_s_nll_plus_its_distance_from_its_point_on_the_
     texts = ["春山秋水，夏月冬花。風雲雨鳥，花月山水。", "秋月春花，冬山夏水。雨鳥風雲，水山月花。", "山水，花月。"]
     dataset, tokenizer = data.build([dict(text=t) for t in texts * 4], kind="char", vocab_size=300)
     torch.manual_seed(0)
-    model = TextVAE(VAEConfig(embed_dim=16, encoder_hidden=16, decoder_hidden=32, latent_dim=4, max_len=40,
-                              segment_marks="，。"), tokenizer).eval()
+    model = TextVAE(VAEConfig.from_dict(dict(embed_dim=16, encoder_hidden=16, decoder_hidden=32, latent_dim=4,
+                                             max_len=40, segment_marks="，。")), tokenizer).eval()
     separators = tuple(tokenizer.piece_to_id(mark) for mark in "，。")
     ids, mask = pad_batch(tokenizer.encode_batch(texts))
     q = model.encode(ids, mask)

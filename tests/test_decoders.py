@@ -143,14 +143,14 @@ def test_lstm_starts_from_cell_w_z_and_hidden_its_tanh():
     # He et al. 2019's decoder: c0 = W z + b, h0 = tanh(c0) in every layer; zeros without a latent
     dec = make(LSTMDecoder, latent_dim=8)
     z, _ = inputs()
-    h, c = dec.init_state(z, 3)["h"]
+    h, c = dec.init_state(z, 3).h
     W, b = dec.z_to_hidden.weight, dec.z_to_hidden.bias  # (L * H, D), (L * H,)
     for layer in range(2):
         rows = slice(layer * 16, (layer + 1) * 16)
         expected = z @ W[rows].T + b[rows]  # (B, H)
         torch.testing.assert_close(c[layer], expected)
         torch.testing.assert_close(h[layer], torch.tanh(expected))
-    h, c = make(LSTMDecoder, latent_dim=0).init_state(None, 3)["h"]
+    h, c = make(LSTMDecoder, latent_dim=0).init_state(None, 3).h
     assert h.shape == c.shape == (2, 3, 16) and not h.any() and not c.any()
 
 
@@ -191,7 +191,7 @@ def test_rnn_with_segment_positions_decodes_stepwise_as_forward_and_uses_them(cl
     torch.testing.assert_close(stepwise, dec(z, ids), atol=1e-5, rtol=0)
     index = torch.tensor([2, 0])
     reordered = dec.reorder_state(state, index)
-    assert torch.equal(reordered["where"]["segment"], state["where"]["segment"][index])
+    assert torch.equal(reordered.where.segment, state.where.segment[index])
     with torch.no_grad():
         dec.positions.position.weight.add_(1.0)  # the features feed the output: moving them moves it
     assert (dec(z, ids) - stepwise).abs().max() > 1e-4

@@ -11,7 +11,7 @@ from textvae.poetry import Verse, form_of, split_lines
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 FAITHFUL, DEFAULT = DATA / "faithful", DATA / "pretrained"
-# test-split poems with no line in the training split (the README's two examples)
+# test-split poems with no line in the training split (the two examples in docs/generation.md)
 load_model = functools.cache(generate.load_model)  # each model loaded once for the module's tests
 HELD_OUT = ["尚想夷與齊，求仁無怨嘖。誰傳采薇音，荒哉太史筆。", "女子乃知我，明朝變姓名。可憐逃不密，猶迫詔書行。"]
 
@@ -30,7 +30,7 @@ def test_its_report_shows_a_high_rate_that_reconstructs_better_than_the_default(
     assert faithful["latent"]["kl"] >= 60
     assert faithful["latent"]["active_units"] == json.loads((FAITHFUL / "config.json").read_text())["latent_dim"]
     assert faithful["text"]["reconstruction_bleu"] > 20 * default["text"]["reconstruction_bleu"]
-    assert faithful["text"]["reconstruction_bleu"] >= 40  # the target, on the whole test split
+    assert faithful["text"]["reconstruction_bleu"] >= 40  # the model's target, on the whole test split
 
 
 def characters(poem: str) -> str:

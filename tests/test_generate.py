@@ -25,7 +25,7 @@ POEMS = [
     "烽火連三月，家書抵萬金。白頭搔更短，渾欲不勝簪。",
 ]
 A, B = POEMS[0], POEMS[1]
-TINY = dict(embed_dim=32, encoder_hidden=32, decoder_hidden=64, latent_dim=8, num_heads=2, max_len=80)
+TINY = dict(embed_dim=32, encoder_hidden=32, decoder_hidden=64, latent_dim=8, max_len=80)
 FORMS = ["5x4", "7x4", "5x8", "7x8"]
 
 
@@ -39,7 +39,7 @@ def tok():
 
 def tiny(tok, seed=0, **config):
     torch.manual_seed(seed)
-    return TextVAE(VAEConfig(vocab_size=tok.vocab_size, **{**TINY, **config}), tok).eval()
+    return TextVAE(VAEConfig.from_dict({"vocab_size": tok.vocab_size, **TINY, **config}), tok).eval()
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def trained(tok):
     """Gaussian and vMF models that reconstruct the poems, so greedy decoding has clear winners."""
     models = {}
     for posterior in ("gaussian", "vmf"):
-        model = tiny(tok, posterior=posterior, kappa=20.0).train()
+        model = tiny(tok, posterior=posterior, **({"kappa": 20.0} if posterior == "vmf" else {})).train()
         ids, mask = pad_batch(tok.encode_batch(POEMS))
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         for _ in range(100):
@@ -205,7 +205,7 @@ def test_seeds_reproduce_outputs_and_leave_the_global_generator_alone(tok, train
 
 def test_vary_and_reconstruct_samples_draw_from_the_posterior(trained):
     model = trained["vmf"]
-    out = generate.reconstruct(model, [A, B], samples=3, constraint=Verse(model.tokenizer, "5x4"), seed=0)
+    out = generate.reconstruct(model, [A, B], n=3, constraint=Verse(model.tokenizer, "5x4"), seed=0)
     assert [len(texts) for texts in out] == [3, 3]
     assert len(generate.vary(model, A, 5, seed=0)) == 5
 
@@ -259,7 +259,7 @@ def test_without_a_constraint_a_poem_model_writes_regular_poems_and_other_models
 def test_reconstruct_and_vary_keep_each_poem_s_form(tok):
     model = tiny(tok)
     irregular = "床前明月光，疑是地上霜。"
-    outputs = generate.reconstruct(model, POEMS + [irregular], samples=2, decoding=Decoding(strategy="sample"),
+    outputs = generate.reconstruct(model, POEMS + [irregular], n=2, decoding=Decoding(strategy="sample"),
                                    seed=0)
     for text, out in zip(POEMS, outputs):
         assert [form_of(split_lines(o)) for o in out] == [form_of(split_lines(text))] * 2, out

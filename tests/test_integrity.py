@@ -25,7 +25,7 @@ from textvae.vae import TextVAE, VAEConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAINED = ROOT / "data" / "pretrained"
-TINY = dict(embed_dim=16, encoder_hidden=16, decoder_hidden=32, latent_dim=4, num_heads=2, max_len=40)
+TINY = dict(embed_dim=16, encoder_hidden=16, decoder_hidden=32, latent_dim=4, max_len=40)
 QUIET_NIGHT = "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。"  # 靜夜思, as the shipped model's corpus writes it
 QUIET_NIGHT_SIMPLIFIED = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
 

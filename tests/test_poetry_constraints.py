@@ -13,7 +13,7 @@ from textvae import generate
 from textvae.errors import TextVAEError
 from textvae.generate import Decoding
 from textvae.data import pad_batch
-from textvae.poetry import (Verse, char_tones, follows_tonal_pattern, form_of, is_cjk, join_lines, rhyme_groups,
+from textvae.poetry import (Constraint, Verse, char_tones, follows_tonal_pattern, form_of, is_cjk, join_lines, rhyme_groups,
                             rhyme_rate, rhyme_table, rhymes, split_lines, tone_of)
 from textvae.poetry.constraints import CORPUS_FORMS, tone_masks
 from textvae.tokenizer import EOS_ID, Tokenizer
@@ -31,7 +31,7 @@ POEMS = [
     "風急天高猿嘯哀，渚清沙白鳥飛回。無邊落木蕭蕭下，不盡長江滾滾來。萬里悲秋常作客，百年多病獨登臺。"
     "艱難苦恨繁霜鬢，潦倒新停濁酒杯。",
 ]
-TINY = dict(embed_dim=32, encoder_hidden=32, decoder_hidden=64, latent_dim=8, num_heads=2, max_len=80)
+TINY = dict(embed_dim=32, encoder_hidden=32, decoder_hidden=64, latent_dim=8, max_len=80)
 FORMS = ["5x4", "7x4", "5x8", "7x8"]
 
 
@@ -45,7 +45,7 @@ def tok():
 
 def tiny(tok, seed=0, **config):
     torch.manual_seed(seed)
-    return TextVAE(VAEConfig(vocab_size=tok.vocab_size, **{**TINY, **config}), tok).eval()
+    return TextVAE(VAEConfig.from_dict({"vocab_size": tok.vocab_size, **TINY, **config}), tok).eval()
 
 
 def hot(strategy="sample"):
@@ -163,6 +163,18 @@ def test_for_text_keeps_a_regular_poem_s_form_and_checks_a_given_one(tok):
         fixed.for_text(POEMS[5])
     with pytest.raises(TextVAEError, match="has 4 characters but a 5x8 poem has 8 lines"):
         Verse(tok, acrostic="春花山月").for_text(POEMS[7])
+
+
+@pytest.mark.parametrize("make", [lambda tok: Verse(tok, rhyme="auto", meter=True), Verse,
+                                  generate.FreeText, lambda tok: generate.constraint_for(tok, "drawn", rhyme=True)])
+def test_every_constraint_follows_the_protocol(tok, make):
+    constraint = make(tok)
+    assert isinstance(constraint, Constraint) and isinstance(constraint.for_text(POEMS[0]), Constraint)
+    state = constraint.init_state(3)
+    for t in range(2):  # one pass through what a decoding loop calls, the bias of every row a (V,) mask
+        assert constraint.bias(t, state).shape[-1] == tok.vocab_size
+        tokens = torch.full((3,), constraint.forced(t, state) or tok.piece_to_id("春"))
+        state = constraint.reorder_state(constraint.update(t, tokens, state), torch.tensor([2, 0, 1]))
 
 # -----------------------------------------------------------------------------
 # rhyme

@@ -11,7 +11,7 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
-from textvae import data, evaluate, generate, priors
+from textvae import data, evaluate, generate, latent_stats, priors
 from textvae.cli import main
 from textvae.errors import TextVAEError
 from textvae.priors import diffusion, flow, gmm
@@ -448,11 +448,11 @@ def test_the_iw_nll_under_a_standard_normal_learned_prior_is_the_standard_iw_nll
         with torch.no_grad():
             for name, p in prior.named_parameters():
                 p.zero_()
-    standard = evaluate.iw_nll(model, sequences, num_samples=20, seed=3)
+    standard = latent_stats.iw_nll(model, sequences, iw_samples=20, seed=3)
     with torch.no_grad():
-        learned = evaluate.iw_nll(model, sequences, num_samples=20, seed=3, prior=prior)
+        learned = latent_stats.iw_nll(model, sequences, iw_samples=20, seed=3, prior=prior)
     torch.testing.assert_close(learned, standard)
-    far = evaluate.iw_nll(model, sequences, num_samples=20, seed=3, prior=far_away())
+    far = latent_stats.iw_nll(model, sequences, iw_samples=20, seed=3, prior=far_away())
     assert torch.all(far > standard + 100)  # z ~ q lands nowhere near that prior's mass
 
 
@@ -513,7 +513,7 @@ def test_evaluate_refuses_a_likelihood_under_the_diffusion_prior(saved):
     model, dataset, _ = saved
     evaluate.fit_prior(model, dataset, "diffusion", max_points=100, hidden=16, blocks=1, steps=3, epochs=1)
     with pytest.raises(TextVAEError, match="no tractable log p"):
-        evaluate.evaluate(model, dataset, evaluate.EvalConfig(iw_prior="diffusion", iw_samples=2, num_samples=0))
+        evaluate.evaluate(model, dataset, evaluate.EvalConfig(iw_prior="diffusion", iw_samples=2, n=0))
 
 
 def test_an_interrupted_fit_leaves_the_previous_prior_intact(saved, monkeypatch):

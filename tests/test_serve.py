@@ -68,6 +68,12 @@ def test_sample_writes_the_form_with_rhyme_and_meter(client, form):
         assert form_of(lines) == form and poem_rhymes(lines) and follows_tonal_pattern(lines), poem
 
 
+def test_rhyme_takes_a_group_as_the_python_api_does(client, model):
+    poems = ok(client.post("/api/sample", json=dict(form="5x4", n=2, rhyme="陽", seed=3)))["poems"]
+    assert poems == generate.sample(model, 2, seed=3, constraint=generate.constraint_for(model.tokenizer, "5x4",
+                                                                                          rhyme="陽"))
+
+
 def test_sample_is_the_library_call(client, model):
     body = dict(n=3, seed=7, temperature=0.8, top_p=0.9)
     poems = ok(client.post("/api/sample", json=body))["poems"]
@@ -82,12 +88,12 @@ def test_sample_with_an_acrostic(client):
 
 
 def test_reconstruct_and_vary(client, model):
-    answer = ok(client.post("/api/reconstruct", json=dict(text=POEMS[2], variations=3, seed=0)))
+    answer = ok(client.post("/api/reconstruct", json=dict(text=POEMS[2], n=3, seed=0)))
     assert answer["reconstruction"] == generate.reconstruct(model, [POEMS[2]])[0][0]
     assert len(answer["variations"]) == 3 and all(form_of(split_lines(v)) == "5x4" for v in answer["variations"])
-    close = ok(client.post("/api/reconstruct", json=dict(text=POEMS[2], variations=3, spread=0.5, seed=0)))
+    close = ok(client.post("/api/reconstruct", json=dict(text=POEMS[2], n=3, spread=0.5, seed=0)))
     assert close["variations"] == generate.vary(model, POEMS[2], 3, spread=0.5, seed=0)
-    refused(client.post("/api/reconstruct", json=dict(text=POEMS[2], variations=3, spread=0)), "spread")
+    refused(client.post("/api/reconstruct", json=dict(text=POEMS[2], n=3, spread=0)), "spread")
     simplified = ok(client.post("/api/reconstruct", json=dict(text="白日依山尽，黄河入海流。欲穷千里目，更上一层楼。")))
     assert simplified["reconstruction"] == answer["reconstruction"]  # read in the model's (traditional) script
 
@@ -104,7 +110,8 @@ def test_interpolate(client, model):
 def test_the_latent_map_and_placing_poems(client):
     found = ok(client.get("/api/latent-map"))
     assert len(found["points"]) == len(POEMS) and all(len(p) == 2 for p in found["points"])
-    assert sorted(set(found["labels"]["form"])) == ["5x4", "5x8", "7x4"] and set(found["labels"]["dynasty"]) == {"tang", "song"}
+    assert sorted(set(found["labels"]["form"])) == ["5x4", "5x8", "7x4"]
+    assert set(found["labels"]["dynasty"]) == {"tang", "song"}
     assert 0 < sum(found["explained"]) <= 1
     placed = ok(client.post("/api/project", json=dict(texts=[found["texts"][3]])))["points"]
     assert placed[0] == pytest.approx(found["points"][3], abs=1e-4)  # a test poem lands on its own point
@@ -120,7 +127,8 @@ def test_the_latent_map_needs_a_dataset(folders):
     ("/api/sample", dict(n=0), "n: Input should be greater than or equal to 1"),
     ("/api/sample", dict(form="9x9"), "form must be one of"),
     ("/api/sample", dict(acrostic="春夏秋"), "acrostic"),
-    ("/api/sample", dict(rhyme="yes please"), "rhyme: Input should be a valid boolean"),
+    ("/api/sample", dict(rhyme="yes please"), "'yes please' is neither a 平水韻 rhyme group"),
+    ("/api/sample", dict(rhyme=3), "rhyme"),
     ("/api/sample", dict(model="nope"), "unknown model 'nope'; this server has poem"),
     ("/api/sample", dict(colour="red"), "colour: Extra inputs are not permitted"),
     ("/api/sample", dict(temperature=0), "temperature"),
@@ -157,7 +165,7 @@ def test_20_concurrent_requests_give_what_20_sequential_ones_give(folders):
     try:
         bodies = [("/api/sample", dict(form="5x4", n=2, rhyme=True, seed=i)) for i in range(10)] + \
                  [("/api/interpolate", dict(a=POEMS[0], b=POEMS[1], steps=3, seed=i)) for i in range(5)] + \
-                 [("/api/reconstruct", dict(text=POEMS[i], variations=2, seed=i)) for i in range(5)]
+                 [("/api/reconstruct", dict(text=POEMS[i], n=2, seed=i)) for i in range(5)]
         with httpx.Client(base_url=server.url, timeout=60) as http:
             sequential = [ok(http.post(path, json=body)) for path, body in bodies]
             with ThreadPoolExecutor(20) as pool:

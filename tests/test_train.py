@@ -14,14 +14,16 @@ from textvae import data, train as train_module
 from textvae.atomic import atomic_directory, recover
 from textvae.cli import main
 from textvae.errors import TextVAEError
-from textvae.evaluate import EvalConfig, evaluate, validation_figures
+from textvae.evaluate import EvalConfig, evaluate
+from textvae.latent_stats import validation_figures
 from textvae.metrics import mutual_information
 from textvae.train import (TrainConfig, check_compatible, kl_weight, lr_at, regularised_kl, start_encoder_from,
                            start_weights_from,
                            train)
+from textvae.presets import DEFAULT, PRESETS
 from textvae.vae import TextVAE, VAEConfig
 
-TINY_MODEL = dict(embed_dim=16, encoder_hidden=16, decoder_hidden=32, latent_dim=4, num_heads=2, max_len=40)
+TINY_MODEL = dict(embed_dim=16, encoder_hidden=16, decoder_hidden=32, latent_dim=4, max_len=40)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def data_dir(tmp_path_factory):
 def tiny_configs(data_dir, run_dir, model=None, **train_overrides):
     training = dict(data_dir=str(data_dir), run_dir=str(run_dir), max_steps=20, batch_size=8, eval_every=5,
                     log_every=1, warmup_steps=3, kl_warmup_steps=10, eval_examples=0, lr=3e-3)
-    return VAEConfig(**{**TINY_MODEL, **(model or {})}), TrainConfig(**{**training, **train_overrides})
+    return VAEConfig.from_dict({**TINY_MODEL, **(model or {})}), TrainConfig(**{**training, **train_overrides})
 
 
 def train_losses(run_dir):
@@ -161,11 +163,12 @@ def test_cli_rejects_bad_configuration_before_any_work(tmp_path, capsys, argv, w
 def test_poem_preset_is_poem_base_with_the_adaptive_output_layer_and_a_faster_schedule():
     from textvae.cli import build_parser, train_configs
     base, fast = (train_configs(build_parser().parse_args(["train", "--preset", p])) for p in ("poem-base", "poem"))
-    assert fast[0] == dataclasses.replace(base[0], output_layer="adaptive") and base[0].output_layer == "full"
+    assert fast[0] == dataclasses.replace(base[0], output_layer="adaptive", output_layer_settings=None)
+    assert base[0].output_layer == "full"
     assert dataclasses.replace(fast[1], run_dir=base[1].run_dir, lr=base[1].lr, warmup_steps=base[1].warmup_steps) == base[1]
 
 
-@pytest.mark.parametrize("preset", sorted(train_module.PRESETS))
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_is_a_valid_compatible_configuration(preset):
     from textvae.cli import build_parser, train_configs
     model, config = train_configs(build_parser().parse_args(["train", "--preset", preset]))
@@ -180,7 +183,7 @@ def test_every_preset_is_a_valid_compatible_configuration(preset):
 def test_cli_reads_adaptive_cutoffs_as_integers():
     from textvae.cli import build_parser, train_configs
     args = build_parser().parse_args(["train", "--output-layer", "adaptive", "--adaptive-cutoffs", "500,2000"])
-    assert train_configs(args)[0].adaptive_cutoffs == (500, 2000)
+    assert train_configs(args)[0].output_layer_settings.adaptive_cutoffs == (500, 2000)
 
 
 def test_cli_config_file_and_flags_override_the_preset(tmp_path):
@@ -194,6 +197,37 @@ def test_cli_config_file_and_flags_override_the_preset(tmp_path):
     config.write_text(json.dumps({"model": {"latent": 16}}))
     with pytest.raises(TextVAEError, match="latent"):
         train_configs(build_parser().parse_args(["train", "--config", str(config)]))
+    config.write_text(json.dumps({"model": {"posterior": "gaussian", "gamma": 0.9}}))
+    with pytest.raises(TextVAEError, match="gamma is a setting of the bn posterior"):
+        train_configs(build_parser().parse_args(["train", "--config", str(config)]))
+    config.write_text(json.dumps({"model": {"posterior": "vmf"}}))  # the preset's gamma does not follow bn out
+    model, _ = train_configs(build_parser().parse_args(["train", "--preset", "poem", "--config", str(config)]))
+    assert model.posterior == "vmf" and "gamma" not in model.to_dict()
+
+
+def test_bare_train_is_the_default_preset():
+    from textvae.cli import build_parser, train_configs
+    bare = train_configs(build_parser().parse_args(["train"]))
+    assert bare == train_configs(build_parser().parse_args(["train", "--preset", DEFAULT]))
+    assert bare[0].posterior == "bn" and bare[1].run_dir == f"runs/{DEFAULT}"
+
+
+def test_list_presets_prints_each_name_and_description(capsys):
+    main(["train", "--list-presets"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == sorted(PRESETS)
+    assert all(PRESETS[line.split()[0]].description in line for line in lines)
+    assert sum("(the default)" in line for line in lines) == 1
+
+
+@pytest.mark.parametrize("argv", [["--posterior", "gaussian", "--gamma", "0.9"], ["--kernel-size", "5"],
+                                  ["--decoder", "transformer", "--segment-marks", "，。"]])
+def test_a_flag_for_another_kind_exits_2_with_one_line(tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--run-dir", str(tmp_path / "run"), *argv])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1 and argv[-2].lstrip("-").replace("-", "_") in error
+    assert not (tmp_path / "run").exists()
 
 # --- the loop ----------------------------------------------------------------------------------------------
 
@@ -253,7 +287,7 @@ def test_logged_validation_figures_are_the_evaluation_reports(data_dir, tmp_path
     assert logged["split"] == "validation" and logged["step"] == 10
     dataset, _ = data.load(data_dir)
     config = EvalConfig(split="validation", batch_size=256, seed=c.seed, precision=c.precision, iw_samples=0,
-                        num_samples=0)
+                        n=0)
     lat = evaluate(TextVAE.from_pretrained(tmp_path / "run" / "last"), dataset, config)[0]["latent"]
     expected = dict(elbo=lat["elbo"], rec=lat["rec"], kl=lat["kl"], ppl=lat["elbo_ppl"],
                     active_units=lat["active_units"], mi=lat["mi"])
@@ -290,7 +324,8 @@ def _train_command(data_dir, run_dir, *extra):
     return [sys.executable, "-m", "textvae", "train", "--data-dir", str(data_dir), "--run-dir", str(run_dir),
             "--max-steps", "20", "--batch-size", "8", "--eval-every", "5", "--log-every", "1", "--warmup-steps", "3",
             "--kl-warmup-steps", "10", "--lr", "0.003", "--embed-dim", "16", "--encoder-hidden", "16",
-            "--decoder-hidden", "32", "--latent-dim", "4", "--num-heads", "2", "--max-len", "40", *extra]
+            "--decoder-hidden", "32", "--latent-dim", "4", "--max-len", "40", "--posterior", "gaussian",
+            "--output-layer", "full", *extra]
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
@@ -412,7 +447,7 @@ def test_init_from_copies_every_weight_and_the_run_starts_where_the_donor_ended(
     donor = TextVAE.from_pretrained(tmp_path / "first" / "last")
     _, tokenizer = data.load(data_dir)
     torch.manual_seed(1)
-    model = TextVAE(dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, dropout=0.3), tokenizer)
+    model = TextVAE(dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, decoder_dropout=0.3), tokenizer)
     start_weights_from(model, tmp_path / "first" / "last", str(data_dir))
     mine = model.state_dict()
     assert mine.keys() == donor.state_dict().keys()
@@ -465,4 +500,4 @@ def test_training_with_corruption_records_it(data_dir, tmp_path):
     (dict(posterior="none"), dict(corrupt_drop=0.1), "shape the latent")])
 def test_latent_shaping_options_need_what_they_shape(model, overrides, words):
     with pytest.raises(TextVAEError, match=words):
-        check_compatible(VAEConfig(**model), TrainConfig(**overrides))
+        check_compatible(VAEConfig.from_dict(model), TrainConfig(**overrides))

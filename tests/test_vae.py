@@ -9,9 +9,11 @@ from safetensors.torch import load_file
 from textvae.data import pad_batch
 from textvae.errors import TextVAEError
 from textvae.tokenizer import Tokenizer
-from textvae.vae import TextVAE, VAEConfig
+from textvae.checkpoint import FORMAT, model_fields
+from textvae.posteriors import BNSettings, VMFSettings
+from textvae.vae import TextVAE, VAEConfig, override
 
-TINY = dict(vocab_size=40, embed_dim=32, encoder_hidden=32, decoder_hidden=64, latent_dim=8, num_heads=2,
+TINY = dict(vocab_size=40, embed_dim=32, encoder_hidden=32, decoder_hidden=64, latent_dim=8,
             decoder_layers=1, encoder_layers=2, max_len=32)
 COMBOS = [(e, p, d) for e, p, d in itertools.product(["gru", "gcnn"], ["gaussian", "bn", "bn-tau", "vmf"],
                                                        ["gru", "transformer"])] + [("gru", "none", "gru"),
@@ -29,7 +31,7 @@ def sentences(n=8, seed=0):
 def test_tiny_model_overfits_eight_sentences(encoder, posterior, decoder):
     torch.manual_seed(0)
     kappa = dict(kappa=20.0) if posterior == "vmf" else {}
-    model = TextVAE(VAEConfig(encoder=encoder, posterior=posterior, decoder=decoder, **TINY, **kappa))
+    model = TextVAE(VAEConfig.from_dict(dict(encoder=encoder, posterior=posterior, decoder=decoder, **TINY, **kappa)))
     ids, mask = pad_batch(sentences())
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(200):
@@ -101,16 +103,64 @@ def test_kl_matches_the_posterior_against_its_prior():
     torch.testing.assert_close(out.kl, closed_form, rtol=1e-5, atol=1e-5)
 
 
-def test_config_json_round_trip_and_unknown_keys_fail():
-    config = VAEConfig(encoder="gcnn", posterior="vmf", kappa=13.0)
-    assert VAEConfig.from_json(config.to_json()) == config
+def test_config_round_trips_through_flat_fields_and_unknown_keys_fail():
+    config = VAEConfig.from_dict(dict(encoder="gcnn", posterior="vmf", kappa=13.0, kernel_size=5))
+    assert config.posterior_settings == VMFSettings(13.0) and config.encoder_settings.kernel_size == 5
+    assert VAEConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert "gamma" not in config.to_dict() and "num_heads" not in config.to_dict()
     with pytest.raises(TextVAEError, match="unknown VAEConfig fields"):
-        VAEConfig.from_json(json.dumps({**dataclasses.asdict(config), "latent": 3}))
+        VAEConfig.from_dict({**config.to_dict(), "latent": 3})
+
+
+@pytest.mark.parametrize("fields,words", [(dict(posterior="gaussian", gamma=0.9), "gamma is a setting of the bn"),
+                                          (dict(gamma=0.9), "posterior is gaussian"),
+                                          (dict(kappa=50.0, posterior="bn"), "choose posterior vmf"),
+                                          (dict(kernel_size=5), "gcnn encoder"),
+                                          (dict(num_heads=2), "transformer decoder"),
+                                          (dict(decoder="transformer", segment_marks="，。"), "gru or lstm decoder"),
+                                          (dict(adaptive_div=2), "adaptive output layer")])
+def test_a_knob_for_another_kind_is_refused_in_one_line(fields, words):
+    with pytest.raises(TextVAEError, match=words) as error:
+        VAEConfig.from_dict(fields)
+    assert "\n" not in str(error.value)
+
+
+def test_settings_made_for_another_kind_are_refused():
+    with pytest.raises(TextVAEError, match="must be NoSettings for the gaussian posterior, not BNSettings"):
+        VAEConfig(posterior="gaussian", posterior_settings=BNSettings(0.9))
+    assert VAEConfig(posterior="bn").posterior_settings == BNSettings()  # a kind's defaults when none are given
+
+
+def test_override_drops_the_knobs_of_a_kind_that_a_later_layer_replaces():
+    preset = dict(posterior="bn", gamma=0.6, latent_dim=32)
+    assert override(preset, dict(posterior="vmf")) == dict(posterior="vmf", latent_dim=32)
+    assert override(preset, dict(gamma=0.9)) == dict(posterior="bn", gamma=0.9, latent_dim=32)
+    assert override(preset, dict(posterior="bn-tau", tau=0.3)) == dict(posterior="bn-tau", tau=0.3, latent_dim=32)
+    with pytest.raises(TextVAEError, match="gamma"):  # a knob given in the same layer as another kind
+        VAEConfig.from_dict(override(preset, dict(posterior="gaussian", gamma=0.9)))
+
+
+def test_format_1_fields_migrate_to_the_chosen_kinds_knobs_and_two_dropouts():
+    # format 1 wrote every kind's knobs and one dropout for both halves, -1 meaning "the same"
+    old = dict(posterior="gaussian", decoder="gru", encoder="gru", output_layer="adaptive", kappa=50.0, gamma=0.6,
+               tau=0.5, kernel_size=3, num_heads=4, segment_marks="，。", adaptive_cutoffs=[20, 30], adaptive_div=4,
+               dropout=0.3, encoder_dropout=-1.0)
+    fields = model_fields(old, None, "config.json")
+    assert fields == dict(posterior="gaussian", decoder="gru", encoder="gru", output_layer="adaptive",
+                          segment_marks="，。", adaptive_cutoffs=[20, 30], adaptive_div=4, decoder_dropout=0.3,
+                          encoder_dropout=0.3)
+    assert model_fields({**old, "encoder_dropout": 0.0}, None, "x")["encoder_dropout"] == 0.0
+    with pytest.raises(TextVAEError, match="gamma is a setting of the bn posterior"):  # set by hand, not a default
+        VAEConfig.from_dict(model_fields({**old, "gamma": 0.9}, None, "run_config.json"))
+    assert model_fields(fields, FORMAT, "x") == fields
+    with pytest.raises(TextVAEError, match="format 3.*update textvae"):
+        model_fields(fields, 3, "config.json")
 
 
 @pytest.mark.parametrize("bad,field", [(dict(encoder="rnn"), "encoder"), (dict(posterior="normal"), "posterior"),
-                                       (dict(latent_dim=0), "latent_dim"), (dict(kappa=0.0), "kappa"),
-                                       (dict(tau=1.0), "tau"), (dict(vocab_size=-5), "vocab_size"),
+                                       (dict(latent_dim=0), "latent_dim"),
+                                       (dict(posterior="vmf", kappa=0.0), "kappa"),
+                                       (dict(posterior="bn-tau", tau=1.0), "tau"), (dict(vocab_size=-5), "vocab_size"),
                                        (dict(decoder="transformer", decoder_hidden=30, num_heads=4), "decoder_hidden"),
                                        (dict(output_layer="hierarchical"), "output_layer"),
                                        (dict(output_layer="adaptive", adaptive_cutoffs=(3000, 1000)), "adaptive_cutoffs"),
@@ -118,7 +168,7 @@ def test_config_json_round_trip_and_unknown_keys_fail():
                                        (dict(output_layer="adaptive", adaptive_div=0), "adaptive_div")])
 def test_invalid_config_names_the_field(bad, field):
     with pytest.raises(TextVAEError, match=field):
-        VAEConfig(**bad)
+        VAEConfig.from_dict(bad)
 
 
 def test_from_pretrained_rejects_missing_and_corrupt_directories(tmp_path):
@@ -130,8 +180,11 @@ def test_from_pretrained_rejects_missing_and_corrupt_directories(tmp_path):
     with pytest.raises(TextVAEError, match="corrupt"):
         TextVAE.from_pretrained(tmp_path / "m")
     model.save_pretrained(tmp_path / "m")
-    (tmp_path / "m" / "config.json").write_text(VAEConfig(**{**TINY, "latent_dim": 9}).to_json())
-    with pytest.raises(TextVAEError, match="does not match"):
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["format"] == FORMAT
+    del saved["checksums"]  # as a model saved before checksums were recorded: the weights are checked on loading
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**saved, "latent_dim": 9}))
+    with pytest.raises(TextVAEError, match="does not match"), pytest.warns(UserWarning, match="could not be verified"):
         TextVAE.from_pretrained(tmp_path / "m")
     (tmp_path / "m" / "config.json").write_text("{")
     with pytest.raises(TextVAEError, match="corrupt"):
@@ -140,11 +193,12 @@ def test_from_pretrained_rejects_missing_and_corrupt_directories(tmp_path):
 
 def test_adaptive_model_round_trips_through_json_and_safetensors(tmp_path):
     torch.manual_seed(0)
-    config = VAEConfig(**{**TINY, "vocab_size": 60}, output_layer="adaptive", adaptive_cutoffs=(20, 40), adaptive_div=2)
+    config = VAEConfig.from_dict({**TINY, "vocab_size": 60, "output_layer": "adaptive", "adaptive_cutoffs": (20, 40),
+                                  "adaptive_div": 2})
     model = TextVAE(config).eval()
     model.save_pretrained(tmp_path / "m")
     loaded = TextVAE.from_pretrained(tmp_path / "m")
-    assert loaded.config == config and loaded.config.adaptive_cutoffs == (20, 40)
+    assert loaded.config == config and loaded.config.output_layer_settings.adaptive_cutoffs == (20, 40)
     ids, mask = pad_batch(sentences(3))
     z = model.encode(ids, mask).mean
     torch.testing.assert_close(loaded.decoder(z, ids), model.decoder(z, ids), rtol=0, atol=0)
@@ -152,8 +206,8 @@ def test_adaptive_model_round_trips_through_json_and_safetensors(tmp_path):
 
 def test_rec_of_an_adaptive_model_is_the_nll_of_its_full_distribution():
     torch.manual_seed(0)
-    model = TextVAE(VAEConfig(**{**TINY, "vocab_size": 60}, posterior="none", output_layer="adaptive",
-                              adaptive_cutoffs=(20, 40), adaptive_div=2)).eval()
+    model = TextVAE(VAEConfig.from_dict({**TINY, "vocab_size": 60, "posterior": "none", "output_layer": "adaptive",
+                                         "adaptive_cutoffs": (20, 40), "adaptive_div": 2})).eval()
     seqs = [[5, 25, 45, 59], [30, 7]]
     ids, mask = pad_batch(seqs)
     logp = model.decoder(None, ids[:, :-1])  # (B, T, V) log-probabilities
@@ -164,7 +218,8 @@ def test_rec_of_an_adaptive_model_is_the_nll_of_its_full_distribution():
 
 def test_tiny_adaptive_model_overfits_eight_sentences():
     torch.manual_seed(0)
-    model = TextVAE(VAEConfig(**TINY, output_layer="adaptive", adaptive_cutoffs=(10, 25), adaptive_div=2))
+    model = TextVAE(VAEConfig.from_dict({**TINY, "output_layer": "adaptive", "adaptive_cutoffs": (10, 25),
+                                         "adaptive_div": 2}))
     ids, mask = pad_batch(sentences())
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(200):
@@ -197,16 +252,16 @@ def test_tied_recurrent_decoder_shares_its_embedding_and_survives_save_and_load(
 
 
 @pytest.mark.parametrize("encoder", ["gru", "gcnn"])
-def test_encoder_dropout_overrides_dropout_in_the_encoder_only(encoder):
+def test_encoder_and_decoder_dropout_act_on_their_own_half(encoder):
     ids, mask = pad_batch(sentences(4))
-    for encoder_dropout, encoder_is_random in ((-1.0, True), (0.0, False), (0.5, True)):
+    z = torch.zeros(4, TINY["latent_dim"])
+    for encoder_dropout, decoder_dropout in ((0.5, 0.0), (0.0, 0.5), (0.5, 0.5)):
         torch.manual_seed(0)
-        model = TextVAE(VAEConfig(**TINY, encoder=encoder, dropout=0.5, encoder_dropout=encoder_dropout)).train()
-        codes = [model.encoder(ids, mask) for _ in range(2)]
-        assert (not torch.equal(*codes)) == encoder_is_random
-        z = torch.zeros(4, TINY["latent_dim"])
-        assert not torch.equal(model.decoder(z, ids), model.decoder(z, ids))  # the decoder keeps dropout 0.5
-    with pytest.raises(TextVAEError, match="encoder_dropout must be -1"):
+        model = TextVAE(VAEConfig(**TINY, encoder=encoder, encoder_dropout=encoder_dropout,
+                                  decoder_dropout=decoder_dropout)).train()
+        assert (not torch.equal(*[model.encoder(ids, mask) for _ in range(2)])) == (encoder_dropout > 0)
+        assert (not torch.equal(model.decoder(z, ids), model.decoder(z, ids))) == (decoder_dropout > 0)
+    with pytest.raises(TextVAEError, match="encoder_dropout must be in"):
         VAEConfig(**TINY, encoder_dropout=-0.5)
 
 
@@ -225,8 +280,9 @@ def test_posterior_parameters_stay_fp32_under_bf16_autocast(posterior):
 
 
 def test_config_saved_before_output_layers_loads_as_full_softmax():
-    old = {k: v for k, v in dataclasses.asdict(VAEConfig(**TINY)).items() if not k.startswith(("output", "adaptive"))}
-    assert VAEConfig.from_json(json.dumps(old)).output_layer == "full"
+    old = {k: v for k, v in VAEConfig(**TINY).to_dict().items() if not k.startswith(("output", "adaptive"))}
+    old = {**{k: v for k, v in old.items() if not k.endswith("dropout")}, "dropout": 0.0, "encoder_dropout": -1.0}
+    assert VAEConfig.from_dict(model_fields(old, None, "config.json")).output_layer == "full"
 
 
 def test_pad_batch_adds_bos_eos_and_truncates():
@@ -238,8 +294,8 @@ def test_pad_batch_adds_bos_eos_and_truncates():
 def test_segment_marks_find_their_tokens_and_survive_save_and_load(tmp_path):
     poems = ["春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。", "白日依山盡，黃河入海流。"]
     tokenizer = Tokenizer.train(poems, kind="char", vocab_size=300)
-    config = VAEConfig(vocab_size=tokenizer.vocab_size, embed_dim=16, encoder_hidden=16, decoder_hidden=32,
-                       latent_dim=4, segment_marks="，。")
+    config = VAEConfig.from_dict(dict(vocab_size=tokenizer.vocab_size, embed_dim=16, encoder_hidden=16,
+                                      decoder_hidden=32, latent_dim=4, segment_marks="，。"))
     torch.manual_seed(0)
     model = TextVAE(config, tokenizer).eval()
     assert model.decoder.positions.separators.tolist() == [tokenizer.piece_to_id("，"), tokenizer.piece_to_id("。")]
@@ -248,16 +304,17 @@ def test_segment_marks_find_their_tokens_and_survive_save_and_load(tmp_path):
     loaded = TextVAE.from_pretrained(tmp_path / "m")
     torch.testing.assert_close(loaded(ids, mask, sample=False).rec, model(ids, mask, sample=False).rec)
     with pytest.raises(TextVAEError, match="segment_marks"):
-        TextVAE(dataclasses.replace(config, segment_marks="，x"), tokenizer)
-    with pytest.raises(TextVAEError, match="recurrent decoder"):
-        VAEConfig(decoder="transformer", segment_marks="，。")
+        TextVAE(VAEConfig.from_dict({**config.to_dict(), "segment_marks": "，x"}), tokenizer)
+    with pytest.raises(TextVAEError, match="segment_marks is a setting of the gru or lstm decoder"):
+        VAEConfig.from_dict(dict(decoder="transformer", segment_marks="，。"))
 
 
 def slotted_poem_model(slots=3):
     poems = ["春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。", "白日依山盡，黃河入海流。"]
     tokenizer = Tokenizer.train(poems, kind="char", vocab_size=300)
-    config = VAEConfig(vocab_size=tokenizer.vocab_size, embed_dim=16, encoder_hidden=16, decoder_hidden=32,
-                       latent_dim=4, segment_marks="，。", latent_slots=slots, max_len=40)
+    config = VAEConfig.from_dict(dict(vocab_size=tokenizer.vocab_size, embed_dim=16, encoder_hidden=16,
+                                      decoder_hidden=32, latent_dim=4, segment_marks="，。", latent_slots=slots,
+                                      max_len=40))
     torch.manual_seed(0)
     return TextVAE(config, tokenizer).eval(), pad_batch(tokenizer.encode_batch(poems))
 

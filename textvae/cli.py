@@ -1,4 +1,5 @@
-"""The `textvae` command: argparse subcommands, each a short function that wires library calls."""
+"""The `textvae` command line: one argparse subcommand per verb, each a short function that wires library
+calls; what users read is DESCRIPTION, EPILOG and each flag's help."""
 
 import argparse
 import contextlib
@@ -15,9 +16,13 @@ from textvae.corpus import ptb
 from textvae.errors import TextVAEError
 from textvae.fields import SEED_LIMIT, help_of
 from textvae.malloc import keep_freed_memory
+from textvae.report import format_report, write_plots
 from textvae.tokenizer import WordTokenizer
-from textvae.train import PRESETS, TrainConfig, train
-from textvae.vae import WEIGHT_DTYPES, VAEConfig, is_saved_model
+from textvae.checkpoint import WEIGHT_DTYPES, is_saved_model, read_run_config
+from textvae.presets import DEFAULT as DEFAULT_PRESET
+from textvae.presets import PRESETS
+from textvae.train import TrainConfig, train
+from textvae.vae import FAMILIES, VAEConfig, knob_owners, override
 
 
 def _print_counts(parsed: corpus.Corpus, table: dict[str, dict[str, int]] | None) -> None:
@@ -26,7 +31,7 @@ def _print_counts(parsed: corpus.Corpus, table: dict[str, dict[str, int]] | None
         print(f"{'':8}" + "".join(f"{f:>10}" for f in forms) + f"{'total':>10}")
         for row, counts in table.items():
             print(f"{row:8}" + "".join(f"{counts.get(f, 0):>10,}" for f in forms) + f"{sum(counts.values()):>10,}")
-    print(f"kept {len(parsed.poems):,} from {parsed.files} files; dropped:")
+    print(f"kept {len(parsed.texts):,} from {parsed.files} files; dropped:")
     for reason, n in parsed.dropped.most_common():
         print(f"  {n:>9,}  {reason}")
 
@@ -34,9 +39,9 @@ def _print_counts(parsed: corpus.Corpus, table: dict[str, dict[str, int]] | None
 def _finish_prepare(parsed: corpus.Corpus, kind: str, args, manifest: dict, started: float,
                     table: dict | None = None) -> None:
     _print_counts(parsed, table)
-    dataset, tokenizer = data.build(parsed.poems, kind=kind, vocab_size=args.vocab_size)
+    dataset, tokenizer = data.build(parsed.texts, kind=kind, vocab_size=args.vocab_size)
     out_dir = Path(args.out) / args.name
-    manifest |= dict(kept=len(parsed.poems), dropped=dict(parsed.dropped), counts=table,
+    manifest |= dict(kept=len(parsed.texts), dropped=dict(parsed.dropped), counts=table,
                      splits={k: len(v) for k, v in dataset.items()}, vocab_size=tokenizer.vocab_size)
     data.save(dataset, tokenizer, manifest, out_dir)
     _warn_empty_splits(dataset)
@@ -75,7 +80,7 @@ def cmd_prepare_poems(args) -> None:
     print(f"reading {source}")
     parsed = corpus.parse(source, to_simplified=convert)
     manifest = dict(corpus="chinese-poetry@2.0.1", source=str(source), simplified=args.simplified)
-    _finish_prepare(parsed, "char", args, manifest, started, data.count_table(parsed.poems, "dynasty", "form"))
+    _finish_prepare(parsed, "char", args, manifest, started, data.count_table(parsed.texts, "dynasty", "form"))
 
 
 def cmd_prepare_text(args) -> None:
@@ -154,79 +159,106 @@ def _int_tuple(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1000,3000, not {text!r}")
 
 
-def _add_dataclass_flags(parser, cls, skip=()) -> None:
-    group = parser.add_argument_group(cls.__name__)
+def _add_flag(group, name: str, default, help_text: str) -> None:
+    is_tuple = isinstance(default, tuple)
+    shown = ",".join(map(str, default)) if is_tuple else default
+    flag, help_text = "--" + name.replace("_", "-"), f"{help_text} (default: {shown})"
+    if isinstance(default, bool):
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif is_tuple:
+        group.add_argument(flag, type=_int_tuple, default=None, metavar="N,N,...", help=help_text)
+    else:
+        group.add_argument(flag, type=type(default), default=None, metavar=name.upper(), help=help_text)
+
+
+def _add_dataclass_flags(parser, cls, skip=(), title: str | None = None) -> None:
+    group = parser.add_argument_group(title or cls.__name__)
     helps = help_of(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        is_tuple = isinstance(f.default, tuple)
-        default = ",".join(map(str, f.default)) if is_tuple else f.default
-        flag, help_text = "--" + f.name.replace("_", "-"), f"{helps[f.name]} (default: {default})"
-        if isinstance(f.default, bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif is_tuple:
-            group.add_argument(flag, type=_int_tuple, default=None, metavar="N,N,...", help=help_text)
-        else:
-            group.add_argument(flag, type=type(f.default), default=None, metavar=f.name.upper(), help=help_text)
+        if f.name not in skip:
+            _add_flag(group, f.name, f.default, helps[f.name])
+
+
+def _settings_classes() -> dict[type, list[str]]:
+    """Every kind's settings dataclass, with the kinds that use it ("bn posterior", ...)."""
+    classes = {}
+    for family, registry in FAMILIES.items():
+        for kind, cls in registry.items():
+            classes.setdefault(cls.settings, []).append(f"{kind} {family.replace('_', ' ')}")
+    return classes
+
+
+_SHARED_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(VAEConfig)
+                             if f.name != "vocab_size" and not f.name.endswith("_settings"))
+
+
+def _add_model_flags(parser) -> None:
+    """VAEConfig's shared fields, then each kind's own knobs (an error unless the model picks that kind)."""
+    group = parser.add_argument_group("model", "the shared settings of every model")
+    helps = help_of(VAEConfig)
+    for name in _SHARED_MODEL_FIELDS:
+        _add_flag(group, name, getattr(VAEConfig, name), helps[name])
+    group = parser.add_argument_group("model kinds", "settings of one kind of encoder, posterior, decoder or output "
+                                                     "layer each: giving one for another kind is an error")
+    for cls, users in _settings_classes().items():
+        helps = help_of(cls)
+        for f in dataclasses.fields(cls):
+            _add_flag(group, f.name, f.default, f"{' / '.join(users)}: {helps[f.name]}")
 
 
 def _flags_set(args, cls) -> dict:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
 
 
-def _read_run_config(path: Path) -> dict:
-    try:
-        config = json.loads(Path(path).read_text())
-    except FileNotFoundError as e:
-        raise TextVAEError(f"config file {path} does not exist") from e
-    except IsADirectoryError as e:
-        raise TextVAEError(f"config file {path} is a folder: give its run_config.json") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TextVAEError(f"config file {path} is not valid JSON ({e})") from e
-    except OSError as e:
-        raise TextVAEError(f"cannot read config file {path}: {e.strerror or e}") from e
-    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
-        raise TextVAEError(f"config file {path} must hold a JSON object {{'model': {{...}}, 'train': {{...}}}}")
-    unknown = set(config) - {"model", "train"}
-    if unknown:
-        raise TextVAEError(f"config file {path}: unknown sections {sorted(unknown)} (expected 'model' and 'train')")
-    return config
+def _model_flags_set(args) -> dict:
+    names = (*_SHARED_MODEL_FIELDS, *knob_owners())
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def _make_configs(model: dict, training: dict):
-    for cls, values in ((VAEConfig, model), (TrainConfig, training)):
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise TextVAEError(f"unknown {cls.__name__} fields {sorted(unknown)}")
-    return VAEConfig(**model), TrainConfig(**training)
+    unknown = set(training) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise TextVAEError(f"unknown TrainConfig fields {sorted(unknown)}")
+    return VAEConfig.from_dict(model), TrainConfig(**training)
 
 
 def train_configs(args):
-    """preset < --config file < explicit flags; with --resume, the run's saved config < flags."""
-    model_flags, train_flags = _flags_set(args, VAEConfig), _flags_set(args, TrainConfig)
+    """preset (--preset, else the default one) < --config file < explicit flags; with --resume, the run's
+    saved config < flags. A layer that picks another kind drops the knobs the lower layers gave the old one."""
+    model_flags, train_flags = _model_flags_set(args), _flags_set(args, TrainConfig)
+    preset = args.preset or DEFAULT_PRESET
     if args.resume:
-        run_dir = Path(train_flags.get("run_dir") or f"runs/{args.preset or 'poem'}")
+        run_dir = Path(train_flags.get("run_dir") or f"runs/{preset}")
         if not (run_dir / "run_config.json").is_file():
             raise TextVAEError(f"cannot resume: {run_dir} holds no run (no run_config.json); give the --run-dir "
                                "of a run, or start one without --resume")
-        saved = _read_run_config(run_dir / "run_config.json")
+        saved = read_run_config(run_dir / "run_config.json")
         changed = sorted(k for k, v in model_flags.items() if saved["model"].get(k) != v)
         if changed:
             raise TextVAEError(f"--resume continues {run_dir} with its saved model; {changed} differ from it")
         return _make_configs(saved["model"], {**saved["train"], **train_flags})
-    model, training = {}, {}
-    if args.preset:
-        model, training = dict(PRESETS[args.preset][0]), dict(PRESETS[args.preset][1])
-        training["run_dir"] = f"runs/{args.preset}"
+    model, training = PRESETS[preset].model, {**PRESETS[preset].train, "run_dir": f"runs/{preset}"}
     if args.config:
-        saved = _read_run_config(args.config)
-        model, training = {**model, **saved.get("model", {})}, {**training, **saved.get("train", {})}
-    return _make_configs({**model, **model_flags}, {**training, **train_flags})
+        saved = read_run_config(args.config, extra=("description",))
+        model, training = override(model, saved["model"]), {**training, **saved["train"]}
+    return _make_configs(override(model, model_flags), {**training, **train_flags})
+
+
+def _print_presets() -> None:
+    width = max(map(len, PRESETS))
+    for name, preset in PRESETS.items():
+        default = " (the default)" if name == DEFAULT_PRESET else ""
+        print(f"{name:<{width}}  {preset.description}{default}")
 
 
 def cmd_train(args) -> None:
-    model_config, train_config = train_configs(args)
+    if args.list_presets:
+        _print_presets()
+        return
+    try:
+        model_config, train_config = train_configs(args)
+    except TextVAEError as e:  # the settings asked for, before any work: a usage error
+        _fail(str(e), 2)
     with _plain_warnings():
         figures = train(model_config, train_config, resume=args.resume)
     if figures:
@@ -238,12 +270,17 @@ def cmd_train(args) -> None:
 
 def _add_train(sub) -> None:
     parser = sub.add_parser("train", help="train a VAE on a prepared dataset",
-                            description="Train a text VAE. Flags override --config, which overrides --preset.")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="named model + training settings")
+                            description=f"Train a text VAE on a prepared dataset, from a named recipe (--preset; "
+                                        f"{DEFAULT_PRESET} by default). Flags override --config, which overrides "
+                                        "the preset.")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help=f"a named recipe of model and training settings (default {DEFAULT_PRESET}; "
+                             "--list-presets shows them)")
+    parser.add_argument("--list-presets", action="store_true", help="print each preset's name and description")
     parser.add_argument("--config", type=Path, help="a run_config.json ({'model': {...}, 'train': {...}})")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly")
-    _add_dataclass_flags(parser, TrainConfig)
-    _add_dataclass_flags(parser, VAEConfig, skip=("vocab_size",))
+    _add_dataclass_flags(parser, TrainConfig, title="training")
+    _add_model_flags(parser)
     parser.set_defaults(func=cmd_train)
 
 
@@ -309,7 +346,7 @@ def cmd_reconstruct(args) -> None:
         model = generate.load_model(args.model_dir)
         texts = _read_texts(args.texts)
         options = _generation_options(args, model)
-        outputs = generate.reconstruct(model, texts, samples=args.samples, **options)
+        outputs = generate.reconstruct(model, texts, n=args.n, **options)
         _warn_relaxed(options)
     _show(args, [{"text": t, "reconstructions": out} for t, out in zip(texts, outputs)],
           ["\t".join([t.strip(), *out]) for t, out in zip(texts, outputs)])
@@ -501,7 +538,7 @@ def _add_generation_flags(parser, func) -> None:
                            "others; reconstruct, vary and interpolate keep the form of a regular input poem)")
     poem.add_argument("--acrostic", default="", metavar="CHARS",
                       help="藏头诗: the first character of each line (4 or 8 of them: the line count)")
-    poem.add_argument("--rhyme", nargs="?", const="auto", metavar="GROUP",
+    poem.add_argument("--rhyme", nargs="?", const=True, metavar="GROUP",
                       help="end the even lines in one 平水韻 group: the one line 2 ends in (no value), random, or "
                            "a group (下平聲七陽, 七陽, 陽) or a character in it")
     poem.add_argument("--meter", action="store_true",
@@ -531,7 +568,8 @@ def _add_generate(sub) -> None:
     rec = sub.add_parser("reconstruct", help="encode texts and decode them from the posterior mean")
     rec.add_argument("model_dir", type=model_dir, help=model_help)
     rec.add_argument("texts", nargs="+", metavar="TEXT", help="texts to reconstruct; - reads stdin, one a line")
-    rec.add_argument("--samples", type=int, default=0, help="decode k draws z ~ q(z|x) instead of the mean")
+    rec.add_argument("-n", type=int, default=0, help="decode n draws z ~ q(z|x) per text instead of the posterior "
+                                                     "mode (default 0: the mode)")
     _add_generation_flags(rec, cmd_reconstruct)
     path = sub.add_parser("interpolate", help="decode points on the path between the latents of A and B",
                           description="Decode points on the path between the latents of A and B. Without --form, "
@@ -589,10 +627,10 @@ def cmd_evaluate(args) -> None:
     write_text(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     note = f" (the previous report is kept as {kept})" if kept else ""
     print(json.dumps(report, ensure_ascii=False) if args.json else
-          f"{evaluate.format_report(report)}\nwrote {out}{note}")
+          f"{format_report(report)}\nwrote {out}{note}")
     if args.plots:
         metrics_log = args.metrics or args.model_dir.parent / "metrics.jsonl"
-        written = evaluate.write_plots(report, means, evaluate.select_split(dataset, config), args.plots, metrics_log)
+        written = write_plots(report, means, evaluate.select_split(dataset, config), args.plots, metrics_log)
         if not args.json:
             print(f"plots: {', '.join(str(p) for p in written)}"
                   + ("" if Path(metrics_log).is_file() else f" (no training curves: {metrics_log} not found)"))
@@ -604,7 +642,8 @@ def _add_evaluate(sub) -> None:
                             description="Score a saved model on a dataset split and print a table.")
     parser.add_argument("model_dir", type=model_dir, help="a saved model (config.json, model.safetensors, "
                                                            "tokenizer.model), or poem or faithful")
-    parser.add_argument("--data", type=Path, default=Path("data/poems"), help="the prepared dataset (default data/poems)")
+    parser.add_argument("--data", type=Path, default=Path("data/poems"),
+                        help="the prepared dataset (default data/poems)")
     parser.add_argument("--out", type=Path, help="where to write the report (default MODEL_DIR/eval.json; for a "
                                                  "shipped model, eval-NAME.json in the current folder); an existing "
                                                  "report is kept, renamed NAME.<its time>.json")
@@ -612,7 +651,10 @@ def _add_evaluate(sub) -> None:
     parser.add_argument("--metrics", type=Path, metavar="FILE",
                         help="the run's metrics.jsonl for training curves (default MODEL_DIR/../metrics.jsonl)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object, no progress bars")
-    _add_dataclass_flags(parser, evaluate.EvalConfig)
+    _add_dataclass_flags(parser, evaluate.EvalConfig, skip=("n", "rhyme"))
+    helps = help_of(evaluate.EvalConfig)  # -n and --rhyme as the generation verbs spell them
+    parser.add_argument("-n", type=int, help=f"{helps['n']} (default: {evaluate.EvalConfig.n})")
+    parser.add_argument("--rhyme", nargs="?", const=True, metavar="GROUP", help=f"{helps['rhyme']} (default: off)")
     parser.set_defaults(func=cmd_evaluate)
 
 
@@ -625,7 +667,7 @@ class _Parser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         """Words left over after the options join this parser's list positional (TEXT, A B, MODEL...): argparse
         fills a nargs="*" positional at its first chance, so in `interpolate MODEL --steps 7 A B` it would leave
-        A and B unrecognised (cpython issue #59317)."""
+        A and B unrecognised (a known argparse limitation)."""
         namespace, extra = super().parse_known_args(args, namespace)
         listed = next((a for a in self._actions if not a.option_strings and a.nargs in ("*", "+")), None)
         if listed and extra and all(word == "-" or not word.startswith("-") for word in extra):
@@ -634,8 +676,21 @@ class _Parser(argparse.ArgumentParser):
         return namespace, extra
 
 
+DESCRIPTION = """textvae writes classical Chinese poems with a variational autoencoder: new poems in a chosen
+form, rhymed and metrical; reconstructions and variations of a poem; walks from one poem to another.
+It also trains such models on a corpus of your own and measures them."""
+EPILOG = """first steps:
+  textvae sample -n 5 --form 7x4 --meter --rhyme    five rhymed regulated quatrains from the shipped model
+  textvae interpolate faithful A B                  a walk from poem A to poem B
+  textvae serve                                     the poem studio in your browser
+  textvae prepare poems && textvae train            train your own poem model (the default recipe)
+
+`textvae COMMAND --help` explains each command; docs/ in the repository has the manual."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="textvae", description=__doc__)
+    parser = _Parser(prog="textvae", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"textvae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)

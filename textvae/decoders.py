@@ -19,11 +19,17 @@ the blocks rather than a separate key/value projection per layer); Press & Wolf 
 Grave et al. 2017 (adaptive softmax); He et al. 2019 (an LSTM decoder whose initial cell state is W z + b).
 """
 
+import dataclasses
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from textvae.encoders import banded_slot_logits
+from textvae.errors import TextVAEError
+from textvae.fields import NoSettings, check_int, setting
 
 # -----------------------------------------------------------------------------
 # Word dropout
@@ -52,6 +58,8 @@ def word_dropout(ids, p, unk_id, pad_id):
 class FullSoftmax(nn.Linear):
     """One linear map to all V logits (a subclass of nn.Linear, so saved models keep their keys)."""
 
+    settings = NoSettings
+
     # `nll` builds the logits of at most this many rows at once. IW-NLL decodes hundreds of rows a pass; with
     # whole (N, V) blocks whose N changed from batch to batch, the heap kept by textvae.malloc fragmented
     # (6.6 GB resident on the PTB test split with V = 10,002, 1.9 GB in equal blocks, at the same speed).
@@ -64,6 +72,21 @@ class FullSoftmax(nn.Linear):
         return torch.cat(parts).view(targets.shape)
 
 
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    adaptive_cutoffs: tuple = setting((1000, 3000), "band edges; ids below the first are scored by the head")
+    adaptive_div: int = setting(4, "band i's tail projects H down to H / adaptive_div ** (i + 1)")
+
+    def __post_init__(self):
+        cuts = self.adaptive_cutoffs
+        if isinstance(cuts, list):  # JSON gives a list
+            object.__setattr__(self, "adaptive_cutoffs", cuts := tuple(cuts))
+        if not isinstance(cuts, tuple) or not cuts or any(type(c) is not int for c in cuts) \
+                or list(cuts) != sorted(set(cuts)) or cuts[0] < 1:
+            raise TextVAEError(f"AdaptiveSettings.adaptive_cutoffs must be increasing positive integers, not {cuts!r}")
+        check_int(self, "adaptive_div", 1, 1024)
+
+
 class AdaptiveSoftmax(nn.Module):
     """
     Adaptive softmax (Grave et al. 2017). Tokens below cutoffs[0] (the frequent ones: SentencePiece ids are
@@ -72,6 +95,8 @@ class AdaptiveSoftmax(nn.Module):
     p(token) = p_head(band) * p_tail(token | band), so the distribution is exact and normalised; training
     computes a tail only for the rows whose target falls in its band.
     """
+
+    settings = AdaptiveSettings
 
     def __init__(self, hidden_dim, vocab_size, cutoffs=(1000, 3000), div_value=4):
         super().__init__()
@@ -114,7 +139,8 @@ def token_nll(logits, targets):
     return nll.view(targets.shape)
 
 
-OUTPUT_LAYERS = ("full", "adaptive", "tied")
+# the output layers by name; "tied" is the full softmax sharing the decoder's input embedding
+OUTPUT_LAYERS = {"full": FullSoftmax, "adaptive": AdaptiveSoftmax, "tied": FullSoftmax}
 
 
 def output_layer(kind, hidden_dim, vocab_size, cutoffs, div_value, embed=None, bias=True):
@@ -131,14 +157,23 @@ def output_layer(kind, hidden_dim, vocab_size, cutoffs, div_value, embed=None, b
 # GRU decoder
 
 
+class SegmentPlace(NamedTuple):
+    """Where the latest input of each row stands (SegmentPositions), in generation."""
+    segment: torch.Tensor  # (B,) the index of its segment
+    position: torch.Tensor  # (B,) its position within the segment
+
+    def select(self, index) -> "SegmentPlace":
+        return SegmentPlace(self.segment[index], self.position[index])
+
+
 class SegmentPositions(nn.Module):
     """
     Where each input token stands in a text made of segments (a poem's lines) that end in separator tokens:
     embeddings of the segment's index and of the position within it, added to the token embedding, so the
     decoder need not count characters to know where a line (and its rhyme position) ends. The first input
     (BOS) is position 0 of segment 0; a separator starts the next segment at position 0. Indices past the
-    tables' ends share the last row. Generation carries {"segment": (B,), "position": (B,)} of the latest
-    input; `advance` gives those of the next one.
+    tables' ends share the last row. Generation carries the SegmentPlace of the latest input; `advance` gives
+    that of the next one.
     """
 
     def __init__(self, separators, dim, max_segments=16, max_position=32):
@@ -162,16 +197,15 @@ class SegmentPositions(nn.Module):
     def forward(self, ids):
         return self.embed(*self.indices(ids))  # (B, T, dim)
 
-    def start(self, batch_size, device):
-        """The indices before the first input, so that BOS, not a separator, comes out at (0, 0)."""
+    def start(self, batch_size, device) -> SegmentPlace:
+        """The place before the first input, so that BOS, not a separator, comes out at (0, 0)."""
         zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
-        return {"segment": zeros, "position": zeros - 1}
+        return SegmentPlace(zeros, zeros - 1)
 
-    def advance(self, ids_t, where):
-        """The indices of input ids_t (B,), given those of the input before it."""
+    def advance(self, ids_t, where: SegmentPlace) -> SegmentPlace:
+        """The place of input ids_t (B,), given that of the input before it."""
         is_separator = torch.isin(ids_t, self.separators)
-        return {"segment": where["segment"] + is_separator.long(),
-                "position": torch.where(is_separator, 0, where["position"] + 1)}
+        return SegmentPlace(where.segment + is_separator.long(), torch.where(is_separator, 0, where.position + 1))
 
 
 class SlotReader(nn.Module):
@@ -196,17 +230,36 @@ class SlotReader(nn.Module):
         return torch.einsum("ts,bsd->btd", share.to(values.dtype), values)
 
 
+class RecurrentState(NamedTuple):
+    """The GRU and LSTM decoders' generation state after t inputs."""
+    h: torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # (L, B, H); the LSTM's pair (h, c), each (L, B, H)
+    z: torch.Tensor | None  # (B, D), joined to every input; None without a latent
+    where: SegmentPlace | None  # the latest input's place, None without segment marks
+    t: int  # the next input's index
+    slots: torch.Tensor | None  # (B, slots, E) the SlotReader's values of z, None without slots
+
+
+@dataclass(frozen=True)
+class RecurrentSettings:
+    segment_marks: str = setting("", "tokens that end a segment, e.g. a poem's line-end marks ，。: the decoder is "
+                                     "told each input's segment and place in it (\"\" = off)")
+
+    def __post_init__(self):
+        if not isinstance(self.segment_marks, str) or len(self.segment_marks) > 16:
+            raise TextVAEError(f"RecurrentSettings.segment_marks must be a string of at most 16 characters, not "
+                               f"{self.segment_marks!r}")
+
+
 class GRUDecoder(nn.Module):
     """
     GRU language model conditioned on z twice: tanh(W z) is the initial hidden state of every layer and z
     is concatenated to every input embedding. With `separators`, segment positions (SegmentPositions) are
-    added to the input embeddings. The generation state is a dict {"h": (L, B, H), "z": (B, D) or None,
-    "where": the segment positions of the next input, or None, "t": the next input's index, "slots": the
-    SlotReader's values of z, or None}; z rides along because each step's input needs it. With `slots`, each
-    input embedding also gets its place's read of z (SlotReader).
+    added to the input embeddings. The generation state is a RecurrentState; z rides along in it because each
+    step's input needs it. With `slots`, each input embedding also gets its place's read of z (SlotReader).
     """
 
     cell = nn.GRU
+    settings = RecurrentSettings
 
     def __init__(self, vocab_size, embed_dim=256, hidden_dim=512, latent_dim=32, num_layers=1, dropout=0.0,
                  word_dropout=0.0, pad_id=0, unk_id=1, output="full", cutoffs=(1000, 3000), div_value=4,
@@ -246,20 +299,20 @@ class GRUDecoder(nn.Module):
         if self.training:                                                     # word keeps its place
             ids = word_dropout(ids, self.word_dropout, self.unk_id, self.pad_id)
         state = self.init_state(z, ids.size(0))
-        reads = self.reader.read(state["slots"], 0, ids.size(1)) if self.reader is not None else None
-        out, _ = self.rnn(self._inputs(z, ids, where, reads), state["h"])  # (B, T, H)
+        reads = self.reader.read(state.slots, 0, ids.size(1)) if self.reader is not None else None
+        out, _ = self.rnn(self._inputs(z, ids, where, reads), state.h)  # (B, T, H)
         return self.drop(out)
 
     def forward(self, z, ids):
         return self.lm_head(self.features(z, ids))  # (B, T, V)
 
-    def init_state(self, z, batch_size):
+    def init_state(self, z, batch_size) -> RecurrentState:
         assert (z is None) == (self.latent_dim == 0), "z must be given exactly when latent_dim > 0"
         assert z is None or z.size(0) == batch_size
         device = self.embed.weight.device
         where = self.positions.start(batch_size, device) if self.positions is not None else None
         slots = self.reader.values(z) if self.reader is not None else None
-        return {"h": self.initial_hidden(z, batch_size), "z": z, "where": where, "t": 0, "slots": slots}
+        return RecurrentState(self.initial_hidden(z, batch_size), z, where, 0, slots)
 
     def _from_z(self, z, batch_size):
         """W z + b (L, B, H), or zeros without a latent."""
@@ -275,33 +328,33 @@ class GRUDecoder(nn.Module):
     def select_hidden(h, index):
         return h[:, index]
 
-    def advance(self, ids_t, state):
-        where = self.positions.advance(ids_t, state["where"]) if state["where"] else None
-        position = self.positions.embed(where["segment"], where["position"])[:, None] if where else None
-        slots = state["slots"]
-        reads = self.reader.read(slots, state["t"], 1) if slots is not None else None  # (B, 1, E)
-        out, h = self.rnn(self._inputs(state["z"], ids_t[:, None], position, reads), state["h"])  # (B, 1, H)
-        return out[:, 0], {"h": h, "z": state["z"], "where": where, "t": state["t"] + 1, "slots": slots}
+    def advance(self, ids_t, state: RecurrentState) -> tuple[torch.Tensor, RecurrentState]:
+        where = self.positions.advance(ids_t, state.where) if state.where is not None else None
+        position = self.positions.embed(*where)[:, None] if where is not None else None  # (B, 1, E)
+        reads = self.reader.read(state.slots, state.t, 1) if state.slots is not None else None  # (B, 1, E)
+        out, h = self.rnn(self._inputs(state.z, ids_t[:, None], position, reads), state.h)  # (B, 1, H)
+        return out[:, 0], state._replace(h=h, where=where, t=state.t + 1)
 
     def output(self, features):
         return self.lm_head(self.drop(features))  # (B, V)
 
-    def step(self, ids_t, state):
+    def step(self, ids_t, state: RecurrentState) -> tuple[torch.Tensor, RecurrentState]:
         features, state = self.advance(ids_t, state)
         return self.output(features), state
 
-    def reorder_state(self, state, index):
-        z, where, slots = state["z"], state["where"], state["slots"]
-        return {"h": self.select_hidden(state["h"], index), "z": None if z is None else z[index],
-                "where": {key: value[index] for key, value in where.items()} if where else None,
-                "t": state["t"], "slots": None if slots is None else slots[index]}
+    def reorder_state(self, state: RecurrentState, index) -> RecurrentState:
+        z, where, slots = state.z, state.where, state.slots
+        return state._replace(h=self.select_hidden(state.h, index), z=None if z is None else z[index],
+                              where=None if where is None else where.select(index),
+                              slots=None if slots is None else slots[index])
+
 
 
 class LSTMDecoder(GRUDecoder):
     """
     The GRU decoder with an LSTM cell, as in the published PTB sentence VAEs (He et al. 2019; Li et al.
     2019): W z + b is the initial cell state of every layer and its tanh the initial hidden state (zeros
-    for both without a latent), and z joins every input. state["h"] is the pair (h, c), each (L, B, H).
+    for both without a latent), and z joins every input. RecurrentState.h is the pair (h, c), each (L, B, H).
     """
 
     cell = nn.LSTM
@@ -379,15 +432,30 @@ class Block(nn.Module):
         return x, kv
 
 
+class TransformerState(NamedTuple):
+    """The Transformer decoder's generation state: the keys and values of the S positions so far."""
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (k, v), each (B, heads, S, C / heads); prefix included
+    pos: int  # the next input's position
+    z_emb: torch.Tensor | None  # (B, C) projected z, added to each new embedding; None without a latent
+
+
+@dataclass(frozen=True)
+class TransformerSettings:
+    num_heads: int = setting(4, "attention heads")
+
+    def __post_init__(self):
+        check_int(self, "num_heads", 1, 256)
+
+
 class TransformerDecoder(nn.Module):
     """
     Pre-LN causal transformer with learned positions. z enters twice: as a prefix token placed before the
     inputs (a memory slot every position attends to, in every layer) and added to every input embedding.
     With latent_dim == 0 neither happens and this is a plain language model. The output layer is tied to
-    the token embedding. The generation state is a dict {"kv": per-layer (k, v) of shape
-    (B, heads, S, C / heads) for the S positions so far (prefix included), "pos": index of the next input
-    position, "z_emb": projected z (B, C) to add to each new embedding, or None}.
+    the token embedding. The generation state is a TransformerState.
     """
+
+    settings = TransformerSettings
 
     def __init__(self, vocab_size, d_model=256, num_layers=4, num_heads=4, latent_dim=32, max_len=128,
                  dropout=0.0, word_dropout=0.0, pad_id=0, unk_id=1, output="full", cutoffs=(1000, 3000),
@@ -439,12 +507,12 @@ class TransformerDecoder(nn.Module):
     def forward(self, z, ids):
         return self.lm_head(self.features(z, ids))  # (B, T, V)
 
-    def init_state(self, z, batch_size):
+    def init_state(self, z, batch_size) -> TransformerState:
         assert (z is None) == (self.latent_dim == 0), "z must be given exactly when latent_dim > 0"
         if z is None:
             head_dim = self.embed.embedding_dim // self.num_heads
             empty = self.embed.weight.new_zeros(batch_size, self.num_heads, 0, head_dim)
-            return {"kv": [(empty, empty)] * len(self.blocks), "pos": 0, "z_emb": None}
+            return TransformerState([(empty, empty)] * len(self.blocks), 0, None)
         assert z.size(0) == batch_size
         # run the prefix through the blocks once; its keys and values are all later steps need of it
         x = self.drop(self.z_to_prefix(z)[:, None, :])  # (B, 1, C)
@@ -452,34 +520,48 @@ class TransformerDecoder(nn.Module):
         for block in self.blocks:
             x, layer_kv = block(x)
             kv.append(layer_kv)
-        return {"kv": kv, "pos": 0, "z_emb": self.z_to_embed(z)}
+        return TransformerState(kv, 0, self.z_to_embed(z))
 
-    def advance(self, ids_t, state):
-        pos = state["pos"]
+    def advance(self, ids_t, state: TransformerState) -> tuple[torch.Tensor, TransformerState]:
+        pos = state.pos
         if pos >= self.max_len:
             raise ValueError(f"cannot decode past max_len = {self.max_len}")
         x = self.embed(ids_t) + self.pos_embed.weight[pos]  # (B, C)
-        if state["z_emb"] is not None:
-            x = x + state["z_emb"]
+        if state.z_emb is not None:
+            x = x + state.z_emb
         x = self.drop(x[:, None, :])  # (B, 1, C)
         kv = []
-        for block, past in zip(self.blocks, state["kv"]):
+        for block, past in zip(self.blocks, state.kv):
             x, layer_kv = block(x, past)
             kv.append(layer_kv)
-        return x[:, 0], {"kv": kv, "pos": pos + 1, "z_emb": state["z_emb"]}
+        return x[:, 0], state._replace(kv=kv, pos=pos + 1)
 
     def output(self, features):
         return self.lm_head(self.ln_f(features))  # (B, V)
 
-    def step(self, ids_t, state):
+    def step(self, ids_t, state: TransformerState) -> tuple[torch.Tensor, TransformerState]:
         features, state = self.advance(ids_t, state)
         return self.output(features), state
 
-    def reorder_state(self, state, index):
-        z_emb = state["z_emb"]
-        return {"kv": [(k[index], v[index]) for k, v in state["kv"]], "pos": state["pos"],
-                "z_emb": None if z_emb is None else z_emb[index]}
+    def reorder_state(self, state: TransformerState, index) -> TransformerState:
+        return state._replace(kv=[(k[index], v[index]) for k, v in state.kv],
+                              z_emb=None if state.z_emb is None else state.z_emb[index])
 
 # -----------------------------------------------------------------------------
 
 DECODERS = {"gru": GRUDecoder, "lstm": LSTMDecoder, "transformer": TransformerDecoder}
+RECURRENT = ("gru", "lstm")  # the decoders that read z by place (slots) and know a poem's lines
+
+
+def build_decoder(kind, settings, output, output_settings, vocab_size, *, embed_dim, hidden_dim, latent_dim,
+                  num_layers, dropout, word_dropout, pad_id, unk_id, separators, slots, max_len):
+    """The decoder `kind` with its own `settings` and the output layer `output` with its settings.
+    `separators` are the token ids of the recurrent settings' segment marks (None: off)."""
+    common = dict(latent_dim=latent_dim, num_layers=num_layers, dropout=dropout, word_dropout=word_dropout,
+                  pad_id=pad_id, unk_id=unk_id, output=output, max_len=max_len)
+    if isinstance(output_settings, AdaptiveSettings):
+        common |= dict(cutoffs=output_settings.adaptive_cutoffs, div_value=output_settings.adaptive_div)
+    if kind in RECURRENT:
+        return DECODERS[kind](vocab_size, embed_dim=embed_dim, hidden_dim=hidden_dim, separators=separators,
+                              slots=slots, **common)
+    return DECODERS[kind](vocab_size, d_model=hidden_dim, **dataclasses.asdict(settings), **common)

@@ -4,15 +4,22 @@ Sentence encoders: token ids -> one fixed-size vector per sentence, which a post
 Shapes: B batch, T tokens, E embedding size, H hidden size. Every encoder takes `ids` (B, T) LongTensor and
 `mask` (B, T) bool (True = real token, padding on the right), returns (B, output_dim), and ignores masked
 positions entirely, so appending padding never changes the result. Each row needs at least one real token.
+Each encoder class names the dataclass of its own knobs in `settings` (GCNNSettings for the GCNN's kernel
+width); `build_encoder` makes one from its kind, the knobs every encoder shares and its settings.
 
 References: Bowman et al. 2016 (recurrent encoder of a text VAE); Dauphin et al. 2017, "Language Modeling
 with Gated Convolutional Networks" (GLU convolutions).
 """
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from textvae.fields import NoSettings, check_int, setting
 
 # -----------------------------------------------------------------------------
 # Bidirectional GRU or LSTM
@@ -51,6 +58,7 @@ class GRUEncoder(nn.Module):
     with `slots`, the slot-pooled states of every token (SlotPooling) after them."""
 
     cell = nn.GRU
+    settings = NoSettings
 
     def __init__(self, vocab_size, embed_dim=256, hidden_dim=256, num_layers=1, dropout=0.0, pad_id=0,
                  slots=0, max_len=128):
@@ -120,8 +128,18 @@ class GatedConvLayer(nn.Module):
         return x + F.glu(self.conv(h), dim=1)  # (B, H, T)
 
 
+@dataclass(frozen=True)
+class GCNNSettings:
+    kernel_size: int = setting(3, "GCNN convolution width")
+
+    def __post_init__(self):
+        check_int(self, "kernel_size", 1, 64)
+
+
 class GCNNEncoder(nn.Module):
     """Gated convolutions (Dauphin et al. 2017) over the projected embeddings, then mean- and max-pooling."""
+
+    settings = GCNNSettings
 
     def __init__(self, vocab_size, embed_dim=256, hidden_dim=256, num_layers=4, kernel_size=3, dropout=0.0,
                  pad_id=0):
@@ -142,3 +160,12 @@ class GCNNEncoder(nn.Module):
 # -----------------------------------------------------------------------------
 
 ENCODERS = {"gru": GRUEncoder, "lstm": LSTMEncoder, "gcnn": GCNNEncoder}
+RECURRENT = ("gru", "lstm")  # the encoders that can write z by place (slots)
+
+
+def build_encoder(kind, settings, vocab_size, *, embed_dim, hidden_dim, num_layers, dropout, pad_id, slots,
+                  max_len):
+    """The encoder `kind` with its own `settings`; a recurrent one also pools into `slots` places."""
+    by_place = dict(slots=slots, max_len=max_len) if kind in RECURRENT else {}
+    return ENCODERS[kind](vocab_size, embed_dim=embed_dim, hidden_dim=hidden_dim, num_layers=num_layers,
+                          dropout=dropout, pad_id=pad_id, **by_place, **dataclasses.asdict(settings))

@@ -4,6 +4,8 @@
 from that metadata (`help_of`). The `check_*` functions are what each config's `__post_init__` calls, so
 the CLI, the Python API and config files all get the same one-line errors: the value must have the right
 type, be finite, and lie within a range that fits a machine (an upper bound on every size and count).
+A kind of encoder, posterior, decoder or output layer names the frozen dataclass of its own knobs in a class
+attribute `settings` (`NoSettings` where it has none); `knobs` lists them.
 """
 
 import dataclasses
@@ -19,6 +21,16 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 def setting(default, help: str):
     """A dataclass field whose help text the CLI reads: one place for the default and the words."""
     return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class NoSettings:
+    """The settings of a kind that has no knobs of its own."""
+
+
+def knobs(settings_cls) -> tuple[str, ...]:
+    """The names of the knobs a settings dataclass holds."""
+    return tuple(f.name for f in dataclasses.fields(settings_cls))
 
 
 def help_of(cls) -> dict[str, str]:

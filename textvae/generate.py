@@ -1,11 +1,12 @@
 """Generation: decoding strategies over a constraint object, and the verbs sample / reconstruct / interpolate / vary.
 
 Decoding runs the decoder one token per step through its incremental state (init_state / step /
-reorder_state), a whole batch at a time. A constraint (textvae.poetry.constraints describes the protocol:
-`poetry.Verse` for poems, `FreeText` here for anything else) only biases logits, so greedy, beam search and
-sampling all obey it; where it forces one token the decoder's output layer is skipped. Without a constraint
-the verbs give a poem model regular poems of an automatic form (`constraint_for`). Input may be in
-simplified or traditional characters (textvae.poetry.scripts); output is in the model's script unless asked.
+reorder_state; textvae.decoders.RecurrentState or TransformerState), a whole batch at a time. A constraint
+(the protocol `poetry.Constraint`: `poetry.Verse` for poems, `FreeText` here for anything else) only biases
+logits, so greedy, beam search and sampling all obey it; where it forces one token the decoder's output layer
+is skipped. Without a constraint the verbs give a poem model regular poems of an automatic form
+(`constraint_for`). Input may be in simplified or traditional characters (textvae.poetry.writing); output is
+in the model's script unless asked. Settings carry the names of docs/vocabulary.md.
 Shapes: B batch, K beam width, V vocab, D latent, T output tokens.
 References: Bowman et al. 2016 (decoding prior samples, homotopies between sentences); Fan et al. 2018
 (top-k sampling); Holtzman et al. 2020 (nucleus, top-p, sampling); White 2016 (slerp for latent paths).
@@ -24,8 +25,8 @@ from textvae import priors
 from textvae.data import pad_batch
 from textvae.errors import TextVAEError
 from textvae.fields import check_choice, check_float, check_int, setting
-from textvae.poetry import (FORMS, Verse, check_script, form_of, in_script, is_verse_vocabulary, join_lines,
-                            split_lines, to_model_script)
+from textvae.poetry import (FORMS, Constraint, ConstraintState, Verse, check_script, find_group, form_of, in_script,
+                            is_verse_vocabulary, join_lines, split_lines, to_model_script)
 from textvae.posteriors import slerp
 from textvae.precision import DTYPES, PRECISION_HELP, check_precision, resolve_precision
 from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, WordTokenizer
@@ -37,7 +38,7 @@ STRATEGIES = ("greedy", "beam", "sample")
 FORM_CHOICES = (*FORMS, "auto", "drawn", "free")
 DEFAULT_FORM = "auto"  # a poem model's form when none is asked for
 MAX_OUTPUTS = 1_000_000  # texts from one call: its latents and texts stay within a few hundred MB
-MAX_DRAWS = 10_000  # draws per text (reconstruct --samples, vary -n) and points on a path
+MAX_DRAWS = 10_000  # draws per text (reconstruct -n, vary -n) and points on a path
 MAX_SPREAD = 100  # vary's spread is in (0, MAX_SPREAD]
 # vary's default: draws halfway between q's own and its mode; data/faithful keeps 58 % of a poem's characters in
 # place at 0.5 and 43 % at 1 (scripts/editing_report.py), and a variation that copies the poem is drawn again
@@ -50,7 +51,7 @@ MAX_PRIOR_STEPS = 1000  # a diffusion prior's DDIM steps
 # whose density there is N(0, I) (a flow's base space, a diffusion prior's noise), or through the codes of the two
 # poems' crossings, half-line by half-line (two poems of one form; the line otherwise)
 PATHS = ("linear", "slerp", "prior", "crossings")
-DEFAULT_PATH = "crossings"  # it measured best on data/faithful (docs/results.md, "Smooth latent")
+DEFAULT_PATH = "crossings"  # it measured best on data/faithful (docs/smooth-latent.md)
 WALKABLE = ("flow", "diffusion")  # the learned priors with such coordinates
 _NEG_INF = float("-inf")
 
@@ -87,10 +88,11 @@ class Decoding:
 
 
 class FreeText:
-    """No shape: the model decides, but never writes PAD, BOS or UNK, nor an empty output. The constraint
-    protocol of textvae.poetry.constraints, with no state; the length limit is the decoding's."""
+    """No shape: the model decides, but never writes PAD, BOS or UNK, nor an empty output. A `Constraint` with
+    no state; the length limit is the decoding's."""
 
     steps = None
+    form = None
 
     def __init__(self, tokenizer: Tokenizer, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -102,28 +104,45 @@ class FreeText:
     def init_state(self, batch_size: int) -> None:
         return None
 
-    def forced(self, t: int, state) -> None:
+    def forced(self, t: int, state: ConstraintState) -> None:
         return None
 
-    def bias(self, t: int, state) -> torch.Tensor:
+    def bias(self, t: int, state: ConstraintState) -> torch.Tensor:
         return self.banned_first if t == 0 else self.banned
 
-    def update(self, t: int, tokens: torch.Tensor, state) -> None:
+    def update(self, t: int, tokens: torch.Tensor, state: ConstraintState) -> None:
         return None
 
-    def reorder_state(self, state, index: torch.Tensor) -> None:
+    def reorder_state(self, state: ConstraintState, index: torch.Tensor) -> None:
         return None
 
     def for_text(self, text: str) -> "FreeText":
         return self
 
 
-def constraint_for(tokenizer: Tokenizer, form: str | None = None, acrostic: str = "", rhyme: str | None = None,
-                   meter: bool = False, device: str | torch.device = "cpu") -> "Verse | FreeText":
-    """The constraint for a form (one of FORM_CHOICES) and the poem options: `FreeText` for "free", else
-    `poetry.Verse` (for "auto" a form the model picks as it writes, for "drawn" one drawn from the corpus's
-    shares). None means DEFAULT_FORM for a vocabulary that can write poems or with any poem option, and
-    "free" for any other vocabulary (an English model writes free text)."""
+def check_rhyme(rhyme: bool | str | None) -> str | None:
+    """The rhyme setting as poetry.Verse takes it. True (or "auto"): the level-tone group line 2 ends in; False
+    or None: no rhyme steering; a string: a group (下平聲七陽, 七陽, 陽) or a character in it, or "random" (a
+    level-tone group drawn per poem). An unknown group is refused here, before any work."""
+    if rhyme is True:
+        return "auto"
+    if rhyme is False or rhyme is None:
+        return None
+    if not isinstance(rhyme, str) or not rhyme:
+        raise TextVAEError(f"rhyme takes True, False, or a group's name or one of its characters, not {rhyme!r}")
+    if rhyme not in ("auto", "random"):
+        find_group(rhyme)
+    return rhyme
+
+
+def constraint_for(tokenizer: Tokenizer, form: str | None = None, acrostic: str = "",
+                   rhyme: bool | str | None = None, meter: bool = False,
+                   device: str | torch.device = "cpu") -> "Verse | FreeText":
+    """The constraint for a form (one of FORM_CHOICES) and the poem options (rhyme as `check_rhyme` takes it):
+    `FreeText` for "free", else `poetry.Verse` (for "auto" a form the model picks as it writes, for "drawn" one
+    drawn from the corpus's shares). None means DEFAULT_FORM for a vocabulary that can write poems or with any
+    poem option, and "free" for any other vocabulary (an English model writes free text)."""
+    rhyme = check_rhyme(rhyme)
     poem_options = bool(acrostic) or rhyme is not None or meter
     if form is None:
         form = DEFAULT_FORM if poem_options or is_verse_vocabulary(tokenizer) else "free"
@@ -180,12 +199,13 @@ def _choose(logits: torch.Tensor, decoding: Decoding) -> torch.Tensor:
     return _inverse_cdf(torch.softmax(logits, dim=-1))
 
 
-def _masked(t: int, logits: torch.Tensor, constraint, state) -> torch.Tensor:
+def _masked(t: int, logits: torch.Tensor, constraint: Constraint, state: ConstraintState) -> torch.Tensor:
     """fp32 logits with the disallowed tokens at -inf."""
     return logits + constraint.bias(t, state)
 
 
-def _decode_stepwise(decoder, z, batch_size: int, steps: int, decoding: Decoding, constraint) -> torch.Tensor:
+def _decode_stepwise(decoder, z, batch_size: int, steps: int, decoding: Decoding,
+                     constraint: Constraint) -> torch.Tensor:
     """Greedy or sampled decoding -> (B, T) token ids, PAD after EOS. Finished rows leave the batch."""
     device = next(decoder.parameters()).device
     state, track = decoder.init_state(z, batch_size), constraint.init_state(batch_size)
@@ -212,7 +232,7 @@ def _decode_stepwise(decoder, z, batch_size: int, steps: int, decoding: Decoding
     return out
 
 
-def _decode_beam(decoder, z, batch_size: int, steps: int, width: int, constraint) -> torch.Tensor:
+def _decode_beam(decoder, z, batch_size: int, steps: int, width: int, constraint: Constraint) -> torch.Tensor:
     """Beam search -> (B, T) the best of K hypotheses per row by total log-probability under the constrained
     (renormalised) distribution. A finished hypothesis stays in its beam, extended by PAD at no cost."""
     B, K = batch_size, width
@@ -250,10 +270,10 @@ def _decode_beam(decoder, z, batch_size: int, steps: int, width: int, constraint
 
 
 def decode(model: TextVAE, z: torch.Tensor | None, n: int | None = None, *, decoding: Decoding = Decoding(),
-           constraint=None, batch_size: int = 1000, script: str | None = None) -> list[str]:
+           constraint: Constraint | str | None = None, batch_size: int = 1000, script: str | None = None) -> list[str]:
     """Texts decoded from latents z (B, D), or n texts from a model without a latent (z None), `batch_size`
-    at a time (beam search: batch_size / K inputs at a time), under one constraint (see
-    textvae.poetry.constraints; None: free text). The texts are in the model's script unless `script`
+    at a time (beam search: batch_size / K inputs at a time), under one constraint (a `poetry.Constraint`, or a
+    form's name; None: free text). The texts are in the model's script unless `script`
     ("simplified" or "traditional") asks for the other."""
     check_script(script)
     if model.tokenizer is None:
@@ -264,7 +284,7 @@ def decode(model: TextVAE, z: torch.Tensor | None, n: int | None = None, *, deco
     n = z.size(0) if z is not None else n
     device = next(model.parameters()).device
     constraint = FreeText(model.tokenizer, device) if constraint is None else _default(model, constraint)
-    where = torch.device(getattr(constraint, "device", device))
+    where = torch.device(constraint.device)
     if where.type != device.type or where.index not in (None, device.index):
         raise TextVAEError(f"the constraint's masks are on {where} but the model is on {device}: "
                            "build the constraint with the model's device")
@@ -301,7 +321,7 @@ def _check_latents(model: TextVAE, z) -> torch.Tensor:
     return z
 
 
-def decode_each(model: TextVAE, z: torch.Tensor, constraints: list, **options) -> list[str]:
+def decode_each(model: TextVAE, z: torch.Tensor, constraints: list[Constraint], **options) -> list[str]:
     """decode with row i of z under constraints[i]; the rows that share a constraint decode together."""
     texts = [""] * len(constraints)
     for constraint in dict.fromkeys(constraints):  # distinct, in order of first use
@@ -384,12 +404,12 @@ def _posterior(model: TextVAE, texts: list[str]):
         return model.encode(ids.to(device), mask.to(device))
 
 
-def _default(model: TextVAE, constraint):
+def _default(model: TextVAE, constraint: Constraint | str | None) -> Constraint:
     """The constraint given (a form's name such as "7x4" stands for `constraint_for` that form), or the model's
     own: an automatic form for a poem model, free text otherwise."""
     if constraint is None or isinstance(constraint, str):
         return constraint_for(model.tokenizer, constraint, device=next(model.parameters()).device)
-    if not hasattr(constraint, "for_text"):
+    if not isinstance(constraint, Constraint):
         raise TextVAEError(f"constraint must be a form's name ({', '.join(FORM_CHOICES)}) or a constraint object "
                            f"such as constraint_for(...) builds, not {type(constraint).__name__}")
     return constraint
@@ -425,14 +445,9 @@ def prior_sample(model: TextVAE, n: int, prior: str = "auto", prior_steps: int |
     return model.priors[kind].to(device).sample(n, condition=form, **options)
 
 
-def _fixed_form(constraint) -> str | None:
-    """The form every output of a constraint has, or None (free text, an automatic or drawn form)."""
-    return getattr(constraint, "form", None)
-
-
-def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strategy="sample"), constraint=None,
-           seed: int | None = None, batch_size: int = 1000, script: str | None = None,
-           prior: str = "auto", prior_steps: int | None = None) -> list[str]:
+def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strategy="sample"),
+           constraint: Constraint | str | None = None, seed: int | None = None, batch_size: int = 1000,
+           script: str | None = None, prior: str = "auto", prior_steps: int | None = None) -> list[str]:
     """n texts decoded from z ~ p(z) (`prior_sample`; prior_steps: a diffusion prior's DDIM steps); a model
     without a latent samples as a plain language model. Options as for `decode`; the constraint defaults to the
     model's own (`constraint_for`: a poem model writes regular poems of an automatic form); a fixed form also
@@ -444,26 +459,26 @@ def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strateg
         check_prior(model, prior)
         check_prior_steps(prior_steps)
     with seeded(seed, device), torch.inference_mode():
-        z = prior_sample(model, n, prior, prior_steps, _fixed_form(constraint)) if model.head is not None else None
+        z = prior_sample(model, n, prior, prior_steps, constraint.form) if model.head is not None else None
         return decode(model, z, n, decoding=decoding, constraint=constraint, batch_size=batch_size, script=script)
 
 
-def reconstruct(model: TextVAE, texts: list[str], *, samples: int = 0, decoding: Decoding = Decoding(),
-                constraint=None, seed: int | None = None, batch_size: int = 1000,
+def reconstruct(model: TextVAE, texts: list[str], *, n: int = 0, decoding: Decoding = Decoding(),
+                constraint: Constraint | str | None = None, seed: int | None = None, batch_size: int = 1000,
                 script: str | None = None) -> list[list[str]]:
     """For each text, [its decoding from the posterior mode q.mode] (μ; for vMF the mean direction, on the
-    sphere), or with samples = k the decodings of k draws z ~ q(z|x). The texts may be in either script. Each
+    sphere), or with n = k the decodings of k draws z ~ q(z|x). The texts may be in either script. Each
     text decodes under `constraint.for_text(text)`: without a form of its own, a poem keeps its form."""
     _require_latent(model, "reconstruct")
     check_script(script)
-    _check_count("samples", samples, 0, MAX_DRAWS)
-    _check_count("texts x samples", len(texts) * max(1, samples), 1, MAX_OUTPUTS)
+    _check_count("n", n, 0, MAX_DRAWS)
+    _check_count("texts x n", len(texts) * max(1, n), 1, MAX_OUTPUTS)
     texts = _check_texts(model, texts)
     fitted = [_default(model, constraint).for_text(t) for t in texts]
     device = next(model.parameters()).device
     with seeded(seed, device), torch.inference_mode():
         q = _posterior(model, texts)
-        z = q.mode[None] if samples == 0 else q.sample((samples,))  # (S, B, D)
+        z = q.mode[None] if n == 0 else q.sample((n,))  # (S, B, D)
         k = z.size(0)
         flat = decode_each(model, z.transpose(0, 1).reshape(-1, z.size(-1)), [c for c in fitted for _ in range(k)],
                             decoding=decoding, batch_size=batch_size, script=script)
@@ -471,7 +486,8 @@ def reconstruct(model: TextVAE, texts: list[str], *, samples: int = 0, decoding:
 
 
 def vary(model: TextVAE, text: str, n: int = 5, *, spread: float = DEFAULT_SPREAD, decoding: Decoding = Decoding(),
-         constraint=None, seed: int | None = None, batch_size: int = 1000, script: str | None = None) -> list[str]:
+         constraint: Constraint | str | None = None, seed: int | None = None, batch_size: int = 1000,
+         script: str | None = None) -> list[str]:
     """"Texts like this one": decodings of n draws z ~ q(z|text), each pulled towards the posterior mode by
     `spread`: z = mode + spread (draw - mode), put back on the sphere for vMF. spread 1 decodes q's own draws;
     a smaller one keeps more of the text (a high-rate model such as data/faithful needs about 0.5 to keep half
@@ -610,7 +626,7 @@ def _path(model: TextVAE, texts: list[str] | None, steps: int, prior: str, prior
 
 
 def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, steps: int = 5,
-                decoding: Decoding = Decoding(), constraint=None, seed: int | None = None,
+                decoding: Decoding = Decoding(), constraint: Constraint | str | None = None, seed: int | None = None,
                 script: str | None = None, prior: str = "auto", prior_steps: int | None = None,
                 path: str = DEFAULT_PATH) -> list[str]:
     """Decodings of the points of `latent_path(model, a, b, steps, path=path)`: the first and last are the
@@ -626,12 +642,13 @@ def interpolate(model: TextVAE, a: str | None = None, b: str | None = None, *, s
     ends = [constraint] * 2 if texts is None else [constraint.for_text(t) for t in texts]
     device = next(model.parameters()).device
     with seeded(seed, device):
-        points = _path(model, texts, steps, prior, prior_steps, _fixed_form(constraint), path)
+        points = _path(model, texts, steps, prior, prior_steps, constraint.form, path)
         return decode_each(model, points, [ends[2 * i > steps - 1] for i in range(steps)], decoding=decoding,
                             script=script)
 
 
 __all__ = ["DEFAULT_FORM", "DEFAULT_PATH", "DEFAULT_SPREAD", "Decoding", "FORM_CHOICES", "FreeText", "MAX_SPREAD",
-           "PATHS", "PRIORS", "STRATEGIES", "check_prior", "check_prior_steps", "check_spread", "constraint_for",
+           "PATHS", "PRIORS", "STRATEGIES", "check_prior", "check_prior_steps", "check_rhyme", "check_spread",
+           "constraint_for",
            "crossing", "decode", "interpolate", "latent_path", "load_model", "posterior", "prior_sample", "reconstruct",
            "sample", "seeded", "vary", "walked_prior"]

@@ -1,10 +1,10 @@
 """Keep freed large blocks in the heap instead of returning them to the OS (glibc only).
 
 A training step allocates (N, V) logits and gradient buffers of tens of MB. glibc serves blocks that large
-with mmap and unmaps them on free, so every step faults the same memory back in, page by page: on the
-2-core development machine that was about half of a step. With mmap disabled and a large trim threshold
-the blocks stay in the heap and are reused (1.7x tokens/s for the full-softmax poem model on the 2-core
-AVX2 machine, nothing else changed; 1.6-1.9x reported on an AVX512-BF16 one).
+with mmap and unmaps them on free, so every step faults the same memory back in, page by page: on 2 cores of
+an AVX2 AMD EPYC that was about half of a step. With mmap disabled and a large trim threshold the blocks stay
+in the heap and are reused (1.7x tokens/s for the full-softmax poem model on those 2 AVX2 cores, nothing else
+changed; 1.6-1.9x on 2 cores of an AVX512-BF16 AMD EPYC).
 `TEXTVAE_MALLOC=system` in the environment leaves glibc's defaults (the speed benchmark's reference uses
 it); non-glibc systems are left alone.
 """

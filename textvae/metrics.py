@@ -1,5 +1,5 @@
 """Evaluation metrics as pure functions of tensors, log-densities and strings; the model-level loops that
-feed them live in evaluate.py.
+feed them live in latent_stats.py and evaluate.py.
 
 Shapes: K importance samples, B batch, N examples (M of them in a chunk of rows), D latent.
 References: Burda et al. 2016 (importance-weighted bound, active units); Hoffman & Johnson 2016 (MI term

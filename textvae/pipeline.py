@@ -6,11 +6,12 @@
     z = vae.encode(["床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。"])  # (1, D)
     vae.decode(z)
 
-`vae.module` is the `TextVAE` nn.Module (tensors in, tensors out). Keyword arguments carry the CLI's flag
-names and meanings: form, acrostic, rhyme (True: the CLI's bare --rhyme, the group line 2 ends in; a string
-names a group), meter, prior, seed, script, and the decoding settings (strategy, beam, temperature, top_k,
-top_p, max_tokens, precision). An unknown keyword is refused, with the nearest known one named. Shapes:
-B texts, D latent size.
+`vae.module` is the `TextVAE` nn.Module (tensors in, tensors out). Keyword arguments carry the names and
+meanings of the CLI's flags and the studio's JSON fields (docs/vocabulary.md): n (how many outputs), form,
+acrostic, rhyme (True: the CLI's bare --rhyme, the group line 2 ends in; a string names a group or one of its
+characters; see generate.check_rhyme), meter, prior, seed, script, and the decoding settings (strategy, beam,
+temperature, top_k, top_p, max_tokens, precision). An unknown keyword is refused, with the nearest known one
+named. Shapes: B texts, D latent size.
 """
 
 import dataclasses
@@ -36,18 +37,6 @@ def _check_known(options: dict) -> None:
                                + f"; the options are {', '.join(OPTIONS)}")
 
 
-def _rhyme(value) -> str | None:
-    """rhyme=True is the CLI's bare --rhyme (the group line 2 ends in); False or None, no rhyme; a string names
-    a group (下平聲七陽, 七陽, 陽, a character in it) or "random"."""
-    if value is True:
-        return "auto"
-    if value is False or value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise TextVAEError(f"rhyme takes True, False, or a group's name or one of its characters, not {value!r}")
-    return value
-
-
 class Pipeline:
     """A loaded model with text-level verbs; see the module docstring. Build it with `textvae.load`."""
 
@@ -71,7 +60,7 @@ class Pipeline:
         if "form" in poem and not isinstance(poem["form"], str):
             raise TextVAEError(f"form takes a name such as '7x4' or 'auto', not {poem['form']!r}")
         constraint = generate.constraint_for(self.module.tokenizer, poem.get("form"), poem.get("acrostic", ""),
-                                             _rhyme(poem.get("rhyme")), bool(poem.get("meter")), self.device)
+                                             poem.get("rhyme"), bool(poem.get("meter")), self.device)
         decoding = generate.Decoding(**{"strategy": strategy,
                                         **{k: options[k] for k in DECODING_OPTIONS if k in options}})
         return dict(decoding=decoding, constraint=constraint, seed=options.get("seed"), script=options.get("script"))
@@ -98,13 +87,12 @@ class Pipeline:
         with generate.seeded(generation.pop("seed"), self.device):
             return generate.decode(self.module, z, **generation)
 
-    def reconstruct(self, texts: str | list[str], *, samples: int = 0, **options):
-        """Each text decoded from its posterior mode: one text gives one string, a list a list. With samples = k,
-        the decodings of k draws z ~ q(z|x) instead: a list for one text, a list of lists for several."""
+    def reconstruct(self, texts: str | list[str], *, n: int = 0, **options):
+        """Each text decoded from its posterior mode: one text gives one string, a list a list. With n = k, the
+        decodings of k draws z ~ q(z|x) instead: a list for one text, a list of lists for several."""
         one = isinstance(texts, str)
-        outputs = generate.reconstruct(self.module, [texts] if one else texts, samples=samples,
-                                       **self._generation(options))
-        outputs = [out if samples else out[0] for out in outputs]
+        outputs = generate.reconstruct(self.module, [texts] if one else texts, n=n, **self._generation(options))
+        outputs = [out if n else out[0] for out in outputs]
         return outputs[0] if one else outputs
 
     def interpolate(self, a: str | None = None, b: str | None = None, *, steps: int = 5, prior: str = "auto",

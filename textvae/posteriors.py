@@ -3,6 +3,8 @@
 Each head maps an encoder state h (B, H) to a torch distribution over z (B, D) and owns its prior and
 its interpolation rule, so the VAE only ever calls `head(h)`, `kl_divergence(q, head.prior(...))`.
 Shapes: B batch, H encoder output size, D latent size, K samples per example.
+Each head class names the dataclass of its own knobs in `settings` (BNSettings' gamma, ScaledBNSettings'
+tau, VMFSettings' kappa), so `POSTERIORS[kind](input_dim, latent_dim, **asdict(settings))` builds any of them.
 References: Bowman et al. 2016 (Gaussian text VAE); Zhu et al. 2020 (BN-VAE); Su Jianlin 2020,
 "VAE + BN" (kexue.fm/archives/7381); Xu & Durrett 2018 and Davidson et al. 2018 (vMF VAE);
 Wood 1994 and Mardia & Jupp 2000, ch. 9 (vMF density and sampling).
@@ -10,6 +12,7 @@ Wood 1994 and Mardia & Jupp 2000, ch. 9 (vMF density and sampling).
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import special
 from torch.distributions import Distribution, Independent, Normal, constraints, register_kl
+
+from textvae.fields import NoSettings, check_float, setting
 
 # -----------------------------------------------------------------------------
 # numerics for the von Mises-Fisher constants (float64, cached per (D, kappa))
@@ -268,6 +273,8 @@ class _GaussianHead(nn.Module):
 class GaussianHead(_GaussianHead):
     """q = N(loc, diag exp(logvar)) with both from linear maps of h (Kingma & Welling 2014)."""
 
+    settings = NoSettings
+
     def __init__(self, input_dim: int, latent_dim: int):
         super().__init__(latent_dim)
         self.to_loc = nn.Linear(input_dim, latent_dim)
@@ -277,11 +284,21 @@ class GaussianHead(_GaussianHead):
         return Independent(Normal(self.to_loc(h), (0.5 * self.to_logvar(h)).exp()), 1)
 
 
+@dataclass(frozen=True)
+class BNSettings:
+    gamma: float = setting(0.6, "BN-VAE: fixed scale of the batch-normalised mean")
+
+    def __post_init__(self):
+        check_float(self, "gamma", 0, 100, low_open=True)
+
+
 class BNGaussianHead(_GaussianHead):
     """BN-VAE (Zhu et al. 2020): loc = gamma * BN(W h) + beta with gamma fixed, so that over a
     training batch E[loc_d^2] = gamma^2 + beta_d^2 and the mean KL is at least D gamma^2 / 2
     (up to BN's eps: an encoder that makes W h nearly constant over the batch, its variance under eps,
     escapes the floor, as at gamma 1.58 in the rate study). Log-variance is left as in GaussianHead."""
+
+    settings = BNSettings
 
     def __init__(self, input_dim: int, latent_dim: int, gamma: float = 0.6):
         super().__init__(latent_dim)
@@ -296,6 +313,14 @@ class BNGaussianHead(_GaussianHead):
         return Independent(Normal(loc, (0.5 * self.to_logvar(h)).exp()), 1)
 
 
+@dataclass(frozen=True)
+class ScaledBNSettings:
+    tau: float = setting(0.5, "τ-scaled BN: share of the prior variance carried by the mean")
+
+    def __post_init__(self):
+        check_float(self, "tau", 0, 1, low_open=True, high_open=True)
+
+
 class ScaledBNGaussianHead(_GaussianHead):
     """Su's "VAE + BN": BN (no affine) on loc and on the scale sigma itself, rescaled by
     gamma_loc = sqrt(tau + (1 - tau) sigmoid(theta)) and gamma_scale = sqrt((1 - tau) sigmoid(-theta)).
@@ -303,10 +328,11 @@ class ScaledBNGaussianHead(_GaussianHead):
     and E[loc_d^2] = gamma_loc^2 >= tau gives a mean KL of at least D tau / 2.
     """
 
+    settings = ScaledBNSettings
+
     def __init__(self, input_dim: int, latent_dim: int, tau: float = 0.5):
         super().__init__(latent_dim)
-        if not 0 < tau < 1:
-            raise ValueError(f"tau must lie in (0, 1), got {tau}")
+        ScaledBNSettings(tau)  # the mean would carry all the variance at 1, and none at 0
         self.tau = tau
         self.to_loc = nn.Linear(input_dim, latent_dim)
         # sigma is taken straight from the linear map, as in Su's code: BN centres it anyway, so a
@@ -327,9 +353,19 @@ class ScaledBNGaussianHead(_GaussianHead):
         return Independent(Normal(loc, scale), 1)
 
 
+@dataclass(frozen=True)
+class VMFSettings:
+    kappa: float = setting(50.0, "vMF concentration (fixed)")
+
+    def __post_init__(self):
+        check_float(self, "kappa", 0, 1e6, low_open=True)
+
+
 class VMFHead(nn.Module):
     """q = vMF(normalise(W h), kappa) with kappa fixed, so KL to the uniform prior is a constant
     that never collapses to 0 (Xu & Durrett 2018)."""
+
+    settings = VMFSettings
 
     def __init__(self, input_dim: int, latent_dim: int, kappa: float = 50.0):
         super().__init__()

@@ -1,9 +1,9 @@
-"""Training: `TrainConfig`, presets, the KL-weight and learning-rate schedules, and `train()`.
+"""Training: `TrainConfig`, the KL-weight and learning-rate schedules, and `train()`.
 
 Objective per batch: mean over sentences of rec + β·KL′, where KL′ is the KL with optional free bits.
 Resuming is exact: batches and random draws are pure functions of (seed, step, rank), so the step,
-weights and optimizer state saved in `last/` are all a resume needs. Validation figures come from the
-evaluation core (`evaluate.validation_figures`). Shapes: B batch, T tokens, D latent.
+weights and optimizer state saved in `last/` are all a resume needs. Validation figures come from
+textvae.latent_stats; the named recipes live in textvae.presets. Shapes: B batch, T tokens, D latent.
 
 References: Bowman et al. 2016 (linear KL annealing, word dropout); Fu et al. 2019 (cyclical annealing);
 Kingma et al. 2016 (free bits); Burda et al. 2016 (active units); Loshchilov & Hutter 2019 (AdamW).
@@ -24,17 +24,18 @@ import torch.distributed as dist
 from torch.distributions import kl_divergence
 from tqdm import tqdm
 
-from textvae import data
+from textvae import checkpoint, data
 from textvae.atomic import atomic_directory, check_can_write, recover, remove_leftovers, write_text
 from textvae.errors import TextVAEError
 from textvae.corruption import KINDS, Corruption, corrupt
 from textvae.crossing import crossing_loss
-from textvae.evaluate import validation_figures
+from textvae.latent_stats import validation_figures
 from textvae.fields import SEED_LIMIT, check_choice, check_device, check_float, check_int, setting
 from textvae.malloc import keep_freed_memory
 from textvae.precision import PRECISION_HELP, autocast_for, check_precision
 from textvae.tokenizer import check_same_tokenizer
-from textvae.vae import TextVAE, VAEConfig, is_saved_model, parameter_count
+from textvae.checkpoint import is_saved_model
+from textvae.vae import TextVAE, VAEConfig, parameter_count
 
 SCHEDULES = ("constant", "linear", "sigmoid", "cyclical")
 COLLAPSE_KL = 0.1  # nats: a validation KL below this means the decoder ignores z
@@ -118,47 +119,6 @@ class TrainConfig:
         return Corruption(**{kind: getattr(self, f"corrupt_{kind}") for kind in KINDS})
 
 
-_POEM_MODEL = dict(embed_dim=128, encoder_hidden=128, decoder_hidden=256, latent_dim=32, posterior="bn", gamma=0.6)
-_POEM_TRAINING = dict(max_steps=1000, batch_size=128, eval_every=250, kl_schedule="constant")
-_POEM_V2 = ({**_POEM_MODEL, "output_layer": "adaptive", "segment_marks": "，。"},
-            {**_POEM_TRAINING, "lr": 4e-3, "warmup_steps": 50, "max_steps": 16000, "eval_every": 500})
-PRESETS = {
-    # ~10 minutes on a 2-core CPU: enough to see poem structure and a used latent
-    "poem-small": (dict(embed_dim=128, encoder_hidden=128, decoder_hidden=256, latent_dim=32, posterior="bn"),
-                   dict(max_steps=600, batch_size=128, eval_every=200, kl_warmup_steps=300)),
-    # the first shipped poem model's recipe (until poem-v2): the collapse study's pick (docs/results.md),
-    # BN-VAE with γ = 0.6 and no annealing, trained for 1,000 steps (128,000 poems, ~0.57 epoch)
-    "poem-base": (_POEM_MODEL, _POEM_TRAINING),
-    # poem-base's successor on the fast path, and the default: the same model with the adaptive softmax
-    # output layer (2.8x the tokens/s) and a higher learning rate with a shorter warm-up (half the steps to
-    # poem-base's validation -ELBO); it reaches that -ELBO 6.4x sooner (scripts/benchmark.py, README Speed)
-    "poem": ({**_POEM_MODEL, "output_layer": "adaptive"}, {**_POEM_TRAINING, "lr": 4e-3, "warmup_steps": 50}),
-    # the shipped model's recipe (data/pretrained, issue 2.3): poem with the line index and place in the line
-    # fed to the decoder, the winner of scripts/poem_sweep.py (docs/results.md), trained for 16,000 steps
-    # (~9 epochs, 2 h 35 min on 2 cores)
-    "poem-v2": _POEM_V2,
-    # the high-rate model for reconstruction and interpolation (data/faithful, issue 2.4), its first stage: poem-v2
-    # with a Gaussian posterior kept at >= 200 nats by free bits, D = 256 written and read through 16 slots
-    # (latent_slots), a GRU-256 encoder and a GRU-512 decoder; one epoch at batch 128 on the CPU (1,800 steps, 36
-    # min on one thread of the 2-core machine), then two more with --init-from (data/faithful/README.md)
-    "poem-faithful": ({**_POEM_V2[0], "latent_dim": 256, "latent_slots": 16, "posterior": "gaussian",
-                       "encoder_hidden": 256, "decoder_hidden": 512},
-                      {**_POEM_V2[1], "warmup_steps": 200, "max_steps": 1800, "eval_every": 600, "batch_size": 128,
-                       "lr": 4e-3, "free_bits": 200.0, "precision": "fp32"}),
-    # the Penn Treebank benchmark (issue 2.5, `textvae prepare ptb`): the published small model (texar's
-    # vae_text config_lstm_ptb, Li et al. 2019's config_ptb): 256-d embeddings, a 256-unit LSTM decoder (their
-    # encoder is a one-way LSTM, ours stays the bidirectional GRU), D = 32, batch 32, and their dropout 0.5;
-    # 40 epochs of 1,315 steps, validated each epoch. In 20 epochs dropout 0.3 and lr 3e-3 scored best (LSTM LM
-    # test PPL 106.7), but that LM overfit from epoch 16, so the preset doubles the epochs and takes the
-    # published dropout: its LM scores test PPL 103.13 (docs/results.md, "PTB: the LM recipe"). A Gaussian VAE
-    # with β = 1; `--posterior none` is the LM baseline
-    "ptb": (dict(embed_dim=256, encoder_hidden=256, decoder="lstm", decoder_hidden=256, latent_dim=32,
-                 posterior="gaussian", dropout=0.5, output_layer="adaptive"),
-            dict(data_dir="data/ptb", max_steps=52_600, batch_size=32, eval_every=1315, lr=3e-3, warmup_steps=100,
-                 kl_schedule="constant")),
-}
-
-
 def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
     """Options that are valid alone but not together."""
     if (train.free_bits_mode == "dimension" and train.free_bits > 0
@@ -193,7 +153,7 @@ ENCODER_FIELDS = ("encoder", "embed_dim", "encoder_hidden", "encoder_layers", "k
 
 
 # model fields that shape no weight: a run started from another model's weights may change them
-WEIGHTLESS_FIELDS = ("dropout", "word_dropout")
+WEIGHTLESS_FIELDS = ("encoder_dropout", "decoder_dropout", "word_dropout")
 
 
 def load_donor(model: TextVAE, source: Path, data_dir: str, option: str) -> TextVAE:
@@ -209,8 +169,9 @@ def load_donor(model: TextVAE, source: Path, data_dir: str, option: str) -> Text
 
 
 def differing_fields(donor: TextVAE, model: TextVAE, names) -> list[str]:
-    return [f"{name} {getattr(donor.config, name)!r} != {getattr(model.config, name)!r}"
-            for name in names if getattr(donor.config, name) != getattr(model.config, name)]
+    theirs, ours = donor.config.to_dict(), model.config.to_dict()
+    return [f"{name} {theirs.get(name)!r} != {ours.get(name)!r}"
+            for name in names if theirs.get(name) != ours.get(name)]
 
 
 def start_encoder_from(model: TextVAE, source: Path, data_dir: str) -> None:
@@ -229,7 +190,7 @@ def start_weights_from(model: TextVAE, source: Path, data_dir: str) -> None:
     """Copy every weight and buffer of the saved model at `source` into `model`, whose architecture must be
     the same; the optimizer and schedule start afresh."""
     donor = load_donor(model, source, data_dir, "init_from")
-    shaping = [f.name for f in dataclasses.fields(model.config) if f.name not in WEIGHTLESS_FIELDS]
+    shaping = sorted((donor.config.to_dict().keys() | model.config.to_dict().keys()) - set(WEIGHTLESS_FIELDS))
     differ = differing_fields(donor, model, shaping)
     if differ:
         raise TextVAEError(f"TrainConfig.init_from: {source} is another architecture ({'; '.join(differ)}): "
@@ -369,20 +330,13 @@ def save_checkpoint(run_dir: Path, model: TextVAE, trainer_state: dict) -> None:
     """run_dir/last: a save_pretrained folder plus trainer_state.pt, swapped in whole."""
     with atomic_directory(run_dir / "last") as tmp:
         model.write_to(tmp)
-        torch.save(trainer_state, tmp / "trainer_state.pt")
+        checkpoint.write_trainer_state(tmp, trainer_state)
 
 
 def load_checkpoint(run_dir: Path, device: torch.device) -> tuple[TextVAE, dict]:
     recover(run_dir / "last")
-    last = run_dir / "last"
-    if not (last / "trainer_state.pt").is_file():
-        raise TextVAEError(f"cannot resume: {last} has no checkpoint (trainer_state.pt); start without --resume")
-    model = TextVAE.from_pretrained(last, device=device).train()
-    try:
-        state = torch.load(last / "trainer_state.pt", map_location=device, weights_only=True)
-    except Exception as e:  # torch raises several types for a damaged file
-        raise TextVAEError(f"{last}/trainer_state.pt is corrupt ({e}); start a new run") from e
-    return model, state
+    state = checkpoint.read_trainer_state(run_dir / "last", device)
+    return TextVAE.from_pretrained(run_dir / "last", device=device).train(), state
 
 
 def _record_step(line: str) -> float:
@@ -466,8 +420,8 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
                            world_size=world_size, max_len=model.config.max_len)
     if is_main:  # every check has passed: the run's first write
         run_dir.mkdir(parents=True, exist_ok=True)
-        config = dict(model=dataclasses.asdict(model.config), train=dataclasses.asdict(c))
-        write_text(run_dir / "run_config.json", json.dumps(config, indent=2) + "\n")
+        config = checkpoint.run_config_text(model.config.to_dict(), dataclasses.asdict(c))
+        write_text(run_dir / "run_config.json", config)
     separators = tuple(model.decoder.positions.separators.tolist()) if c.crossing_weight > 0 else ()
     corruption = c.corruption
     valid = data.token_ids(dataset["validation"])
@@ -479,7 +433,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         step, best_elbo, collapsed, warned = state["step"], state["best_elbo"], state["collapsed"], state["warned"]
-        train_seconds = state.get("train_seconds", 0.0)  # checkpoints from before it was kept lack it
+        train_seconds = state["train_seconds"]
     trainer_state = lambda: dict(optimizer=optimizer.state_dict(), step=step, best_elbo=best_elbo,  # noqa: E731
                                  collapsed=collapsed, warned=warned, train_seconds=train_seconds)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model

@@ -4,147 +4,178 @@ Shapes: B batch, T tokens (BOS + text + EOS, padded on the right), V vocab, H en
 `forward(ids, mask)` returns per-example reconstruction NLL `rec` (summed over predicted tokens, EOS
 included, BOS excluded) and `kl` = KL(q(z|x) || p(z)), so the ELBO of a sentence is -(rec + kl).
 posterior="none" drops encoder and head: the same decoder as a plain language model (the baseline).
-A saved model is a directory: config.json + model.safetensors + tokenizer.model (HF convention);
-config.json records the sha256 of the other two, and loading refuses a file that does not match.
+`VAEConfig` is composed of the families' settings: the encoder, the posterior, the decoder and the output
+layer each pick a kind, and a kind's own knobs (the GCNN's kernel_size, BN's gamma, ...) live in the
+settings dataclass its class names (textvae.fields). Saved folders are read and written by textvae.checkpoint.
 
 References: Bowman et al. 2016 (the text VAE); Kingma & Welling 2014 (reparameterisation).
 """
 
-import copy
 import dataclasses
-import hashlib
-import json
-import os
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
 from torch.distributions import Distribution, kl_divergence
 
-from textvae import priors
-from textvae.atomic import atomic_directory, set_default_modes, write_text
-from textvae.decoders import DECODERS, OUTPUT_LAYERS
-from textvae.encoders import ENCODERS
+from textvae import checkpoint
+from textvae.decoders import DECODERS, OUTPUT_LAYERS, build_decoder
+from textvae.decoders import RECURRENT as RECURRENT_DECODERS
+from textvae.encoders import ENCODERS, build_encoder
+from textvae.encoders import RECURRENT as RECURRENT_ENCODERS
 from textvae.errors import TextVAEError
-from textvae.fields import check_choice, check_float, check_int, setting
+from textvae.fields import NoSettings, check_choice, check_float, check_int, knobs, setting
 from textvae.posteriors import POSTERIORS
-from textvae.shipped import resolve
-from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, load_tokenizer
+from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
+# the four families: the VAEConfig field that picks a kind, and the kinds by name (each class names its settings)
+FAMILIES = {"encoder": ENCODERS, "posterior": POSTERIORS, "decoder": DECODERS, "output_layer": OUTPUT_LAYERS}
+NO_LATENT = "none"  # the posterior of a plain language model
+
+
+def settings_class(family: str, kind: str) -> type:
+    """The dataclass of a kind's own knobs."""
+    registry = FAMILIES[family]
+    return registry[kind].settings if kind in registry else NoSettings
+
+
+def knob_owners() -> dict[str, list[tuple[str, str]]]:
+    """{knob: [(family, kind), ...]}: every kind-specific knob and the kinds whose settings hold it."""
+    owners = {}
+    for family, registry in FAMILIES.items():
+        for kind, cls in registry.items():
+            for name in knobs(cls.settings):
+                owners.setdefault(name, []).append((family, kind))
+    return owners
+
+
+def _wrong_family(knob: str, owners: list[tuple[str, str]], chosen: dict) -> TextVAEError:
+    family = owners[0][0]
+    kinds = " or ".join(kind for _, kind in owners)
+    return TextVAEError(f"{knob} is a setting of the {kinds} {family.replace('_', ' ')}, and this model's "
+                        f"{family.replace('_', ' ')} is {chosen[family]}: drop {knob}, or choose {family} {kinds}")
+
+
+def override(fields: dict, changes: dict) -> dict:
+    """Flat fields with `changes` applied on top: where a change picks another kind, the knobs that only the
+    old kind took are dropped, so a preset's gamma does not follow its bn posterior out."""
+    kept = dict(fields)
+    for family in FAMILIES:
+        if family in changes and changes[family] != fields.get(family):
+            old = set(knobs(settings_class(family, fields.get(family, "")))) if family in fields else set()
+            new = set(knobs(settings_class(family, changes[family]))) if changes[family] in FAMILIES[family] else set()
+            for name in old - new:
+                kept.pop(name, None)
+    return kept | changes
 
 @dataclass(frozen=True)
 class VAEConfig:
     vocab_size: int = setting(8000, "tokenizer pieces (set from the tokenizer)")
-    encoder: str = setting("gru", "gru | lstm | gcnn")
-    posterior: str = setting("gaussian", "gaussian | bn | bn-tau | vmf | none (no latent: a plain language model)")
-    decoder: str = setting("gru", "gru | lstm | transformer")
+    max_len: int = setting(128, "longest token sequence the model reads and writes (BOS + text + EOS)")
     embed_dim: int = setting(256, "token embedding size (encoder; GRU/LSTM decoder)")
+    latent_dim: int = setting(32, "D")
+    latent_slots: int = setting(0, "GRU/LSTM encoder and decoder: z is written and read by place through this many "
+                                   "learned slots (SlotPooling, SlotReader; 0 = off)")
+    encoder: str = setting("gru", "gru | lstm | gcnn")
     encoder_hidden: int = setting(256, "GRU/LSTM state per direction / GCNN channels")
     encoder_layers: int = setting(1, "GRU/LSTM layers / GCNN gated conv layers")
-    kernel_size: int = setting(3, "GCNN convolution width")
+    encoder_dropout: float = setting(0.0, "dropout inside the encoder")
+    posterior: str = setting("gaussian", "gaussian | bn | bn-tau | vmf | none (no latent: a plain language model)")
+    decoder: str = setting("gru", "gru | lstm | transformer")
     decoder_hidden: int = setting(512, "GRU/LSTM decoder state / Transformer width")
     decoder_layers: int = setting(1, "GRU/LSTM or Transformer layers")
-    num_heads: int = setting(4, "Transformer attention heads")
-    latent_dim: int = setting(32, "D")
-    kappa: float = setting(50.0, "vMF concentration (fixed)")
-    gamma: float = setting(0.6, "BN-VAE: fixed scale of the batch-normalised mean")
-    tau: float = setting(0.5, "τ-scaled BN: share of the prior variance carried by the mean")
-    dropout: float = setting(0.0, "dropout inside encoder and decoder")
-    encoder_dropout: float = setting(-1.0, "dropout inside the encoder instead (-1: the same as dropout; public "
-                                           "sentence-VAE code for PTB uses none)")
+    decoder_dropout: float = setting(0.0, "dropout inside the decoder")
     word_dropout: float = setting(0.0, "decoder inputs replaced by unk with this probability while training")
-    max_len: int = setting(128, "longest token sequence the model reads and writes (BOS + text + EOS)")
     output_layer: str = setting("full", "full (one V-way softmax) | adaptive (Grave et al. 2017: exact, fewer FLOPs) "
                                         "| tied (full, sharing the decoder's input embedding: GRU/LSTM need "
                                         "embed_dim == decoder_hidden; the Transformer's full layer is tied anyway)")
-    adaptive_cutoffs: tuple = setting((1000, 3000), "adaptive: band edges; ids below the first are scored by the head")
-    adaptive_div: int = setting(4, "adaptive: band i's tail projects H down to H / adaptive_div ** (i + 1)")
-    segment_marks: str = setting("", "tokens that end a segment, e.g. a poem's line-end marks ，。: the recurrent "
-                                     "decoder is told each input's segment and place in it (\"\" = off)")
-    latent_slots: int = setting(0, "GRU/LSTM encoder and decoder: z is written and read by place through this many "
-                                   "learned slots (SlotPooling, SlotReader; 0 = off)")
+    # each family's chosen kind's own knobs, an instance of the dataclass its class names (None: its defaults)
+    encoder_settings: object = setting(None, "the encoder kind's own knobs")
+    posterior_settings: object = setting(None, "the posterior kind's own knobs")
+    decoder_settings: object = setting(None, "the decoder kind's own knobs")
+    output_layer_settings: object = setting(None, "the output layer kind's own knobs")
 
     def __post_init__(self):
-        if isinstance(self.adaptive_cutoffs, list):  # JSON gives a list
-            object.__setattr__(self, "adaptive_cutoffs", tuple(self.adaptive_cutoffs))
-        for name, choices in (("encoder", ENCODERS), ("decoder", DECODERS), ("posterior", [*POSTERIORS, "none"]),
-                              ("output_layer", OUTPUT_LAYERS)):
-            check_choice(self, name, sorted(choices))
+        for family, registry in FAMILIES.items():
+            check_choice(self, family, sorted([*registry, NO_LATENT] if family == "posterior" else registry))
+            self._settle(family)
         check_int(self, "vocab_size", 1, 10**7)
         for name in ("embed_dim", "encoder_hidden", "decoder_hidden"):
             check_int(self, name, 1, 16384)
-        for name in ("encoder_layers", "decoder_layers", "kernel_size"):
+        for name in ("encoder_layers", "decoder_layers"):
             check_int(self, name, 1, 64)
-        check_int(self, "num_heads", 1, 256)
         check_int(self, "latent_dim", 2 if self.posterior == "vmf" else 1, 4096)
         check_int(self, "max_len", 3, 65536)
-        check_float(self, "kappa", 0, 1e6, low_open=True)
-        check_float(self, "gamma", 0, 100, low_open=True)
-        check_float(self, "tau", 0, 1, low_open=True)
-        if self.tau == 1:
-            raise TextVAEError("VAEConfig.tau must be in (0, 1), not 1 (the mean would carry all the variance)")
-        check_float(self, "dropout", 0, 0.99)
-        check_float(self, "encoder_dropout", -1, 0.99)
-        if -1 < self.encoder_dropout < 0:
-            raise TextVAEError(f"VAEConfig.encoder_dropout must be -1 (the same as dropout) or in [0, 0.99], not "
-                               f"{self.encoder_dropout!r}")
+        check_int(self, "latent_slots", 0, 256)
+        for name in ("encoder_dropout", "decoder_dropout"):
+            check_float(self, name, 0, 0.99)
         check_float(self, "word_dropout", 0, 1)
+        self._check_across_families()
+
+    def _settle(self, family: str) -> None:
+        """Give the family's chosen kind its default settings, or refuse settings made for another kind."""
+        name, expected = f"{family}_settings", settings_class(family, getattr(self, family))
+        given = getattr(self, name)
+        if given is None:
+            object.__setattr__(self, name, expected())
+        elif type(given) is not expected:
+            raise TextVAEError(f"VAEConfig.{name} must be {expected.__name__} for the {getattr(self, family)} "
+                               f"{family.replace('_', ' ')}, not {type(given).__name__}")
+
+    def _check_across_families(self) -> None:
         if self.output_layer == "adaptive":
-            self._check_adaptive()
-        if self.output_layer == "tied" and self.decoder != "transformer" and self.embed_dim != self.decoder_hidden:
+            cuts, div = self.output_layer_settings.adaptive_cutoffs, self.output_layer_settings.adaptive_div
+            if cuts[-1] >= self.vocab_size:
+                raise TextVAEError(f"VAEConfig.adaptive_cutoffs {list(cuts)} must lie below vocab_size "
+                                   f"{self.vocab_size} (use output_layer 'full' for a small vocabulary)")
+            if self.decoder_hidden // div ** len(cuts) < 1:
+                raise TextVAEError(f"VAEConfig.adaptive_div {div!r} must leave every tail at least 1 unit of the "
+                                   f"decoder's {self.decoder_hidden}")
+        if self.output_layer == "tied" and self.decoder in RECURRENT_DECODERS and self.embed_dim != self.decoder_hidden:
             raise TextVAEError(f"VAEConfig.output_layer 'tied' shares the embedding with the output layer, so "
                                f"embed_dim ({self.embed_dim}) must equal decoder_hidden ({self.decoder_hidden})")
-        if not isinstance(self.segment_marks, str) or len(self.segment_marks) > 16:
-            raise TextVAEError(f"VAEConfig.segment_marks must be a string of at most 16 characters, not "
-                               f"{self.segment_marks!r}")
-        if self.segment_marks and self.decoder == "transformer":
-            raise TextVAEError("VAEConfig.segment_marks needs a recurrent decoder (the Transformer has positions "
-                               "of its own)")
-        check_int(self, "latent_slots", 0, 256)
-        if self.latent_slots and (self.encoder == "gcnn" or self.decoder == "transformer"):
+        if self.latent_slots and (self.encoder not in RECURRENT_ENCODERS or self.decoder not in RECURRENT_DECODERS):
             raise TextVAEError("VAEConfig.latent_slots needs a GRU or LSTM encoder and decoder")
-        if self.decoder == "transformer" and self.decoder_hidden % self.num_heads:
+        if self.decoder == "transformer" and self.decoder_hidden % self.decoder_settings.num_heads:
             raise TextVAEError("VAEConfig.decoder_hidden must be divisible by num_heads for the Transformer")
-
-    def _check_adaptive(self):
-        cuts = self.adaptive_cutoffs
-        if not isinstance(cuts, tuple) or not cuts or any(type(c) is not int for c in cuts) \
-                or list(cuts) != sorted(set(cuts)) or cuts[0] < 1:
-            raise TextVAEError(f"VAEConfig.adaptive_cutoffs must be increasing positive integers, not {cuts!r}")
-        if cuts[-1] >= self.vocab_size:
-            raise TextVAEError(f"VAEConfig.adaptive_cutoffs {list(cuts)} must lie below vocab_size {self.vocab_size} "
-                               "(use output_layer 'full' for a small vocabulary)")
-        if not isinstance(self.adaptive_div, int) or self.adaptive_div < 1 or \
-                self.decoder_hidden // self.adaptive_div ** len(cuts) < 1:
-            raise TextVAEError(f"VAEConfig.adaptive_div {self.adaptive_div!r} must be a positive integer that leaves "
-                               f"every tail at least 1 unit of the decoder's {self.decoder_hidden}")
 
     @property
     def has_latent(self) -> bool:
-        return self.posterior != "none"
+        return self.posterior != NO_LATENT
 
-    def to_json(self, checksums: dict[str, str] | None = None, extra: dict | None = None) -> str:
-        """The config as JSON; a saved model's config.json adds the sha256 of its files under "checksums" and
-        the `extra` keys (the default learned prior)."""
-        saved = {} if checksums is None else {"checksums": checksums}
-        return json.dumps(dataclasses.asdict(self) | saved | (extra or {}), indent=2) + "\n"
+    @property
+    def segment_marks(self) -> str:
+        """The marks that end a segment for a recurrent decoder ("" for none, and for other decoders)."""
+        return getattr(self.decoder_settings, "segment_marks", "")
 
-    @classmethod
-    def from_json(cls, text: str) -> "VAEConfig":
-        return cls.from_dict(json.loads(text))
+    def to_dict(self) -> dict:
+        """The flat fields: the shared ones and the chosen kinds' own knobs, as config files hold them."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.endswith("_settings")}
+        for family in FAMILIES:
+            fields |= dataclasses.asdict(getattr(self, f"{family}_settings"))
+        return fields
 
     @classmethod
     def from_dict(cls, fields: dict) -> "VAEConfig":
-        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+        """A config from flat fields (a config file, the CLI's flags). A knob of a kind the config does not
+        choose is refused: silently ignoring it would train another model than the one asked for."""
+        fields, owners = dict(fields), knob_owners()
+        shared = {f.name for f in dataclasses.fields(cls) if not f.name.endswith("_settings")}
+        unknown = set(fields) - shared - set(owners)
         if unknown:
             raise TextVAEError(f"unknown VAEConfig fields {sorted(unknown)}")
-        return cls(**fields)
+        chosen = {family: fields.get(family, getattr(cls, family)) for family in FAMILIES}
+        settings = {}
+        for family, kind in chosen.items():
+            if kind in FAMILIES[family] or kind == NO_LATENT:
+                own = settings_class(family, kind)
+                settings[f"{family}_settings"] = own(**{k: fields.pop(k) for k in knobs(own) if k in fields})
+        stray = sorted(set(fields) & set(owners))
+        if stray:
+            raise _wrong_family(stray[0], owners[stray[0]], chosen)
+        return cls(**fields, **settings)
 
 
 class VAEOutput(NamedTuple):
@@ -156,15 +187,13 @@ class VAEOutput(NamedTuple):
 
 
 def _build_encoder(c: VAEConfig) -> nn.Module:
-    extra = dict(kernel_size=c.kernel_size) if c.encoder == "gcnn" else dict(slots=c.latent_slots, max_len=c.max_len)
-    return ENCODERS[c.encoder](c.vocab_size, embed_dim=c.embed_dim, hidden_dim=c.encoder_hidden,
-                               num_layers=c.encoder_layers, pad_id=PAD_ID, **extra,
-                               dropout=c.dropout if c.encoder_dropout == -1 else c.encoder_dropout)
+    return build_encoder(c.encoder, c.encoder_settings, c.vocab_size, embed_dim=c.embed_dim,
+                         hidden_dim=c.encoder_hidden, num_layers=c.encoder_layers, dropout=c.encoder_dropout,
+                         pad_id=PAD_ID, slots=c.latent_slots, max_len=c.max_len)
 
 
 def _build_head(c: VAEConfig, input_dim: int) -> nn.Module:
-    extra = {"gaussian": {}, "bn": dict(gamma=c.gamma), "bn-tau": dict(tau=c.tau), "vmf": dict(kappa=c.kappa)}
-    return POSTERIORS[c.posterior](input_dim, c.latent_dim, **extra[c.posterior])
+    return POSTERIORS[c.posterior](input_dim, c.latent_dim, **dataclasses.asdict(c.posterior_settings))
 
 
 def _separator_ids(marks: str, tokenizer: Tokenizer | None) -> tuple[int, ...] | None:
@@ -183,75 +212,12 @@ def _separator_ids(marks: str, tokenizer: Tokenizer | None) -> tuple[int, ...] |
 
 
 def _build_decoder(c: VAEConfig, tokenizer: Tokenizer | None) -> nn.Module:
-    latent_dim = c.latent_dim if c.has_latent else 0
-    common = dict(latent_dim=latent_dim, num_layers=c.decoder_layers, dropout=c.dropout,
-                  word_dropout=c.word_dropout, pad_id=PAD_ID, unk_id=UNK_ID, output=c.output_layer,
-                  cutoffs=c.adaptive_cutoffs, div_value=c.adaptive_div)
-    if c.decoder in ("gru", "lstm"):
-        return DECODERS[c.decoder](c.vocab_size, embed_dim=c.embed_dim, hidden_dim=c.decoder_hidden,
-                               separators=_separator_ids(c.segment_marks, tokenizer), slots=c.latent_slots,
-                               max_len=c.max_len, **common)
-    return DECODERS["transformer"](c.vocab_size, d_model=c.decoder_hidden, num_heads=c.num_heads,
-                                   max_len=c.max_len, **common)
-
-
-# the floating types a model's weights may be stored in (`textvae export --dtype`)
-WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-# the files config.json checksums
-_CHECKSUMMED = ("model.safetensors", "tokenizer.model", *priors.ALL_FILES, priors.LEGACY[0])
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _read_config(path: Path) -> tuple[VAEConfig, dict | None, str | None]:
-    """A saved model's config.json: the VAEConfig, the checksums of the files saved beside it (None in a model
-    saved before they were recorded), and the kind of learned prior `--prior auto` uses (None: the standard one)."""
-    try:
-        fields = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TextVAEError(f"{path} is corrupt ({e}).") from e
-    if not isinstance(fields, dict):
-        raise TextVAEError(f"{path} is corrupt: it holds no JSON object.")
-    checksums, default_prior = fields.pop("checksums", None), fields.pop("prior", None)
-    try:
-        config = VAEConfig.from_dict(fields)
-    except TextVAEError as e:
-        raise TextVAEError(f"{path}: {e}") from e
-    if not isinstance(checksums, dict | None):
-        raise TextVAEError(f"{path} is corrupt: its checksums should map file names to sha256 digests, not "
-                           f"{checksums!r}.")
-    if default_prior is not None and default_prior not in priors.KINDS:
-        raise TextVAEError(f"{path} is corrupt: its prior should be one of {', '.join(priors.KINDS)}, not "
-                           f"{default_prior!r}.")
-    return config, checksums, default_prior
-
-
-def _verify_files(directory: Path, checksums: dict | None) -> None:
-    """Refuse a file whose sha256 is not the one recorded at save time: a bit flipped in the weights, or a
-    tokenizer.model from another model of the same vocabulary size, would load and decode gibberish."""
-    unverified = []
-    for name in _CHECKSUMMED:
-        path = directory / name
-        if not path.is_file():
-            if name in (checksums or {}):
-                raise TextVAEError(f"{path} is missing: config.json records it as part of the model. Copy the "
-                                   "whole model folder again from where it was saved.")
-            continue
-        if checksums is not None and name not in checksums:
-            raise TextVAEError(f"{path} was not saved with this model (config.json records no checksum for it): "
-                               "remove it, or fit it here with `textvae fit-prior`")
-        if name not in (checksums or {}):
-            unverified.append(name)
-        elif _sha256(path) != checksums[name]:
-            raise TextVAEError(f"{path} does not match the checksum recorded when the model was saved: it is "
-                               "corrupt, or was copied from another model. Copy the whole model folder again "
-                               "from where it was saved.")
-    if unverified:
-        warnings.warn(f"{directory}: {' and '.join(unverified)} could not be verified: config.json records no "
-                      "checksum (the model was saved before textvae recorded them); save it again to add them")
+    return build_decoder(c.decoder, c.decoder_settings, c.output_layer, c.output_layer_settings, c.vocab_size,
+                         embed_dim=c.embed_dim, hidden_dim=c.decoder_hidden,
+                         latent_dim=c.latent_dim if c.has_latent else 0, num_layers=c.decoder_layers,
+                         dropout=c.decoder_dropout, word_dropout=c.word_dropout, pad_id=PAD_ID, unk_id=UNK_ID,
+                         separators=_separator_ids(c.segment_marks, tokenizer), slots=c.latent_slots,
+                         max_len=c.max_len)
 
 
 class TextVAE(nn.Module):
@@ -301,46 +267,21 @@ class TextVAE(nn.Module):
         return VAEOutput(self.reconstruction_nll(z, ids), kl, ntokens, q, z)
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
-        """Write config.json, model.safetensors and tokenizer.model to a temporary folder, then rename. `dtype`
-        stores the weights in another floating type (fp16 halves the file); from_pretrained casts them back
-        to the model's fp32 as it loads."""
-        with atomic_directory(directory) as tmp:
-            self.write_to(tmp, dtype)
+        """Write config.json, model.safetensors, tokenizer.model and the learned priors to a temporary folder,
+        then rename. `dtype` stores the weights in another floating type (fp16 halves the file);
+        from_pretrained casts them back to the model's fp32 as it loads."""
+        checkpoint.save_model_folder(directory, *self._parts(), dtype=dtype)
 
     def write_to(self, directory: Path, dtype: torch.dtype | None = None) -> None:
-        """The files of a saved model, written into an existing folder (the caller makes it atomic).
-        config.json comes last: it records the sha256 of the others, which from_pretrained checks."""
-        # on CUDA, cuDNN packs a GRU's weights into one shared buffer, which safetensors refuses to save;
-        # on the CPU each weight has its own storage
-        on_cpu = self
-        if dtype is not None or next(self.parameters()).device.type != "cpu":
-            on_cpu = copy.deepcopy(self).to(device="cpu", dtype=dtype)
-        save_model(on_cpu, str(directory / "model.safetensors"))
-        if self.tokenizer is not None:
-            self.tokenizer.save(directory / "tokenizer.model")
-        for prior in self.priors.values():
-            priors.save(prior, directory)
-        self._write_config(directory)
+        """The files of a saved model, written into an existing folder (the caller makes it atomic)."""
+        checkpoint.write_model(directory, *self._parts(), dtype=dtype)
 
-    def _write_config(self, directory: Path) -> None:
-        checksums = {name: _sha256(directory / name) for name in _CHECKSUMMED if (directory / name).is_file()}
-        extra = {} if self.default_prior is None else {"prior": self.default_prior}
-        write_text(directory / "config.json", self.config.to_json(checksums, extra))
+    def _parts(self) -> tuple:
+        return self, self.config.to_dict(), self.tokenizer, self.priors, self.default_prior
 
     def save_prior(self, kind: str, directory: str | Path) -> None:
-        """Add (or replace) one learned prior in the folder this model was loaded from, leaving its other files
-        as they are: the prior's files by rename (a lone legacy mixture is removed), then config.json with the
-        checksums and the default kind. An interrupted fit leaves the folder as it was."""
-        directory = Path(directory)
-        with tempfile.TemporaryDirectory(prefix=".prior-", dir=directory) as tmp:
-            priors.save(self.priors[kind], Path(tmp))
-            set_default_modes(Path(tmp))
-            for name in priors.files(kind):
-                os.replace(Path(tmp) / name, directory / name)
-        if kind == "gmm":
-            for name in priors.LEGACY:
-                (directory / name).unlink(missing_ok=True)
-        self._write_config(directory)
+        """Add (or replace) the learned prior `kind` in the folder this model was loaded from."""
+        checkpoint.add_prior(directory, self.priors[kind], kind, self.config.to_dict(), self.default_prior)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TextVAE":
@@ -348,29 +289,18 @@ class TextVAE(nn.Module):
         and the learned priors fitted to it), each file checked against the checksums config.json
         records; or a shipped model by its short name, "poem" or "faithful" (textvae.shipped). In eval mode,
         on `device`. For text in and text out, see `textvae.load`."""
-        directory = resolve(directory)
-        for name in ("config.json", "model.safetensors"):
-            if not (directory / name).is_file():
-                raise TextVAEError(f"{directory} is not a saved textvae model: {name} is missing "
-                                   "(expected config.json, model.safetensors, tokenizer.model).")
-        config, checksums, default_prior = _read_config(directory / "config.json")
-        tokenizer_path = directory / "tokenizer.model"
-        tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path.exists() else None
-        _verify_files(directory, checksums)  # after load_tokenizer: a file that is no tokenizer at all is named so
-        if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
-            raise TextVAEError(f"{directory}: tokenizer.model has {tokenizer.vocab_size} pieces but config.json "
-                               f"says vocab_size {config.vocab_size}; the files come from different models")
-        model = cls(config, tokenizer)
+        saved = checkpoint.open_model(directory)
         try:
-            load_model(model, str(directory / "model.safetensors"), device=str(device))
-        except (SafetensorError, RuntimeError, OSError) as e:
-            raise TextVAEError(f"{directory}/model.safetensors is corrupt or does not match "
-                               f"config.json ({e}).") from e
-        model.priors = priors.load(directory, config.latent_dim)
-        model.default_prior = default_prior if default_prior is not None else next(iter(model.priors), None)
-        if model.default_prior is not None and model.default_prior not in model.priors:
-            raise TextVAEError(f"{directory}/config.json names a {model.default_prior} prior, but "
-                               f"{priors.files(model.default_prior)[0]} is missing")
+            config = VAEConfig.from_dict(saved.config.fields)
+        except TextVAEError as e:
+            raise TextVAEError(f"{saved.directory / 'config.json'}: {e}") from e
+        if saved.tokenizer is not None and saved.tokenizer.vocab_size != config.vocab_size:
+            raise TextVAEError(f"{saved.directory}: tokenizer.model has {saved.tokenizer.vocab_size} pieces but "
+                               f"config.json says vocab_size {config.vocab_size}; the files come from different models")
+        model = cls(config, saved.tokenizer)
+        checkpoint.load_weights(model, saved.directory, device)
+        model.priors, model.default_prior = checkpoint.load_priors(saved.directory, config.latent_dim,
+                                                                   saved.config.default_prior)
         return model.to(device).eval()
 
 
@@ -378,11 +308,6 @@ def parameter_count(config: VAEConfig) -> int:
     """Parameters of a model with this config, counted without allocating them (on the meta device)."""
     with torch.device("meta"):
         return sum(p.numel() for p in TextVAE(config).parameters())
-
-
-def is_saved_model(directory: str | Path) -> bool:
-    directory = Path(directory)
-    return (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
 
 
 __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "TextVAE", "VAEConfig", "VAEOutput"]

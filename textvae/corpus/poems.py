@@ -28,8 +28,8 @@ _MARKS = str.maketrans("", "", "《》「」『』〖〗〈〉[]")  # quotation/
 
 @dataclass
 class Corpus:
-    """Kept poems plus the bookkeeping `prepare` reports."""
-    poems: list[dict]
+    """The kept texts (poems, or a text corpus's sentences) plus the bookkeeping `prepare` reports."""
+    texts: list[dict]
     dropped: Counter = field(default_factory=Counter)
     files: int = 0
 
@@ -132,7 +132,7 @@ def parse(source: Path, to_simplified=None) -> Corpus:
     """Read, clean, filter and deduplicate the regular-form poems of a corpus source."""
     poems, strains = read_source(source)
     tones = _strains_by_id(strains)
-    corpus = Corpus(poems=[])
+    corpus = Corpus(texts=[])
     for (dynasty, _), (data, name) in tqdm(sorted(poems.items(), key=lambda kv: (DYNASTIES.index(kv[0][0]), kv[0][1])),
                                           desc="parsing", unit="file", leave=False):
         corpus.files += 1
@@ -142,15 +142,15 @@ def parse(source: Path, to_simplified=None) -> Corpus:
             if reason:
                 corpus.dropped[reason] += 1
                 continue
-            corpus.poems.append(dict(
+            corpus.texts.append(dict(
                 text=join_lines(lines), lines=lines, form=form_of(lines), dynasty=dynasty,
                 author=str(record.get("author") or ""), title=str(record.get("title") or ""),
                 id=str(record.get("id") or ""), strains=_aligned(tones.get(record.get("id")), lines)))
     if to_simplified is not None:
-        _convert(corpus.poems, to_simplified)
-    kept = _dedupe(corpus.poems)
-    corpus.dropped["duplicate text"] = len(corpus.poems) - len(kept)
-    corpus.poems = kept
+        _convert(corpus.texts, to_simplified)
+    kept = _dedupe(corpus.texts)
+    corpus.dropped["duplicate text"] = len(corpus.texts) - len(kept)
+    corpus.texts = kept
     return corpus
 
 

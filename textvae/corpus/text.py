@@ -11,7 +11,7 @@ MAX_CHARS = 10_000  # a longer line is not a sentence; the tokenizer trainer can
 
 def parse_text_files(paths: list[Path]) -> Corpus:
     """Each non-empty line of each UTF-8 file is one example; duplicate lines are kept once."""
-    corpus, seen = Corpus(poems=[], dropped=Counter()), set()
+    corpus, seen = Corpus(texts=[], dropped=Counter()), set()
     for path in map(Path, paths):
         corpus.files += 1
         for number, line in enumerate(_read_lines(path), start=1):
@@ -27,7 +27,7 @@ def parse_text_files(paths: list[Path]) -> Corpus:
                 corpus.dropped["duplicate text"] += 1
             else:
                 seen.add(text)
-                corpus.poems.append(dict(text=text, source=f"{path.name}:{number}"))
+                corpus.texts.append(dict(text=text, source=f"{path.name}:{number}"))
     return corpus
 
 

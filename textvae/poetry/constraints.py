@@ -1,28 +1,23 @@
 """Decoding constraints that make every output a poem: its form (given, or chosen as it is written), an
 acrostic, 平水韻 rhyme steering and meter (格律) steering, all in one object, `Verse`.
 
-Constraints only mask logits, so every decoding strategy obeys them. The protocol the decoding loops call
-(generate.FreeText follows it too):
-    steps                           the most output tokens (EOS included), or None for the model's limit
-    init_state(B) -> state          per-row tensors in a dict (or None), like a decoder's generation state
-    forced(t, state) -> int | None  the one token every row takes at step t (the output layer is skipped)
-    bias(t, state)                  (V,) or (B, V) fp32 logit bias: 0 where a token is allowed, -inf elsewhere
-    update(t, tokens, state) -> state, after the tokens (B,) of step t are chosen
-    reorder_state(state, index) -> state, for the rows `index` (beam search, finished rows leaving)
-    for_text(text) -> constraint    the constraint to decode a text's latent under (it keeps the text's form)
-Shapes: B rows, V vocabulary, G rhyme groups, S slot kinds.
+Constraints only mask logits, so every decoding strategy obeys them. `Constraint` is the protocol the decoding
+loops (textvae.generate) call; generate.FreeText follows it too. Its state is per-row tensors in a dict (or
+None), carried beside the decoder's own generation state. Shapes: B rows, V vocabulary, G rhyme groups, S slot
+kinds.
 """
 
 import functools
 import warnings
 from collections import Counter
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from textvae.errors import TextVAEError
 from textvae.poetry.forms import FORMS, MARKS, cjk_mask, form_of, split_lines
 from textvae.poetry.rhyme import LEVEL, OBLIQUE, find_group, rhyme_groups, rhyme_table, tone_of
-from textvae.poetry.scripts import to_model_script
+from textvae.poetry.writing import to_model_script
 from textvae.poetry.tones import fixed_tones
 from textvae.tokenizer import EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
@@ -36,6 +31,36 @@ _CHAR, _COMMA, _PERIOD, _EOS, _CHAR_OR_COMMA, _ACROSTIC = range(6)
 RELAXATION_ORDER = ("rhyme", "meter", "rhyme repeat")
 # poems per form in the chinese-poetry corpus as `textvae prepare poems` keeps it (data/poems/manifest.json)
 CORPUS_FORMS = {"5x4": 17_269, "7x4": 83_461, "5x8": 60_800, "7x8": 68_781}
+
+
+ConstraintState = dict[str, torch.Tensor] | None  # per-row tensors, each (B, ...); None for a stateless one
+
+
+@runtime_checkable
+class Constraint(Protocol):
+    """What the decoding loops read and call on a constraint, step t = 0, 1, ... of B rows."""
+
+    steps: int | None  # the most output tokens (EOS included), or None for the decoding's own limit
+    device: torch.device  # where its biases are: the model's device
+    form: str | None  # the form every output has (a learned prior conditions on it), or None
+
+    def init_state(self, batch_size: int) -> ConstraintState:
+        """The state before the first step."""
+
+    def forced(self, t: int, state: ConstraintState) -> int | None:
+        """The one token every row takes at step t (the decoder's output layer is skipped), or None."""
+
+    def bias(self, t: int, state: ConstraintState) -> torch.Tensor:
+        """(V,) or (B, V) fp32 logit bias at step t: 0 where a token is allowed, -inf elsewhere."""
+
+    def update(self, t: int, tokens: torch.Tensor, state: ConstraintState) -> ConstraintState:
+        """The state after the tokens (B,) of step t are chosen."""
+
+    def reorder_state(self, state: ConstraintState, index: torch.Tensor) -> ConstraintState:
+        """The state of the rows `index` (beam search, finished rows leaving)."""
+
+    def for_text(self, text: str) -> "Constraint":
+        """The constraint to decode a text's latent under (a poem keeps its form)."""
 
 
 def _bias(allowed: torch.Tensor) -> torch.Tensor:
@@ -105,7 +130,7 @@ def _relax(base: torch.Tensor, rules: list[tuple[str, torch.Tensor]], relaxed: C
 
 class Verse:
     """
-    Logit biases that make every output a regular poem, for one tokenizer, under the protocol above.
+    Logit biases that make every output a regular poem, for one tokenizer: a `Constraint`.
 
     Form: "5x4", "7x4", "5x8" or "7x8", or None for an automatic one: the model picks the line length as it
     writes (the first line's ，is allowed only after 5 characters, and forced after 7), every later line
@@ -241,9 +266,9 @@ class Verse:
                                f"{', '.join(str(len(line)) for line in lines) or 'no'} characters")
         return self if form is None else self.with_form(form)
 
-    # -- the protocol ------------------------------------------------------------------------------------
+    # -- the Constraint protocol -------------------------------------------------------------------------
 
-    def init_state(self, batch_size: int) -> dict | None:
+    def init_state(self, batch_size: int) -> ConstraintState:
         """Per row: the line and the position in it of the next token, the line length and count (0 while
         the model has not chosen them), for an automatic form whether a poem of each line length is a
         quatrain, the meter's start (0 平起, 1 仄起), the rhyme group (-1: none yet) and the rhyme characters
@@ -271,7 +296,7 @@ class Verse:
             state |= dict(group=group, rhymes=full(PAD_ID)[:, None].repeat(1, max(LINE_COUNTS) // 2))
         return state
 
-    def forced(self, t: int, state: dict | None) -> int | None:
+    def forced(self, t: int, state: ConstraintState) -> int | None:
         return self.fixed.get(t)
 
     def _slots(self, state: dict) -> torch.Tensor:
@@ -296,7 +321,7 @@ class Verse:
         """(B,) whether each row's next character ends an even line, where it rhymes."""
         return (slot == _CHAR) & (state["col"] == state["chars"] - 1) & (state["line"] % 2 == 1)
 
-    def bias(self, t: int, state: dict | None) -> torch.Tensor:
+    def bias(self, t: int, state: ConstraintState) -> torch.Tensor:
         if state is None:  # a fixed form without rhyme or meter: every row is at the same kind of step
             return self.table[3 * _CHAR]
         slot = self._slots(state)
@@ -323,7 +348,7 @@ class Verse:
         rules.append(("rhyme repeat", torch.ones_like(in_group).scatter_(1, state["rhymes"][rows], False)))
         return _relax(self.cjk[None], rules, self.relaxed)
 
-    def update(self, t: int, tokens: torch.Tensor, state: dict | None) -> dict | None:
+    def update(self, t: int, tokens: torch.Tensor, state: ConstraintState) -> ConstraintState:
         if state is None:
             return None
         line, col, chars, lines = state["line"], state["col"], state["chars"], state["lines"]
@@ -343,9 +368,9 @@ class Verse:
         state["line"], state["col"] = line + mark.long(), torch.where(mark, 0, col + 1)
         return state
 
-    def reorder_state(self, state: dict | None, index: torch.Tensor) -> dict | None:
+    def reorder_state(self, state: ConstraintState, index: torch.Tensor) -> ConstraintState:
         return None if state is None else {k: v[index] for k, v in state.items()}
 
 
-__all__ = ["LINE_COUNTS", "LINE_LENGTHS", "RELAXATION_ORDER", "TONES", "Verse", "is_verse_vocabulary",
-           "rhyme_masks", "tone_masks"]
+__all__ = ["Constraint", "ConstraintState", "LINE_COUNTS", "LINE_LENGTHS", "RELAXATION_ORDER", "TONES", "Verse",
+           "is_verse_vocabulary", "rhyme_masks", "tone_masks"]

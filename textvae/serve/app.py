@@ -2,7 +2,8 @@
 
 `create_app({name: model_dir}, data_dir)` loads every model once, up front. One lock serialises the model
 calls: torch runs one request at a time, and a seeded request (which seeds the global generator inside
-`generate`) cannot interleave with another. Bodies are validated with limits (n ≤ 100, steps ≤ 20, text ≤ 200
+`generate`) cannot interleave with another. Body fields carry the Python API's names and types
+(docs/vocabulary.md) and are validated with limits (n ≤ 100 samples or 20 variations, steps ≤ 20, text ≤ 200
 characters). A bad body, an unknown model or a TextVAEError is an HTTP 400 with {"error": message}; anything
 else is a 500 with a one-line message, never a traceback.
 """
@@ -38,7 +39,8 @@ class _Body(BaseModel):
 class SampleBody(_Body):
     form: str | None = Field(None, description="5x4 | 7x4 | 5x8 | 7x8 | auto | drawn | free; null: automatic")
     n: int = Field(5, ge=1, le=MAX_N)
-    rhyme: bool = False
+    rhyme: bool | str = Field(False, description="true: the group line 2 ends in; a group (七陽) or one of its "
+                                                 "characters; random; false: none (as the Python API's rhyme)")
     meter: bool = False
     acrostic: str = Field("", max_length=8)
     temperature: float = Field(1.0, gt=0, le=5)
@@ -48,7 +50,7 @@ class SampleBody(_Body):
 
 class ReconstructBody(_Body):
     text: str = Field(min_length=1, max_length=MAX_TEXT)
-    variations: int = Field(0, ge=0, le=MAX_VARIATIONS)
+    n: int = Field(0, ge=0, le=MAX_VARIATIONS, description="variations to decode beside the reconstruction")
     spread: float = Field(generate.DEFAULT_SPREAD, gt=0, le=generate.MAX_SPREAD)  # as `textvae vary --spread`
 
 
@@ -108,8 +110,7 @@ def _options(body: _Body, **decoding) -> dict:
 
 
 def _sample(model: TextVAE, body: SampleBody) -> dict:
-    constraint = generate.constraint_for(model.tokenizer, body.form, body.acrostic, "auto" if body.rhyme else None,
-                                         body.meter)
+    constraint = generate.constraint_for(model.tokenizer, body.form, body.acrostic, body.rhyme, body.meter)
     decoding = dict(strategy="sample", temperature=body.temperature, top_p=body.top_p)
     return dict(poems=generate.sample(model, body.n, constraint=constraint, prior=body.prior,
                                       **_options(body, **decoding)))
@@ -118,8 +119,7 @@ def _sample(model: TextVAE, body: SampleBody) -> dict:
 def _reconstruct(model: TextVAE, body: ReconstructBody) -> dict:
     options = _options(body)
     reconstruction = generate.reconstruct(model, [body.text], **options)[0][0]
-    variations = (generate.vary(model, body.text, body.variations, spread=body.spread, **options)
-                  if body.variations else [])
+    variations = generate.vary(model, body.text, body.n, spread=body.spread, **options) if body.n else []
     return dict(reconstruction=reconstruction, variations=variations)
 
 

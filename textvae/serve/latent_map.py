@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from textvae import data, evaluate, generate
+from textvae import data, generate
 from textvae.errors import TextVAEError
+from textvae.latent_stats import posterior_means
 from textvae.poetry import form_of, split_lines
 from textvae.tokenizer import check_same_tokenizer
 from textvae.vae import TextVAE
@@ -39,7 +40,7 @@ def build(model: TextVAE, data_dir: Path, split: str = "test") -> LatentMap:
     rows = dataset[split]
     if len(rows) > MAX_POINTS:
         rows = rows.shuffle(seed=0).select(range(MAX_POINTS)).flatten_indices()
-    means = evaluate.posterior_means(model, data.token_ids(rows))  # (N, D)
+    means = posterior_means(model, data.token_ids(rows))  # (N, D)
     centre = means.mean(dim=0)
     _, singular, vh = torch.linalg.svd(means - centre, full_matrices=False)
     axes = vh[:2].T  # (D, 2)

@@ -166,7 +166,7 @@ $("edit-form").addEventListener("submit", (event) => {
   event.preventDefault();
   run($("reconstruct-button"), async () => {
     const answer = await api("/api/reconstruct", {
-      model: $("model").value || null, text: $("source").value.trim(), variations: number("variations") || 0,
+      model: $("model").value || null, text: $("source").value.trim(), n: number("variations") || 0,
       spread: number("spread") || 0.5, seed: number("edit-seed"), script: script(),
     });
     showPoems($("input-poem"), [$("source").value.trim()]);

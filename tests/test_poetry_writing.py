@@ -85,7 +85,7 @@ def test_where_the_conversions_disagree_the_form_the_vocabulary_saw_most_wins(co
     # s2t writes 牀 for 床 and s2tw keeps 床: the tokenizer's piece scores say which its corpus used more
     tokenizer = Tokenizer.train([f"{common}前明月光舉頭" * 5, f"{rare}頭"], kind="char", vocab_size=270)
     assert tokenizer.piece_score(tokenizer.piece_to_id(common)) > tokenizer.piece_score(tokenizer.piece_to_id(rare))
-    assert poetry.scripts.convert(tokenizer, "床前举头", "traditional") == f"{common}前舉頭"
+    assert poetry.writing.convert(tokenizer, "床前举头", "traditional") == f"{common}前舉頭"
 
 
 def test_a_character_no_conversion_knows_is_kept(model):
