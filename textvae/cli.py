@@ -112,9 +112,11 @@ def cmd_prepare_ptb(args) -> None:
 
 
 def _add_prepare(sub) -> None:
-    prepare = sub.add_parser("prepare", help="build a dataset and tokenizer under data/<name>/")
+    prepare = sub.add_parser("prepare", help="get a corpus (the poems, the Penn Treebank, or your own texts) ready "
+                                                 "for training, in data/NAME/")
     kinds = prepare.add_subparsers(dest="kind", required=True)
-    poems = kinds.add_parser("poems", help="the chinese-poetry corpus: regular 5/7-character quatrains and regulated verse")
+    poems = kinds.add_parser("poems", help="the chinese-poetry corpus: regular 5/7-character quatrains and "
+                                           "regulated verse")
     poems.add_argument("--source", help="the chinese-poetry tarball, its extracted folder, or a repository clone "
                                         "(default: `npm pack chinese-poetry@2.0.1` into the cache)")
     poems.add_argument("--cache-dir", help="where the downloaded tarball is kept (default ~/.cache/textvae)")
@@ -269,7 +271,7 @@ def cmd_train(args) -> None:
 
 
 def _add_train(sub) -> None:
-    parser = sub.add_parser("train", help="train a VAE on a prepared dataset",
+    parser = sub.add_parser("train", help="train a model of your own on a prepared corpus",
                             description=f"Train a text VAE on a prepared dataset, from a named recipe (--preset; "
                                         f"{DEFAULT_PRESET} by default). Flags override --config, which overrides "
                                         "the preset.")
@@ -435,8 +437,9 @@ FIT_FLAGS = {
 
 
 def _add_fit_prior(sub) -> None:
-    parser = sub.add_parser("fit-prior", help="fit a learned prior over z (a Gaussian mixture, a normalizing flow "
-                                              "or a latent diffusion model) to the training set's posteriors")
+    parser = sub.add_parser("fit-prior", help="teach a model where real poems lie in its latent space (a "
+                                              "Gaussian mixture, a normalizing flow or a latent diffusion prior), "
+                                              "so that its samples read more like them")
     parser.add_argument("model_dir", type=model_dir, help="a saved model with a Gaussian posterior")
     parser.add_argument("--kind", choices=list(priors.KINDS), default="gmm",
                         help="gmm | flow | diffusion (default gmm); the fitted kind becomes the one `sample` uses")
@@ -470,8 +473,8 @@ def cmd_export(args) -> None:
 
 
 def _add_export(sub) -> None:
-    parser = sub.add_parser("export", help="copy a saved model into a new folder with its weights stored in "
-                                           "another type (fp16 halves the folder; they load back as fp32)")
+    parser = sub.add_parser("export", help="copy a model with its weights stored smaller (fp16 halves the "
+                                           "folder; it loads back as fp32)")
     parser.add_argument("model_dir", type=model_dir, help="a saved model (a run's last/ or best/), or poem or faithful")
     parser.add_argument("out", type=Path, help="the new model folder (must not exist)")
     parser.add_argument("--dtype", choices=list(WEIGHT_DTYPES), default="fp16",
@@ -508,8 +511,9 @@ def cmd_serve(args) -> None:
 
 
 def _add_serve(sub) -> None:
-    parser = sub.add_parser("serve", help="the poem studio: a local web app and JSON API over saved models "
-                                          "(needs the web extra: pip install -e \".[web]\")")
+    parser = sub.add_parser("serve", help="open the poem studio: a web page on this machine for writing, "
+                                          "editing and walking between poems, with a JSON API (needs the web "
+                                          "extra: pip install -e \".[web]\")")
     parser.add_argument("models", nargs="*", type=model_dir, metavar="MODEL",
                         help="saved model folders or shipped models' names (poem, faithful), each served under its "
                              "name or folder name (default poem)")
@@ -559,19 +563,22 @@ def _add_generation_flags(parser, func) -> None:
 def _add_generate(sub) -> None:
     model_help = ("a saved model folder (config.json, model.safetensors, tokenizer.model), or a shipped model's name: "
                   "poem (the default, low-rate model) or faithful (the high-rate model for reconstruction)")
-    sample = sub.add_parser("sample", help="texts decoded from prior samples z ~ p(z), one per line")
+    sample = sub.add_parser("sample", help="write new poems (or texts), one per line, from random points of "
+                                           "the model's latent space")
     sample.add_argument("model_dir", type=model_dir, nargs="?", default=shipped.DEFAULT, help=model_help)
     sample.add_argument("-n", type=int, default=10, help="how many texts (default 10)")
     sample.add_argument("--prior", choices=generate.PRIORS, default="auto", help=PRIOR_HELP)
     sample.add_argument("--prior-steps", type=int, help=PRIOR_STEPS_HELP)
     _add_generation_flags(sample, cmd_sample)
-    rec = sub.add_parser("reconstruct", help="encode texts and decode them from the posterior mean")
+    rec = sub.add_parser("reconstruct", help="read texts into the latent space and write them back: what the "
+                                                     "model keeps of each")
     rec.add_argument("model_dir", type=model_dir, help=model_help)
     rec.add_argument("texts", nargs="+", metavar="TEXT", help="texts to reconstruct; - reads stdin, one a line")
     rec.add_argument("-n", type=int, default=0, help="decode n draws z ~ q(z|x) per text instead of the posterior "
                                                      "mode (default 0: the mode)")
     _add_generation_flags(rec, cmd_reconstruct)
-    path = sub.add_parser("interpolate", help="decode points on the path between the latents of A and B",
+    path = sub.add_parser("interpolate", help="walk from poem A to poem B through the latent space, writing a "
+                                                      "poem at each step",
                           description="Decode points on the path between the latents of A and B. Without --form, "
                                       "the points keep A's form up to the midpoint and B's after it (poems of "
                                       "two forms change form half way).")
@@ -589,7 +596,7 @@ def _add_generate(sub) -> None:
                            "A's others, k growing along the path; for two poems of one form, else linear) "
                            f"(default {generate.DEFAULT_PATH})")
     _add_generation_flags(path, cmd_interpolate)
-    vary = sub.add_parser("vary", help="texts like TEXT: decodings of draws from q(z|TEXT)")
+    vary = sub.add_parser("vary", help="variations of TEXT: poems written from points near its own")
     vary.add_argument("model_dir", type=model_dir, help=model_help)
     vary.add_argument("text")
     vary.add_argument("-n", type=int, default=5, help="how many variations (default 5)")
@@ -637,8 +644,9 @@ def cmd_evaluate(args) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    parser = sub.add_parser("evaluate", help="score a model on a split: IW-NLL, KL, MI, active units, text "
-                                             "and poem metrics; writes eval.json",
+    parser = sub.add_parser("evaluate", help="measure a model on a test split: how well it predicts texts, how "
+                                             "much its latent space holds (IW-NLL, KL, MI, active units) and how "
+                                             "good its poems are; writes eval.json",
                             description="Score a saved model on a dataset split and print a table.")
     parser.add_argument("model_dir", type=model_dir, help="a saved model (config.json, model.safetensors, "
                                                            "tokenizer.model), or poem or faithful")
