@@ -1,7 +1,7 @@
 """Saved models and runs on disk: their files, the format of their settings, checksums and trainer state.
 
-A saved model is a folder (the HF convention): config.json, model.safetensors, tokenizer.model and the learned
-priors fitted to it (textvae.priors). config.json holds the model's settings as flat fields, the `format` they
+A saved model is a folder (the HF convention): config.json, model.safetensors, tokenizer.model, and the learned
+priors (textvae.priors) and attribute models (textvae.attributes) fitted to it. config.json holds the model's settings as flat fields, the `format` they
 are written in, the sha256 of every other file and the default learned prior; loading refuses a file whose
 checksum does not match. A run folder's run_config.json holds the model's and the trainer's settings, and
 its last/ checkpoint adds trainer_state.pt. This is the one place that reads settings written by older
@@ -22,7 +22,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from textvae import priors
+from textvae import attributes, priors
 from textvae.atomic import atomic_directory, set_default_modes, write_text
 from textvae.errors import TextVAEError
 from textvae.shipped import resolve
@@ -36,7 +36,7 @@ FORMAT = 2
 WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # the files config.json checksums
-CHECKSUMMED = ("model.safetensors", "tokenizer.model", *priors.ALL_FILES, priors.LEGACY[0])
+CHECKSUMMED = ("model.safetensors", "tokenizer.model", *priors.ALL_FILES, priors.LEGACY[0], *attributes.FILES)
 
 # format 1: each kind's own knob, the family that picks the kind, the kinds that read it, and its default
 _FORMAT_1_KNOBS = {"kernel_size": ("encoder", ("gcnn",), 3), "gamma": ("posterior", ("bn",), 0.6),
@@ -219,7 +219,7 @@ def write_config(directory: Path, fields: dict, default_prior: str | None) -> No
 
 
 def write_model(directory: Path, module: nn.Module, fields: dict, tokenizer: Tokenizer | None, learned: dict,
-                default_prior: str | None, dtype: torch.dtype | None = None) -> None:
+                default_prior: str | None, attribute_models=None, dtype: torch.dtype | None = None) -> None:
     """A saved model's files, written into an existing folder (the caller makes it atomic). `dtype` stores the
     weights in another floating type (fp16 halves the file); loading casts them back to the module's."""
     # on CUDA, cuDNN packs a GRU's weights into one shared buffer, which safetensors refuses to save;
@@ -232,6 +232,8 @@ def write_model(directory: Path, module: nn.Module, fields: dict, tokenizer: Tok
         tokenizer.save(directory / "tokenizer.model")
     for prior in learned.values():
         priors.save(prior, directory)
+    if attribute_models is not None:
+        attributes.save(attribute_models, directory)
     write_config(directory, fields, default_prior)
 
 
@@ -241,20 +243,36 @@ def save_model_folder(directory: str | Path, *args, **kwargs) -> None:
         write_model(tmp, *args, **kwargs)
 
 
-def add_prior(directory: str | Path, prior, kind: str, fields: dict, default_prior: str | None) -> None:
-    """Add (or replace) one learned prior in a saved model's folder, leaving its other files as they are: the
-    prior's files by rename (a lone legacy mixture is removed), then config.json with the checksums and the
-    default kind. An interrupted fit leaves the folder as it was."""
+def add_files(directory: str | Path, write, names: tuple[str, ...], fields: dict, default_prior: str | None) -> None:
+    """Add (or replace) the files `names`, which `write(folder)` writes, in a saved model's folder, leaving its
+    other files as they are: each by rename, then config.json with the checksums. An interrupted fit leaves the
+    folder as it was."""
     directory = Path(directory)
-    with tempfile.TemporaryDirectory(prefix=".prior-", dir=directory) as tmp:
-        priors.save(prior, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix=".add-", dir=directory) as tmp:
+        write(Path(tmp))
         set_default_modes(Path(tmp))
-        for name in priors.files(kind):
+        for name in names:
             os.replace(Path(tmp) / name, directory / name)
+    write_config(directory, fields, default_prior)
+
+
+def add_prior(directory: str | Path, prior, kind: str, fields: dict, default_prior: str | None) -> None:
+    """Add (or replace) one learned prior in a saved model's folder (a lone legacy mixture is removed) and make
+    `default_prior` the kind `--prior auto` uses."""
     if kind == "gmm":
         for name in priors.LEGACY:
-            (directory / name).unlink(missing_ok=True)
-    write_config(directory, fields, default_prior)
+            (Path(directory) / name).unlink(missing_ok=True)
+    add_files(directory, lambda folder: priors.save(prior, folder), priors.files(kind), fields, default_prior)
+
+
+def add_attributes(directory: str | Path, models, fields: dict, default_prior: str | None) -> None:
+    """Add (or replace) the attribute models (textvae.attributes) in a saved model's folder."""
+    add_files(directory, lambda folder: attributes.save(models, folder), attributes.FILES, fields, default_prior)
+
+
+def load_attributes(directory: Path):
+    """The attribute models saved beside a model, or None."""
+    return attributes.load(directory)
 
 # -----------------------------------------------------------------------------
 # trainer state: what a resume needs besides the weights

@@ -10,7 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
-from textvae import __version__, corpus, data, evaluate, generate, poetry, priors, serve, shipped
+from textvae import __version__, corpus, data, evaluate, generate, poetry, priors, serve, shipped, steering
 from textvae.atomic import check_can_write, keep_previous, write_text
 from textvae.corpus import ptb
 from textvae.errors import TextVAEError
@@ -338,9 +338,48 @@ def cmd_sample(args) -> None:
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
         options = _generation_options(args, model, strategy="sample")
-        texts = generate.sample(model, args.n, prior=args.prior, prior_steps=args.prior_steps, **options)
+        texts = generate.sample(model, args.n, prior=args.prior, prior_steps=args.prior_steps,
+                                steering=_steering(args), **options)
         _warn_relaxed(options)
     _show(args, [{"text": t} for t in texts], texts)
+
+
+def _steering(args) -> steering.Steering:
+    return steering.Steering(**_flags_set(args, steering.Steering))
+
+
+def cmd_restyle(args) -> None:
+    with _plain_warnings():
+        model = generate.load_model(args.model_dir)
+        options = _generation_options(args, model)
+        text = generate.restyle(model, args.text, _steering(args), **options)
+        _warn_relaxed(options)
+    kept = generate.kept_in_place(args.text, text)
+    _show(args, [{"text": args.text, "restyled": text, "kept": kept}], [text])
+
+
+def cmd_fit_attributes(args) -> None:
+    if args.max_points is not None and not 100 <= args.max_points <= 10**7:
+        raise TextVAEError(f"--max-points must be from 100 to 10,000,000, not {args.max_points}")
+    check_can_write(args.model_dir, "the model folder")
+    with _plain_warnings():
+        model, dataset = evaluate.load(args.model_dir, args.data)
+        scores = steering.fit_attributes(model, dataset, args.max_points, progress=True)
+    model.attributes.info |= dict(data=str(args.data), validation_accuracy=scores)
+    model.save_attributes(args.model_dir)
+    sizes = ", ".join(f"{len(model.attributes.values(kind))} {kind}s" for kind in model.attributes.classifiers)
+    accuracy = ", ".join(f"{kind} {score:.1%}" for kind, score in scores.items())
+    print(f"fitted {sizes}; validation accuracy: {accuracy}; wrote {args.model_dir / 'attributes.safetensors'}")
+
+
+def _add_fit_attributes(sub) -> None:
+    parser = sub.add_parser("fit-attributes", help="teach a model which poets, eras and themes its latent space "
+                                                   "holds, so that sample and restyle can steer toward them")
+    parser.add_argument("model_dir", type=model_dir, help="a saved poem model")
+    parser.add_argument("--data", type=Path, default=Path("data/poems"),
+                        help="the prepared poem dataset it was trained on (default data/poems)")
+    parser.add_argument("--max-points", type=int, help="fit on a seeded subset of this many training poems (default all)")
+    parser.set_defaults(func=cmd_fit_attributes)
 
 
 def cmd_reconstruct(args) -> None:
@@ -531,6 +570,10 @@ PRIOR_HELP = ("where z comes from: auto (the learned prior `textvae fit-prior` m
 PRIOR_STEPS_HELP = "a diffusion prior's DDIM steps (default: the number it was fitted with)"
 
 
+def _add_steering_flags(parser) -> None:
+    _add_dataclass_flags(parser, steering.Steering, title="steering (after `textvae fit-attributes`)")
+
+
 def _add_generation_flags(parser, func) -> None:
     """What every generation verb takes after its own arguments: poem constraints, seed, output, decoding."""
     poem = parser.add_argument_group("poems")
@@ -569,6 +612,7 @@ def _add_generate(sub) -> None:
     sample.add_argument("-n", type=int, default=10, help="how many texts (default 10)")
     sample.add_argument("--prior", choices=generate.PRIORS, default="auto", help=PRIOR_HELP)
     sample.add_argument("--prior-steps", type=int, help=PRIOR_STEPS_HELP)
+    _add_steering_flags(sample)
     _add_generation_flags(sample, cmd_sample)
     rec = sub.add_parser("reconstruct", help="read texts into the latent space and write them back: what the "
                                                      "model keeps of each")
@@ -604,6 +648,12 @@ def _add_generate(sub) -> None:
                       help="how far each draw of z strays from the posterior mode, in (0, 100]: 1 draws from "
                            f"q(z|TEXT) itself, smaller keeps more of TEXT (default {generate.DEFAULT_SPREAD})")
     _add_generation_flags(vary, cmd_vary)
+    restyle = sub.add_parser("restyle", help="rewrite a poem in the manner of a poet, an era or a theme, keeping "
+                                             "as much of it as the pull allows")
+    restyle.add_argument("model_dir", type=model_dir, help=model_help)
+    restyle.add_argument("text")
+    _add_steering_flags(restyle)
+    _add_generation_flags(restyle, cmd_restyle)
 
 
 def _check_output_file(path: Path, flag: str) -> None:
@@ -706,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_evaluate(sub)
     _add_fit_prior(sub)
+    _add_fit_attributes(sub)
     _add_export(sub)
     _add_serve(sub)
     return parser

@@ -30,6 +30,7 @@ from textvae.poetry import (FORMS, Constraint, ConstraintState, Verse, check_scr
 from textvae.posteriors import slerp
 from textvae.precision import DTYPES, PRECISION_HELP, check_precision, resolve_precision
 from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, WordTokenizer
+from textvae.steering import Steering, langevin, restyled_code, tilted_codes
 from textvae.vae import TextVAE
 
 STRATEGIES = ("greedy", "beam", "sample")
@@ -447,10 +448,12 @@ def prior_sample(model: TextVAE, n: int, prior: str = "auto", prior_steps: int |
 
 def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strategy="sample"),
            constraint: Constraint | str | None = None, seed: int | None = None, batch_size: int = 1000,
-           script: str | None = None, prior: str = "auto", prior_steps: int | None = None) -> list[str]:
-    """n texts decoded from z ~ p(z) (`prior_sample`; prior_steps: a diffusion prior's DDIM steps); a model
-    without a latent samples as a plain language model. Options as for `decode`; the constraint defaults to the
-    model's own (`constraint_for`: a poem model writes regular poems of an automatic form); a fixed form also
+           script: str | None = None, prior: str = "auto", prior_steps: int | None = None,
+           steering: Steering = Steering()) -> list[str]:
+    """n texts decoded from z ~ p(z) (`prior_sample`; prior_steps: a diffusion prior's DDIM steps), or with a
+    `steering` from the prior tilted toward a poet, an era or a theme (textvae.steering); a model without a
+    latent samples as a plain language model. Options as for `decode`; the constraint defaults to the model's
+    own (`constraint_for`: a poem model writes regular poems of an automatic form); a fixed form also
     conditions a learned prior that knows forms."""
     _check_count("the number of samples", n, 1, MAX_OUTPUTS)
     constraint = _default(model, constraint)
@@ -458,9 +461,33 @@ def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strateg
     if model.head is not None:
         check_prior(model, prior)
         check_prior_steps(prior_steps)
+    elif steering.active:
+        raise TextVAEError("steering by poet, era or theme needs a latent: this model is a plain language model")
+    wanted = steering.wanted(model)
     with seeded(seed, device), torch.inference_mode():
-        z = prior_sample(model, n, prior, prior_steps, constraint.form) if model.head is not None else None
+        if model.head is None:
+            z = None
+        elif wanted:
+            z = _steered(model, n, wanted, steering, prior, prior_steps, constraint.form)
+        else:
+            z = prior_sample(model, n, prior, prior_steps, constraint.form)
         return decode(model, z, n, decoding=decoding, constraint=constraint, batch_size=batch_size, script=script)
+
+
+def _steered(model: TextVAE, n: int, wanted: dict, steering: Steering, prior: str, prior_steps: int | None,
+             form: str | None) -> torch.Tensor:
+    """n codes from the prior tilted by the attribute models (textvae.steering), Langevin steps after where asked."""
+    z = tilted_codes(model, n, wanted, steering, lambda m: prior_sample(model, m, prior, prior_steps, form))
+    if not steering.langevin_steps:
+        return z
+    kind = check_prior(model, prior)
+    learned = model.priors.get(kind)
+    if learned is not None and not learned.has_log_prob:
+        raise TextVAEError(f"Langevin steps need a prior with a log-density, which the {kind} prior lacks: use "
+                           "--prior gmm, flow or standard, or no Langevin steps")
+    log_prior = learned.log_prob if learned is not None else (lambda point: model.prior(len(point)).log_prob(point))
+    with torch.inference_mode(False):
+        return langevin(model, z.clone(), wanted, steering.strength, log_prior, steering.langevin_steps)
 
 
 def reconstruct(model: TextVAE, texts: list[str], *, n: int = 0, decoding: Decoding = Decoding(),
@@ -515,6 +542,30 @@ def vary(model: TextVAE, text: str, n: int = 5, *, spread: float = DEFAULT_SPREA
         warnings.warn(f"{len(todo)} of {n} variations are the text itself after {MAX_REDRAWS} redraws: "
                       "the model hardly reads z")
     return in_script(texts, script, model.tokenizer)
+
+
+def restyle(model: TextVAE, text: str, steering: Steering, *, decoding: Decoding = Decoding(),
+            constraint: Constraint | str | None = None, seed: int | None = None, script: str | None = None,
+            steps: int = 200) -> str:
+    """`text` rewritten toward the poet, era or theme `steering` asks for: its code z0 moves to the maximum of
+    s log p(y|z) - ½‖(z - z0)/σ‖² (textvae.steering.restyled_code) and decodes in the text's own form."""
+    _require_latent(model, "restyle")
+    if not steering.active:
+        raise TextVAEError("restyle needs a target: give a poet (--like), an era (--era) or a theme (--theme)")
+    wanted = steering.wanted(model)
+    texts = _check_texts(model, [text])
+    fitted = _default(model, constraint).for_text(texts[0])
+    with seeded(seed, next(model.parameters()).device):
+        with torch.no_grad():
+            z0 = _posterior(model, texts).mode
+        z = restyled_code(model, z0, wanted, steering.strength, steps)
+        with torch.inference_mode():
+            return decode_each(model, z, [fitted], decoding=decoding, script=script)[0]
+
+
+def kept_in_place(before: str, after: str) -> float:
+    """The share of `before`'s characters that `after` has at the same place (punctuation included)."""
+    return sum(x == y for x, y in zip(before, after)) / max(1, len(before))
 
 
 def check_spread(spread: float) -> None:

@@ -229,8 +229,9 @@ class TextVAE(nn.Module):
         self.head = _build_head(config, self.encoder.output_dim) if config.has_latent else None
         self.decoder = _build_decoder(config, tokenizer)
         # ex-post densities on z fitted to the aggregate posterior (textvae.priors), by kind, and the kind
-        # `--prior auto` samples from (None: the standard prior)
-        self.priors, self.default_prior = {}, None
+        # `--prior auto` samples from (None: the standard prior); classifiers of author, era and theme on z
+        # (textvae.attributes; None until fitted)
+        self.priors, self.default_prior, self.attributes = {}, None, None
 
     def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> Distribution:
         """q(z|x) for a batch, batch shape (B,), event shape (D,). The head runs in fp32 even under bf16
@@ -270,11 +271,11 @@ class TextVAE(nn.Module):
         """Write config.json, model.safetensors, tokenizer.model and the learned priors to a temporary folder,
         then rename. `dtype` stores the weights in another floating type (fp16 halves the file);
         from_pretrained casts them back to the model's fp32 as it loads."""
-        checkpoint.save_model_folder(directory, *self._parts(), dtype=dtype)
+        checkpoint.save_model_folder(directory, *self._parts(), self.attributes, dtype=dtype)
 
     def write_to(self, directory: Path, dtype: torch.dtype | None = None) -> None:
         """The files of a saved model, written into an existing folder (the caller makes it atomic)."""
-        checkpoint.write_model(directory, *self._parts(), dtype=dtype)
+        checkpoint.write_model(directory, *self._parts(), self.attributes, dtype=dtype)
 
     def _parts(self) -> tuple:
         return self, self.config.to_dict(), self.tokenizer, self.priors, self.default_prior
@@ -282,6 +283,10 @@ class TextVAE(nn.Module):
     def save_prior(self, kind: str, directory: str | Path) -> None:
         """Add (or replace) the learned prior `kind` in the folder this model was loaded from."""
         checkpoint.add_prior(directory, self.priors[kind], kind, self.config.to_dict(), self.default_prior)
+
+    def save_attributes(self, directory: str | Path) -> None:
+        """Add (or replace) the attribute models in the folder this model was loaded from."""
+        checkpoint.add_attributes(directory, self.attributes, self.config.to_dict(), self.default_prior)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TextVAE":
@@ -301,6 +306,7 @@ class TextVAE(nn.Module):
         checkpoint.load_weights(model, saved.directory, device)
         model.priors, model.default_prior = checkpoint.load_priors(saved.directory, config.latent_dim,
                                                                    saved.config.default_prior)
+        model.attributes = checkpoint.load_attributes(saved.directory)
         return model.to(device).eval()
 
 
