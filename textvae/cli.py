@@ -10,7 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
-from textvae import __version__, corpus, data, evaluate, generate, poetry, priors, serve, shipped, steering
+from textvae import __version__, corpus, data, evaluate, generate, metrics, poetry, priors, serve, shipped, steering
 from textvae.atomic import check_can_write, keep_previous, write_text
 from textvae.corpus import ptb
 from textvae.errors import TextVAEError
@@ -354,7 +354,7 @@ def cmd_restyle(args) -> None:
         options = _generation_options(args, model)
         text = generate.restyle(model, args.text, _steering(args), **options)
         _warn_relaxed(options)
-    kept = generate.kept_in_place(args.text, text)
+    kept = metrics.kept_in_place(args.text, text)
     _show(args, [{"text": args.text, "restyled": text, "kept": kept}], [text])
 
 

@@ -563,11 +563,6 @@ def restyle(model: TextVAE, text: str, steering: Steering, *, decoding: Decoding
             return decode_each(model, z, [fitted], decoding=decoding, script=script)[0]
 
 
-def kept_in_place(before: str, after: str) -> float:
-    """The share of `before`'s characters that `after` has at the same place (punctuation included)."""
-    return sum(x == y for x, y in zip(before, after)) / max(1, len(before))
-
-
 def check_spread(spread: float) -> None:
     if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 < spread <= MAX_SPREAD:
         raise TextVAEError(f"spread must be a number in (0, {MAX_SPREAD}], not {spread!r}")

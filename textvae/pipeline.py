@@ -9,8 +9,9 @@
 `vae.module` is the `TextVAE` nn.Module (tensors in, tensors out). Keyword arguments carry the names and
 meanings of the CLI's flags and the studio's JSON fields (docs/vocabulary.md): n (how many outputs), form,
 acrostic, rhyme (True: the CLI's bare --rhyme, the group line 2 ends in; a string names a group or one of its
-characters; see generate.check_rhyme), meter, prior, seed, script, and the decoding settings (strategy, beam,
-temperature, top_k, top_p, max_tokens, precision). An unknown keyword is refused, with the nearest known one
+characters; see generate.check_rhyme), meter, prior, seed, script, the steering settings (like, era, theme,
+strength, candidates, langevin_steps: textvae.steering) and the decoding settings (strategy, beam, temperature,
+top_k, top_p, max_tokens, precision). An unknown keyword is refused, with the nearest known one
 named. Shapes: B texts, D latent size.
 """
 
@@ -21,12 +22,14 @@ from pathlib import Path
 import torch
 
 from textvae import generate
+from textvae.steering import Steering
 from textvae.errors import TextVAEError
 from textvae.vae import TextVAE
 
 POEM_OPTIONS = ("form", "acrostic", "rhyme", "meter")
 DECODING_OPTIONS = tuple(f.name for f in dataclasses.fields(generate.Decoding))
-OPTIONS = (*POEM_OPTIONS, *DECODING_OPTIONS, "seed", "script")
+STEERING_OPTIONS = tuple(f.name for f in dataclasses.fields(Steering))
+OPTIONS = (*POEM_OPTIONS, *DECODING_OPTIONS, *STEERING_OPTIONS, "seed", "script")
 
 
 def _check_known(options: dict) -> None:
@@ -65,11 +68,28 @@ class Pipeline:
                                         **{k: options[k] for k in DECODING_OPTIONS if k in options}})
         return dict(decoding=decoding, constraint=constraint, seed=options.get("seed"), script=options.get("script"))
 
+    @staticmethod
+    def _steering(options: dict) -> Steering:
+        """The steering settings, taken out of the flat options."""
+        return Steering(**{k: options.pop(k) for k in STEERING_OPTIONS if k in options})
+
     def sample(self, n: int = 10, *, prior: str = "auto", prior_steps: int | None = None, **options) -> list[str]:
         """n texts decoded from z ~ p(z) (prior: auto, standard, gmm, flow or diffusion; prior_steps: a diffusion
-        prior's DDIM steps), sampled token by token unless strategy says otherwise."""
-        return generate.sample(self.module, n, prior=prior, prior_steps=prior_steps,
+        prior's DDIM steps), sampled token by token unless strategy says otherwise; like, era and theme tilt the
+        prior toward a poet, an era or a theme (after `textvae fit-attributes`)."""
+        _check_known(options)
+        steering = self._steering(options)
+        return generate.sample(self.module, n, prior=prior, prior_steps=prior_steps, steering=steering,
                                **self._generation(options, "sample"))
+
+    def restyle(self, text: str, **options) -> str:
+        """`text` rewritten in the manner of a poet (like), an era or a theme, in its own form: its code moves
+        toward the attribute while staying near it (strength sets how far)."""
+        if not isinstance(text, str):
+            raise TextVAEError(f"restyle takes one text (a string), not {type(text).__name__}")
+        _check_known(options)
+        steering = self._steering(options)
+        return generate.restyle(self.module, text, steering, **self._generation(options))
 
     def encode(self, texts: str | list[str], *, sample: bool = False, seed: int | None = None) -> torch.Tensor:
         """(B, D) latents of the texts (either script; one string is a batch of one): the posterior modes, or
