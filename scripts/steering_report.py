@@ -31,13 +31,13 @@ from textvae import data
 from textvae.atomic import check_can_write, write_text
 from textvae.attributes import THEMES, themes_of
 from textvae.evaluate import nats_per_character, text_report
-from textvae.generate import Decoding, load_model, sample
+from textvae.generate import Decoding, constraint_for, load_model, reconstruct, restyle, sample
+from textvae.metrics import kept_in_place
 from textvae.poetry import split_lines
-from textvae.steering import Steering
+from textvae.steering import RESTYLE_STRENGTH, Steering
 
 FAMOUS = ("杜甫", "李白", "王維")
 HELD_OUT = 0.10  # of each class's training poems, for the classifiers' control accuracy
-POEMS = 100_000  # real training poems the classifiers learn from (a seeded subset)
 OTHER_CAP = 40_000  # poems of the "other" author class the classifier trains on (a seeded subset)
 
 
@@ -79,11 +79,11 @@ class TextClassifier:
         return self.model.predict_proba(self.vectorizer.transform(texts))[:, column]
 
 
-def classifiers(dataset, authors: tuple[str, ...], only: set[str]) -> dict:
-    """The text classifiers: era and theme on a seeded POEMS of the training poems; author on every poem of the
-    target poets and a seeded OTHER_CAP of everyone else's."""
+def classifiers(dataset, authors: tuple[str, ...], only: set[str], poems: int) -> dict:
+    """The text classifiers: era and theme on a seeded `poems` of the training poems; author on every poem of
+    the target poets and a seeded OTHER_CAP of everyone else's."""
     rng = np.random.default_rng(1)
-    subset = dataset.select(sorted(rng.permutation(len(dataset))[:POEMS].tolist()))
+    subset = dataset.select(sorted(rng.permutation(len(dataset))[:poems].tolist()))
     texts, progress = subset["text"], lambda what: print(f"training the {what} text classifier", flush=True)
     found = {}
     if "era" in only:
@@ -155,9 +155,59 @@ def show(rows: list[dict]) -> None:
               f"{r['seconds'] / base['seconds']:>6.2f}")
 
 
+def probability(found: dict, kind: str, value: str, poems: list[str]) -> np.ndarray:
+    clf = found["theme"][value] if kind == "theme" else found[kind]
+    return clf.probability(poems, True if kind == "theme" else value)
+
+
+def restyle_row(model, found, test_poems: list[str], kind: str, value: str, strength: float) -> dict:
+    """Restyle each test poem toward the target (greedy): characters kept in place, and the text classifier's
+    mean probability of the target for the restyled poems against the reconstructions."""
+    steering = steering_for(kind, value, strength)
+    restyled = [restyle(model, poem, steering) for poem in test_poems]
+    rebuilt = [out[0] for out in reconstruct(model, test_poems)]
+    after, before = probability(found, kind, value, restyled), probability(found, kind, value, rebuilt)
+    return dict(kind=kind, value=value, strength=strength, poems=len(test_poems),
+                kept=statistics.mean(kept_in_place(p, r) for p, r in zip(test_poems, restyled)),
+                target_probability=float(after.mean()), reconstruction_probability=float(before.mean()),
+                ratio=float(after.mean() / before.mean()), examples=list(zip(test_poems, restyled))[:3])
+
+
+KEYWORDS = ("月,江,酒", "春風,明月", "山,水,雲,鳥", "梅")
+
+
+def keyword_rows(model, judge, args, decoding) -> list[dict]:
+    """Samples with each keyword set, with and without meter and rhyme, beside unsteered samples at the same
+    settings: the share holding every word within a line, rhyme and tonal rates, judge nats per character."""
+    rows = []
+    for meter in (False, True):
+        options = dict(rhyme=True, meter=True) if meter else {}
+        plain = sample(model, args.samples, decoding=decoding, seed=args.seed,
+                       constraint=constraint_for(model.tokenizer, "drawn", **options))
+        base = statistics.mean(nats_per_character(judge, plain)) if judge else None
+        for words in KEYWORDS:
+            started = time.perf_counter()
+            poems = sample(model, args.samples, decoding=decoding, seed=args.seed,
+                           constraint=constraint_for(model.tokenizer, "auto", keywords=words, **options))
+            seconds = time.perf_counter() - started
+            report = text_report(poems, set(), set(), poems=True)
+            held = statistics.mean(all(any(w in line for line in split_lines(p)) for w in words.split(","))
+                                   for p in poems)
+            rows.append(dict(keywords=words, meter_rhyme=meter, contain_all=held, rhyme=report["rhyme"],
+                             tonal=report["tonal"], form=report["form"], seconds=seconds,
+                             judge_nats=statistics.mean(nats_per_character(judge, poems)) if judge else None,
+                             unsteered_judge_nats=base, examples=poems[:3]))
+            print(f"keywords {words} {'meter+rhyme ' if meter else ''}: all words {held:.1%}, rhyme "
+                  f"{report['rhyme']:.1%}, tonal {report['tonal']:.1%}, judge {rows[-1]['judge_nats'] or 0:.3f} "
+                  f"against {base or 0:.3f}", flush=True)
+    return rows
+
+
 def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    # the poets' names need a CJK font: the first of these that is installed draws them
+    plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK TC", "Noto Serif CJK TC", "WenQuanYi Zen Hei"]
     steered = [r for r in rows if r["kind"] != "unsteered"]
     labels = [f"{r['kind']}: {r['value']}" for r in steered]
     fig, ax = plt.subplots(figsize=(10, 0.32 * len(steered) + 1.5))
@@ -178,8 +228,13 @@ def main() -> None:
     parser.add_argument("--judge", type=Path, help="a model the sampled one never trained with, to read the poems")
     parser.add_argument("--samples", type=int, default=1000, help="poems per row (default 1000)")
     parser.add_argument("--strength", type=float, default=Steering.strength, help="the tilt's strength s")
-    parser.add_argument("--only", nargs="+", choices=("era", "author", "theme"), default=("era", "author", "theme"))
+    parser.add_argument("--only", nargs="+", choices=("era", "author", "theme", "keywords"),
+                        default=("era", "author", "theme", "keywords"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--restyle-poems", type=int, default=100, help="test poems each restyle row rewrites")
+    parser.add_argument("--restyle-strength", type=float, default=RESTYLE_STRENGTH, help="the restyle pull's strength")
+    parser.add_argument("--text-poems", type=int, default=100_000,
+                        help="real training poems the era and theme text classifiers learn from (a seeded subset)")
     parser.add_argument("--out", type=Path, default=Path("docs/results/steering"))
     args = parser.parse_args()
     check_can_write(args.out, "--out")
@@ -189,7 +244,7 @@ def main() -> None:
     train = dataset["train"]
     counts = Counter(train["author"])
     authors = (*[a for a, _ in counts.most_common(10)], *[a for a in FAMOUS if a not in dict(counts.most_common(10))])
-    found = classifiers(train, authors, set(args.only))
+    found = classifiers(train, authors, set(args.only), args.text_poems)
     train_texts, train_lines = set(train["text"]), {x for t in train["text"] for x in split_lines(t)}
     decoding = Decoding(strategy="sample", temperature=0.8, top_p=0.9)
     wanted = [("era", v) for v in ("tang", "song") if "era" in args.only]
@@ -203,8 +258,18 @@ def main() -> None:
         figures["unsteered"] = assigned(found, kind, value, base_poems)
         rows.append(figures)
     show(rows)
+    test = dataset["test"].shuffle(seed=args.seed).select(range(min(args.restyle_poems, len(dataset["test"]))))
+    restyled = [restyle_row(model, found, test["text"], kind, value, args.restyle_strength)
+                for kind, value in (("author", "李白"), ("author", "杜甫"), ("era", "song"), ("era", "tang"),
+                                    ("theme", "autumn"), ("theme", "farewell")) if kind in args.only]
+    for r in restyled:
+        print(f"restyle {r['kind']} {r['value']}: kept {r['kept']:.1%}, target probability "
+              f"{r['target_probability']:.3f} against {r['reconstruction_probability']:.3f} ({r['ratio']:.1f}x)")
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / "steering.json", json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+    keywords = keyword_rows(model, judge, args, decoding) if "keywords" in args.only else []
+    report = dict(model=str(args.model), judge=str(args.judge), samples=args.samples, strength=args.strength,
+                  seed=args.seed, rows=rows, restyle=restyled, keywords=keywords)
+    write_text(args.out / "steering.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     plot(rows, args.out / "steering.png")
 
 

@@ -2,9 +2,11 @@
 
 They are fitted to the posterior means of the training split (`textvae fit-attributes`) and tilt the prior
 toward an attribute when sampling, p(z) p(y|z)^s (LatentOps, Liu et al. 2023), or pull a poem's code toward one
-(restyle). Three kinds: `author` (softmax over every poet with at least MIN_POEMS training poems, plus "other"),
-`era` (softmax over the corpus's dynasties) and `theme` (one-vs-rest logistic, a poem may have several; the
-themes come from its title and text by the fixed rule `themes_of`). Saved as attributes.safetensors + .json
+(restyle). Four kinds: `author` (softmax over every poet with at least MIN_POEMS training poems, plus "other"),
+`era` (softmax over the corpus's dynasties), `theme` (one-vs-rest logistic, a poem may have several; the
+themes come from its title and text by the fixed rule `themes_of`) and `char` (one-vs-rest: whether the poem
+holds each of the CHAR_CLASSES commonest characters, on a seeded CHAR_POINTS of the poems; it tilts sampling
+toward poems that use given keywords). Saved as attributes.safetensors + .json
 beside the model (no pickle), checksummed with it. Shapes: N codes, D latent, C classes.
 """
 
@@ -21,7 +23,9 @@ from tqdm import tqdm
 from textvae.errors import TextVAEError
 
 MIN_POEMS = 200  # a poet needs this many training poems to be an author class
-KINDS = ("author", "era", "theme")
+KINDS = ("author", "era", "theme", "char")
+CHAR_CLASSES = 2000  # the commonest characters the char kind reads
+CHAR_POINTS = 50_000  # poems the char kind is fitted on (a seeded subset: its targets are (N, CHAR_CLASSES))
 FILES = ("attributes.safetensors", "attributes.json")
 OTHER = "other"  # the author class of every poet below MIN_POEMS
 
@@ -92,12 +96,19 @@ class AttributeModels:
         raise TextVAEError(f"unknown {'poet' if kind == 'author' else kind} {value!r}: the model knows "
                            f"{len(known)}; {'nearest' if kind == 'author' else 'they are'}: {', '.join(near)}")
 
-    def log_prob(self, z: torch.Tensor, wanted: dict[str, int]) -> torch.Tensor:
-        """Σ log p(attribute = value | z) over the wanted {kind: class index}, (N,)."""
+    def chars(self, text: str) -> tuple[int, ...]:
+        """The char classes of a text's characters (those among the commonest CHAR_CLASSES)."""
+        classes = self.classifiers["char"].classes if "char" in self.classifiers else ()
+        return tuple(sorted({classes.index(c) for c in text if c in classes}))
+
+    def log_prob(self, z: torch.Tensor, wanted: dict[str, int | tuple[int, ...]]) -> torch.Tensor:
+        """Σ log p(attribute = value | z) over the wanted {kind: class index, or several for one-vs-rest
+        kinds}, (N,)."""
         x = (z - self.loc.to(z)) / self.scale.to(z)
         total = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
         for kind, index in wanted.items():
-            total = total + self.classifiers[kind].log_prob(x)[:, index]
+            columns = list(index) if isinstance(index, tuple) else [index]
+            total = total + self.classifiers[kind].log_prob(x)[:, columns].sum(dim=-1)
         return total
 
 
@@ -124,8 +135,23 @@ def _fit_one(x: torch.Tensor, y: torch.Tensor, classes: int, multi: bool, l2: fl
     return weight.detach(), bias.detach()
 
 
+def commonest_chars(records: list[dict]) -> tuple[str, ...]:
+    counts = {}
+    for r in records:
+        for c in r["text"]:
+            if "\u4e00" <= c <= "\u9fff":
+                counts[c] = counts.get(c, 0) + 1
+    return tuple(sorted(counts, key=lambda c: (-counts[c], c))[:CHAR_CLASSES])
+
+
 def targets(kind: str, records: list[dict], classes: tuple[str, ...]) -> torch.Tensor:
-    """Class indices (N,) for author and era; a 0/1 matrix (N, C) for themes."""
+    """Class indices (N,) for author and era; a 0/1 matrix (N, C) for themes and characters."""
+    if kind == "char":
+        index = {c: i for i, c in enumerate(classes)}
+        held = torch.zeros(len(records), len(classes))
+        for n, r in enumerate(records):
+            held[n, [index[c] for c in set(r["text"]) if c in index]] = 1.0
+        return held
     if kind == "theme":
         found = [themes_of(r["title"], r["text"]) for r in records]
         return torch.tensor([[float(c in f) for c in classes] for f in found])
@@ -144,26 +170,41 @@ def fit(means: torch.Tensor, records: list[dict], *, l2: float = 1e-4, steps: in
     for r in records:
         counts[r["author"]] = counts.get(r["author"], 0) + 1
     classes = {"author": authors_of(counts), "era": tuple(sorted({r["dynasty"] for r in records})),
-               "theme": tuple(THEMES)}
+               "theme": tuple(THEMES), "char": commonest_chars(records)}
+    some = torch.randperm(len(records), generator=torch.Generator().manual_seed(0))[:CHAR_POINTS].sort().values
     classifiers = {}
     for kind in KINDS:
-        y = targets(kind, records, classes[kind])
-        weight, bias = _fit_one(x, y, len(classes[kind]), kind == "theme", l2, steps, progress, f"fit {kind}")
-        classifiers[kind] = Classifier(classes[kind], weight.float(), bias.float(), kind == "theme")
+        rows = some if kind == "char" else torch.arange(len(records))
+        y = targets(kind, [records[i] for i in rows.tolist()], classes[kind])
+        multi = kind in ("theme", "char")
+        weight, bias = _fit_one(x[rows], y, len(classes[kind]), multi, l2, steps, progress, f"fit {kind}")
+        classifiers[kind] = Classifier(classes[kind], weight.float(), bias.float(), multi)
     info = dict(train_points=len(records), l2=l2, min_poems=MIN_POEMS,
                 themes={name: chinese for name, (chinese, _, _) in THEMES.items()})
     return AttributeModels(loc.float(), scale.float(), classifiers, info)
 
 
+def _auc(scores: torch.Tensor, positive: torch.Tensor) -> float | None:
+    """P(a positive scores above a negative) (ties half), or None where a class lacks either."""
+    n_pos = int(positive.sum())
+    if n_pos in (0, len(positive)):
+        return None
+    ranks = scores.argsort().argsort().double() + 1
+    return ((ranks[positive.bool()].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(positive) - n_pos))).item()
+
+
 def accuracy(models: AttributeModels, means: torch.Tensor, records: list[dict]) -> dict[str, float]:
-    """Held-out accuracy per kind: the top class for author and era; for themes, the share of (poem, theme)
-    decisions that are right at p = 0.5."""
+    """Held-out scores per kind: top-1 accuracy for author and era; for the one-vs-rest kinds the mean ROC AUC
+    over the classes that have poems of both sides."""
     x = (means.float() - models.loc) / models.scale
     scores = {}
     for kind, clf in models.classifiers.items():
         y, logits = targets(kind, records, clf.classes), clf.logits(x)
-        right = ((logits > 0).float() == y) if clf.multi else (logits.argmax(dim=-1) == y)
-        scores[kind] = right.double().mean().item()
+        if clf.multi:
+            aucs = [a for c in range(len(clf.classes)) if (a := _auc(logits[:, c], y[:, c])) is not None]
+            scores[kind] = sum(aucs) / len(aucs) if aucs else float("nan")
+        else:
+            scores[kind] = (logits.argmax(dim=-1) == y).double().mean().item()
     return scores
 
 

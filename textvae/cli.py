@@ -300,7 +300,8 @@ def _plain_warnings():
 def _generation_options(args, model, **defaults) -> dict:
     """The decoding settings and the constraint object the flags ask for, for this model."""
     decoding = generate.Decoding(**{**defaults, **_flags_set(args, generate.Decoding)})
-    constraint = generate.constraint_for(model.tokenizer, args.form, args.acrostic, args.rhyme, args.meter)
+    constraint = generate.constraint_for(model.tokenizer, args.form, args.acrostic, args.rhyme, args.meter,
+                                         keywords=getattr(args, "keywords", ""))
     return dict(decoding=decoding, constraint=constraint, seed=args.seed, script=args.script)
 
 
@@ -344,15 +345,15 @@ def cmd_sample(args) -> None:
     _show(args, [{"text": t} for t in texts], texts)
 
 
-def _steering(args) -> steering.Steering:
-    return steering.Steering(**_flags_set(args, steering.Steering))
+def _steering(args, **defaults) -> steering.Steering:
+    return steering.Steering(**{**defaults, **_flags_set(args, steering.Steering)})
 
 
 def cmd_restyle(args) -> None:
     with _plain_warnings():
         model = generate.load_model(args.model_dir)
         options = _generation_options(args, model)
-        text = generate.restyle(model, args.text, _steering(args), **options)
+        text = generate.restyle(model, args.text, _steering(args, strength=steering.RESTYLE_STRENGTH), **options)
         _warn_relaxed(options)
     kept = metrics.kept_in_place(args.text, text)
     _show(args, [{"text": args.text, "restyled": text, "kept": kept}], [text])
@@ -612,6 +613,10 @@ def _add_generate(sub) -> None:
     sample.add_argument("-n", type=int, default=10, help="how many texts (default 10)")
     sample.add_argument("--prior", choices=generate.PRIORS, default="auto", help=PRIOR_HELP)
     sample.add_argument("--prior-steps", type=int, help=PRIOR_STEPS_HELP)
+    sample.add_argument("--keywords", default="", metavar="WORDS",
+                        help="1 to 4 words of 1 to 3 characters, e.g. 月,江,酒: every poem holds each of them within "
+                             "one line, the model choosing where (with --meter and --rhyme they keep to the tones "
+                             "and leave the rhyme places free)")
     _add_steering_flags(sample)
     _add_generation_flags(sample, cmd_sample)
     rec = sub.add_parser("reconstruct", help="read texts into the latent space and write them back: what the "

@@ -27,6 +27,8 @@ from textvae.errors import TextVAEError
 from textvae.fields import check_choice, check_float, check_int, setting
 from textvae.poetry import (FORMS, Constraint, ConstraintState, Verse, check_script, find_group, form_of, in_script,
                             is_verse_vocabulary, join_lines, split_lines, to_model_script)
+from textvae.poetry.keywords import Keywords
+from textvae.poetry.keywords import parse as parse_keywords
 from textvae.posteriors import slerp
 from textvae.precision import DTYPES, PRECISION_HELP, check_precision, resolve_precision
 from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, WordTokenizer
@@ -138,22 +140,28 @@ def check_rhyme(rhyme: bool | str | None) -> str | None:
 
 def constraint_for(tokenizer: Tokenizer, form: str | None = None, acrostic: str = "",
                    rhyme: bool | str | None = None, meter: bool = False,
-                   device: str | torch.device = "cpu") -> "Verse | FreeText":
+                   device: str | torch.device = "cpu", keywords: str | tuple[str, ...] = ()) -> Constraint:
     """The constraint for a form (one of FORM_CHOICES) and the poem options (rhyme as `check_rhyme` takes it):
     `FreeText` for "free", else `poetry.Verse` (for "auto" a form the model picks as it writes, for "drawn" one
-    drawn from the corpus's shares). None means DEFAULT_FORM for a vocabulary that can write poems or with any
-    poem option, and "free" for any other vocabulary (an English model writes free text)."""
+    drawn from the corpus's shares), wrapped in `poetry.Keywords` where keywords are given (as "月,江,酒" or a
+    tuple; "auto" then draws the form, so that the words' places are known). None means DEFAULT_FORM for a
+    vocabulary that can write poems or with any poem option, and "free" for any other vocabulary (an English
+    model writes free text)."""
     rhyme = check_rhyme(rhyme)
-    poem_options = bool(acrostic) or rhyme is not None or meter
+    words = parse_keywords(keywords) if isinstance(keywords, str) else tuple(keywords)
+    poem_options = bool(acrostic) or rhyme is not None or meter or bool(words)
     if form is None:
         form = DEFAULT_FORM if poem_options or is_verse_vocabulary(tokenizer) else "free"
     if form not in FORM_CHOICES:
         raise TextVAEError(f"form must be one of {', '.join(FORM_CHOICES)} (characters x lines), not {form!r}")
     if form == "free" and poem_options:
-        raise TextVAEError("an acrostic, rhyme or meter steering needs a poem: give a form (or auto), not free")
+        raise TextVAEError("an acrostic, keywords, rhyme or meter steering need a poem: give a form (or auto), "
+                           "not free")
     if form == "free":
         return FreeText(tokenizer, device)
-    return Verse(tokenizer, form if form in FORMS else None, acrostic, rhyme, meter, device, drawn=form == "drawn")
+    verse = Verse(tokenizer, form if form in FORMS else None, acrostic, rhyme, meter, device,
+                  drawn=form == "drawn" or (form == "auto" and bool(words)))
+    return Keywords(verse, words) if words else verse
 
 
 # -----------------------------------------------------------------------------
@@ -463,7 +471,7 @@ def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strateg
         check_prior_steps(prior_steps)
     elif steering.active:
         raise TextVAEError("steering by poet, era or theme needs a latent: this model is a plain language model")
-    wanted = steering.wanted(model)
+    wanted = steering.wanted(model) | _keyword_chars(model, constraint)
     with seeded(seed, device), torch.inference_mode():
         if model.head is None:
             z = None
@@ -472,6 +480,15 @@ def sample(model: TextVAE, n: int = 10, *, decoding: Decoding = Decoding(strateg
         else:
             z = prior_sample(model, n, prior, prior_steps, constraint.form)
         return decode(model, z, n, decoding=decoding, constraint=constraint, batch_size=batch_size, script=script)
+
+
+def _keyword_chars(model: TextVAE, constraint: Constraint) -> dict:
+    """{"char": the keywords' character classes} where the model's attribute models read characters: sampling
+    then tilts toward poems that hold the words, so the constraint that places them has little to force."""
+    if not isinstance(constraint, Keywords) or model.attributes is None:
+        return {}
+    chars = model.attributes.chars("".join(model.tokenizer.id_to_piece(i) for word in constraint.words for i in word))
+    return {"char": chars} if chars else {}
 
 
 def _steered(model: TextVAE, n: int, wanted: dict, steering: Steering, prior: str, prior_steps: int | None,

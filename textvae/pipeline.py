@@ -8,7 +8,7 @@
 
 `vae.module` is the `TextVAE` nn.Module (tensors in, tensors out). Keyword arguments carry the names and
 meanings of the CLI's flags and the studio's JSON fields (docs/vocabulary.md): n (how many outputs), form,
-acrostic, rhyme (True: the CLI's bare --rhyme, the group line 2 ends in; a string names a group or one of its
+acrostic, keywords ("月,江,酒" or a tuple of words: each poem holds them), rhyme (True: the CLI's bare --rhyme, the group line 2 ends in; a string names a group or one of its
 characters; see generate.check_rhyme), meter, prior, seed, script, the steering settings (like, era, theme,
 strength, candidates, langevin_steps: textvae.steering) and the decoding settings (strategy, beam, temperature,
 top_k, top_p, max_tokens, precision). An unknown keyword is refused, with the nearest known one
@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 from textvae import generate
-from textvae.steering import Steering
+from textvae.steering import RESTYLE_STRENGTH, Steering
 from textvae.errors import TextVAEError
 from textvae.vae import TextVAE
 
-POEM_OPTIONS = ("form", "acrostic", "rhyme", "meter")
+POEM_OPTIONS = ("form", "acrostic", "rhyme", "meter", "keywords")
 DECODING_OPTIONS = tuple(f.name for f in dataclasses.fields(generate.Decoding))
 STEERING_OPTIONS = tuple(f.name for f in dataclasses.fields(Steering))
 OPTIONS = (*POEM_OPTIONS, *DECODING_OPTIONS, *STEERING_OPTIONS, "seed", "script")
@@ -63,15 +63,16 @@ class Pipeline:
         if "form" in poem and not isinstance(poem["form"], str):
             raise TextVAEError(f"form takes a name such as '7x4' or 'auto', not {poem['form']!r}")
         constraint = generate.constraint_for(self.module.tokenizer, poem.get("form"), poem.get("acrostic", ""),
-                                             poem.get("rhyme"), bool(poem.get("meter")), self.device)
+                                             poem.get("rhyme"), bool(poem.get("meter")), self.device,
+                                             keywords=poem.get("keywords", ()))
         decoding = generate.Decoding(**{"strategy": strategy,
                                         **{k: options[k] for k in DECODING_OPTIONS if k in options}})
         return dict(decoding=decoding, constraint=constraint, seed=options.get("seed"), script=options.get("script"))
 
     @staticmethod
-    def _steering(options: dict) -> Steering:
+    def _steering(options: dict, **defaults) -> Steering:
         """The steering settings, taken out of the flat options."""
-        return Steering(**{k: options.pop(k) for k in STEERING_OPTIONS if k in options})
+        return Steering(**{**defaults, **{k: options.pop(k) for k in STEERING_OPTIONS if k in options}})
 
     def sample(self, n: int = 10, *, prior: str = "auto", prior_steps: int | None = None, **options) -> list[str]:
         """n texts decoded from z ~ p(z) (prior: auto, standard, gmm, flow or diffusion; prior_steps: a diffusion
@@ -84,11 +85,11 @@ class Pipeline:
 
     def restyle(self, text: str, **options) -> str:
         """`text` rewritten in the manner of a poet (like), an era or a theme, in its own form: its code moves
-        toward the attribute while staying near it (strength sets how far)."""
+        toward the attribute while staying near it (strength sets how far; 30 by default)."""
         if not isinstance(text, str):
             raise TextVAEError(f"restyle takes one text (a string), not {type(text).__name__}")
         _check_known(options)
-        steering = self._steering(options)
+        steering = self._steering(options, strength=RESTYLE_STRENGTH)
         return generate.restyle(self.module, text, steering, **self._generation(options))
 
     def encode(self, texts: str | list[str], *, sample: bool = False, seed: int | None = None) -> torch.Tensor:

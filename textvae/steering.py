@@ -21,6 +21,7 @@ from textvae.latent_stats import posterior_means
 from textvae.vae import TextVAE
 
 MAX_STRENGTH = 100.0
+RESTYLE_STRENGTH = 30.0  # restyle's default: a poem's own code holds it fast, so it takes a stronger pull
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,8 @@ class Steering:
     like: str = setting("", "write in the manner of this poet, e.g. 杜甫 (one with at least 200 training poems)")
     era: str = setting("", "write as a poet of this era: tang | song")
     theme: str = setting("", "write about this theme: " + " | ".join(attributes.THEMES))
-    strength: float = setting(1.0, "s in p(z) p(y|z)^s: how hard the attributes pull, in (0, 100]")
-    candidates: int = setting(64, "prior draws per steered code: more follow the tilted density more closely")
+    strength: float = setting(5.0, "s in p(z) p(y|z)^s: how hard the attributes pull, in (0, 100]")
+    candidates: int = setting(512, "prior draws per steered code: more follow the tilted density more closely")
     langevin_steps: int = setting(0, "Langevin steps after the resampling (0: none)")
 
     def __post_init__(self):
