@@ -1,5 +1,5 @@
-"""What the studio's API and browser tests share: a tiny poem model saved to a folder, a prepared dataset with
-its tokenizer, and a real uvicorn server on a free port in a background thread."""
+"""What the studio's API and browser tests share: a tiny poem model with attribute models saved to a folder, a
+prepared dataset with its tokenizer, and a real uvicorn server on a free port in a background thread."""
 
 import socket
 import threading
@@ -12,6 +12,7 @@ from datasets import Dataset, DatasetDict
 from textvae import data
 from textvae.poetry import form_of, split_lines
 from textvae.serve.app import create_app
+from textvae.steering import fit_attributes
 from textvae.tokenizer import Tokenizer
 from textvae.vae import TextVAE, VAEConfig
 
@@ -26,15 +27,32 @@ POEMS = [  # 5x4, 7x4 and 5x8, in the model's (traditional) script
     "空山新雨後，天氣晚來秋。明月松間照，清泉石上流。竹喧歸浣女，蓮動下漁舟。隨意春芳歇，王孫自可留。",
     "獨在異鄉為異客，每逢佳節倍思親。遙知兄弟登高處，遍插茱萸少一人。",
 ]
+# the poems' titles, which give most of their themes (textvae.attributes.themes_of)
+TITLES = ["靜夜思", "春曉", "登鸛雀樓", "尋隱者不遇", "宿建德江", "早發白帝城", "送元二使安西", "山居秋暝", "九月九日憶山東兄弟"]
+POETS = ("李白", "杜甫")
 TINY = dict(embed_dim=32, encoder_hidden=32, decoder_hidden=64, latent_dim=8, max_len=80)
+REPEATS = 50  # the poems, labelled again and again, so that each poet has the 200 an author class needs
 
 
-def make_model_and_data(root):
+def labelled(tok) -> DatasetDict:
+    """The poems with a poet, a dynasty and a title each, for fitting the attribute models."""
+    records = [dict(text=POEMS[i % len(POEMS)], title=TITLES[i % len(POEMS)], author=POETS[i % 2],
+                    dynasty=("tang", "song")[i % 3 == 0], ids=tok.encode(POEMS[i % len(POEMS)]))
+               for i in range(REPEATS * len(POEMS))]
+    return DatasetDict(train=Dataset.from_list(records), validation=Dataset.from_list(records[:len(POEMS)]))
+
+
+def make_model_and_data(root, attributes: bool = True):
     """(model folder, dataset folder): an untrained tiny model (the decoding constraints shape its output
-    whatever its weights) and a dataset of the poems prepared with the same tokenizer."""
+    whatever its weights) with attribute models fitted to labelled copies of the poems unless `attributes` is
+    False, and a dataset of the poems prepared with the same tokenizer."""
     tok = Tokenizer.train(POEMS, kind="char", vocab_size=1000)
     torch.manual_seed(0)
-    TextVAE(VAEConfig(vocab_size=tok.vocab_size, **TINY), tok).save_pretrained(root / "poem")
+    model = TextVAE(VAEConfig(vocab_size=tok.vocab_size, **TINY), tok)
+    model.save_pretrained(root / "poem")
+    if attributes:
+        fit_attributes(model, labelled(tok))
+        model.save_attributes(root / "poem")
     records = [dict(text=t, lines=split_lines(t), form=form_of(split_lines(t)), dynasty=("tang", "song")[i % 2],
                     ids=tok.encode(t)) for i, t in enumerate(POEMS)]
     dataset = DatasetDict(train=Dataset.from_list(records), validation=Dataset.from_list(records[:3]),

@@ -1,19 +1,23 @@
-"""The studio's JSON API (textvae.serve): each endpoint against the library it wraps, bad bodies and limits as
-400s with a JSON error, 20 concurrent requests against a real server, and `textvae serve`'s own checks."""
+"""The studio's JSON API (textvae.serve): each endpoint against the library it wraps (steered sampling and
+restyling among them), bad bodies and limits as 400s with a one-line JSON error, 20 concurrent requests against a
+real server, and `textvae serve`'s own checks."""
 
 import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import opencc
 import pytest
 from fastapi.testclient import TestClient
 from studio import POEMS, Server, make_model_and_data
 
-from textvae import generate
+from textvae import generate, metrics
+from textvae.attributes import THEMES
 from textvae.cli import main
 from textvae.poetry import Verse, follows_tonal_pattern, form_of, poem_rhymes, split_lines
 from textvae.serve.app import create_app
+from textvae.steering import RESTYLE_STRENGTH, Steering
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,8 +28,14 @@ def folders(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(folders):
-    return TestClient(create_app({"poem": folders[0]}, folders[1]))
+def plain(tmp_path_factory):
+    """The same model without attribute models."""
+    return make_model_and_data(tmp_path_factory.mktemp("plain"), attributes=False)[0]
+
+
+@pytest.fixture(scope="module")
+def client(folders, plain):
+    return TestClient(create_app({"poem": folders[0], "plain": plain}, folders[1]))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +51,7 @@ def ok(response) -> dict:
 def refused(response, words: str) -> str:
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert words in error and "Traceback" not in error
+    assert words in error and "Traceback" not in error and "\n" not in error
     return error
 
 
@@ -56,6 +66,12 @@ def test_models_lists_the_model_and_its_report(folders, client):
         assert card["eval"]["iw_nll"] == 123.4 and card["eval"]["active_units"] == 8
     finally:
         (folders[0] / "eval.json").unlink()
+
+
+def test_models_list_the_poets_eras_and_themes_to_steer_toward(client):
+    poem, plain = ok(client.get("/api/models"))["models"]
+    assert poem["attributes"] == dict(authors=["李白", "杜甫"], eras=["song", "tang"], themes=list(THEMES))
+    assert plain["name"] == "plain" and plain["attributes"] is None
 
 
 @pytest.mark.parametrize("form", ["5x4", "7x8"])
@@ -85,6 +101,48 @@ def test_sample_is_the_library_call(client, model):
 def test_sample_with_an_acrostic(client):
     poems = ok(client.post("/api/sample", json=dict(acrostic="床疑舉低", n=2, seed=0)))["poems"]
     assert all([line[0] for line in split_lines(p)] == list("床疑舉低") for p in poems)
+
+
+@pytest.mark.parametrize("body", [
+    dict(like="杜甫", era="tang", theme="autumn", strength=3.0, keywords="明月,江", form="5x4"),
+    dict(keywords="月，江 酒"),  # either comma, or spaces, as the CLI's --keywords
+    dict(theme="moon", form="7x4"),
+])
+def test_steered_sample_is_the_library_call_and_holds_the_keywords(client, model, body):
+    poems = ok(client.post("/api/sample", json=dict(body, n=3, seed=2)))["poems"]
+    steering = Steering(**{k: body[k] for k in ("like", "era", "theme", "strength") if k in body})
+    constraint = generate.constraint_for(model.tokenizer, body.get("form"), keywords=body.get("keywords", ""))
+    assert poems == generate.sample(model, 3, seed=2, steering=steering, constraint=constraint)
+    for poem in poems:
+        lines = split_lines(poem)
+        assert form_of(lines) == body["form"] if "form" in body else form_of(lines) is not None, poem
+        for word in body.get("keywords", "").replace("，", ",").replace(" ", ",").split(","):
+            assert any(word in line for line in lines), (word, poem)
+
+
+def test_restyle_keeps_the_form_and_says_how_much_stayed_in_place(client, model):
+    answer = ok(client.post("/api/restyle", json=dict(text=POEMS[0], like="李白", seed=0)))
+    restyled = generate.restyle(model, POEMS[0], Steering(like="李白", strength=RESTYLE_STRENGTH), seed=0)
+    assert answer["restyled"] == restyled and len(restyled) == len(POEMS[0])
+    assert form_of(split_lines(restyled)) == "5x4"
+    assert 0 <= answer["kept"] <= 1 and answer["kept"] == metrics.kept_in_place(POEMS[0], restyled)
+    to_simplified = opencc.OpenCC("t2s").convert
+    simplified = ok(client.post("/api/restyle", json=dict(text=to_simplified(POEMS[0]), like="李白", seed=0,
+                                                          script="simplified")))
+    assert simplified["restyled"] == to_simplified(restyled)
+    assert simplified["kept"] == answer["kept"]  # the poem compared in the answer's script
+    weak = ok(client.post("/api/restyle", json=dict(text=POEMS[0], era="song", theme="spring", strength=0.5)))
+    assert len(weak["restyled"]) == len(POEMS[0]) and 0 <= weak["kept"] <= 1
+
+
+@pytest.mark.parametrize("path, body", [("/api/sample", {}), ("/api/restyle", dict(text=POEMS[0]))])
+def test_a_model_without_attribute_models_says_how_to_fit_them(client, path, body):
+    refused(client.post(path, json=dict(body, model="plain", theme="autumn")), "with `textvae fit-attributes MODEL`")
+
+
+def test_keywords_need_no_attribute_models(client):
+    poems = ok(client.post("/api/sample", json=dict(model="plain", keywords="江", n=2, seed=0)))["poems"]
+    assert all("江" in poem for poem in poems)
 
 
 def test_reconstruct_and_vary(client, model):
@@ -135,6 +193,19 @@ def test_the_latent_map_needs_a_dataset(folders):
     ("/api/sample", dict(prior="aggregate"), "no gmm prior: fit one with `textvae fit-prior MODEL --kind gmm`"),
     ("/api/sample", dict(prior="flow"), "no flow prior"),
     ("/api/sample", dict(prior="prior"), "prior: Input should be 'auto', 'standard', 'gmm', 'flow', 'diffusion'"),
+    ("/api/sample", dict(theme="winter"), "unknown theme 'winter': the model knows 10; they are: farewell, autumn"),
+    ("/api/sample", dict(like="李商隱"), "unknown poet '李商隱': the model knows 2; nearest"),
+    ("/api/sample", dict(era="ming"), "unknown era 'ming': the model knows 2; they are: song, tang"),
+    ("/api/sample", dict(theme="moon", strength=0), "strength: Input should be greater than 0"),
+    ("/api/sample", dict(theme="moon", strength=101), "strength: Input should be less than or equal to 100"),
+    ("/api/sample", dict(keywords="月,江,酒,山,雲"), "give 1 to 4 keywords, not 5"),
+    ("/api/sample", dict(keywords="月", form="free"), "need a poem"),
+    ("/api/sample", dict(keywords="月", acrostic="床疑舉低"), "keywords and an acrostic"),
+    ("/api/restyle", dict(text=POEMS[0]), "restyle needs a target"),
+    ("/api/restyle", dict(text=POEMS[0], theme="winter"), "unknown theme 'winter'"),
+    ("/api/restyle", dict(theme="moon"), "text: Field required"),
+    ("/api/restyle", dict(text=POEMS[0], theme="moon", strength=-1), "strength: Input should be greater than 0"),
+    ("/api/restyle", dict(text=POEMS[0], theme="moon", n=3), "n: Extra inputs are not permitted"),
     ("/api/reconstruct", dict(text="x" * 201), "text: String should have at most 200 characters"),
     ("/api/reconstruct", dict(text=""), "text: String should have at least 1 character"),
     ("/api/reconstruct", dict(), "text: Field required"),
@@ -156,16 +227,18 @@ def test_a_body_that_is_not_json_is_a_400(client):
 
 def test_the_page_and_its_files_are_served(client):
     page = client.get("/")
-    assert page.status_code == 200 and 'id="write-form"' in page.text
+    assert page.status_code == 200 and 'id="write-form"' in page.text and 'id="restyle-form"' in page.text
     assert client.get("/static/studio.js").status_code == 200
 
 
 def test_20_concurrent_requests_give_what_20_sequential_ones_give(folders):
     server = Server(*folders)
     try:
-        bodies = [("/api/sample", dict(form="5x4", n=2, rhyme=True, seed=i)) for i in range(10)] + \
-                 [("/api/interpolate", dict(a=POEMS[0], b=POEMS[1], steps=3, seed=i)) for i in range(5)] + \
-                 [("/api/reconstruct", dict(text=POEMS[i], n=2, seed=i)) for i in range(5)]
+        bodies = [("/api/sample", dict(form="5x4", n=2, rhyme=True, seed=i)) for i in range(6)] + \
+                 [("/api/sample", dict(form="5x4", n=2, theme="moon", keywords="江", seed=i)) for i in range(2)] + \
+                 [("/api/interpolate", dict(a=POEMS[0], b=POEMS[1], steps=3, seed=i)) for i in range(4)] + \
+                 [("/api/reconstruct", dict(text=POEMS[i], n=2, seed=i)) for i in range(4)] + \
+                 [("/api/restyle", dict(text=POEMS[i], era="tang", seed=i)) for i in range(4)]
         with httpx.Client(base_url=server.url, timeout=60) as http:
             sequential = [ok(http.post(path, json=body)) for path, body in bodies]
             with ThreadPoolExecutor(20) as pool:

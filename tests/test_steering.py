@@ -109,7 +109,8 @@ def test_attribute_models_fit_save_with_their_checksums_and_load(labelled):
     model = TextVAE.from_pretrained(directory)
     assert model.attributes is None
     scores = fit_attributes(model, dataset)
-    assert set(scores) == {"author", "era", "theme"} and all(0 <= s <= 1 for s in scores.values())
+    assert set(scores) == {"author", "era", "theme", "char"}
+    assert all(0 <= s <= 1 for s in scores.values() if s == s)  # NaN: no class had poems on both sides
     assert model.attributes.values("era") == ("song", "tang") and model.attributes.values("author") == ()
     model.save_attributes(directory)
     loaded = TextVAE.from_pretrained(directory)
@@ -157,3 +158,19 @@ def test_a_model_without_attribute_models_says_how_to_fit_them(tmp_path):
         sample(model, 2, steering=Steering(like="杜甫"))
     with pytest.raises(TextVAEError, match="restyle needs a target"):
         restyle(model, POEMS[0], Steering())
+
+
+def test_the_commands_refuse_bad_steering_in_one_line(tmp_path, capsys):
+    from textvae.cli import main
+    from textvae.tokenizer import Tokenizer
+    from tiny_poems import POEMS, tiny
+    directory = tmp_path / "m"
+    tiny(Tokenizer.train(POEMS, kind="char", vocab_size=600)).save_pretrained(directory)  # no attribute models
+    for argv, words in [(["sample", str(directory), "--theme", "autumn"], "textvae fit-attributes"),
+                        (["restyle", str(directory), "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。"], "restyle needs a target"),
+                        (["sample", str(directory), "--theme", "autumn", "--strength", "0"], "Steering.strength"),
+                        (["fit-attributes", str(directory), "--max-points", "5"], "--max-points")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 1 and words in error and error.count("\n") == 1, (argv, error)

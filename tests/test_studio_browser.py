@@ -1,10 +1,12 @@
-"""The studio driven as a person would, in headless Chromium: write a rhymed 5x4 poem, then interpolate; the
-page in 繁體, 简体 and English, with its output-script switch; the latent map without a dataset.
+"""The studio driven as a person would, in headless Chromium: write a rhymed 5x4 poem, then interpolate; write
+with a theme and a keyword, and restyle a poem; the page in 繁體, 简体 and English, with its output-script switch;
+the latent map and the style controls of a model without a dataset or attribute models.
 Needs Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`; CI installs them);
 skipped, saying so, where they are absent, unless TEXTVAE_BROWSER_TEST=required (CI sets it once apt has
 installed them), where their absence fails."""
 
 import os
+import re
 import shutil
 
 import httpx
@@ -12,6 +14,7 @@ import opencc
 import pytest
 from studio import POEMS, Server, make_model_and_data
 
+from textvae.attributes import THEMES
 from textvae.poetry import form_of, poem_rhymes, split_lines
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -48,8 +51,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bare_server(tmp_path_factory):
-    """The studio started without a dataset: no latent map."""
-    server = Server(make_model_and_data(tmp_path_factory.mktemp("bare"))[0], None)
+    """The studio started without a dataset, over a model without attribute models: no latent map, no style."""
+    server = Server(make_model_and_data(tmp_path_factory.mktemp("bare"), attributes=False)[0], None)
     yield server
     server.stop()
 
@@ -102,6 +105,60 @@ def test_write_a_rhymed_5x4_poem_then_interpolate(browser, server):
                for step in path)
 
 
+def poem_texts(browser, css: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+    return ["".join(line.text for line in poem.find_elements(By.CLASS_NAME, "line"))
+            for poem in browser.find_elements(By.CSS_SELECTOR, css)]
+
+
+def test_write_with_a_theme_and_a_keyword(browser, server):
+    from selenium.webdriver.common.by import By
+    fresh_page(browser, server.url)
+    assert browser.find_element(By.ID, "style").is_displayed()  # the model has attribute models
+    theme = browser.find_element(By.ID, "theme")
+    assert [o.get_attribute("value") for o in theme.find_elements(By.TAG_NAME, "option")] == ["", *THEMES]
+    assert texts(browser, "#theme option")[:3] == ["不限", "送別", "秋"]
+    choose(browser, "theme", "moon")
+    choose(browser, "form", "5x4")
+    browser.find_element(By.ID, "keywords").send_keys("江")
+    for field, value in (("count", "3"), ("seed", "5")):
+        box = browser.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value)
+    browser.find_element(By.ID, "write-button").click()
+    wait_for(browser, "#poems .poem", 3)
+    shown = poem_texts(browser, "#poems .poem")
+    body = dict(form="5x4", n=3, seed=5, theme="moon", keywords="江", strength=5)
+    assert shown == httpx.post(f"{server.url}/api/sample", json=body).json()["poems"]
+    assert all("江" in poem and form_of(split_lines(poem)) == "5x4" for poem in shown), shown
+
+
+def test_restyle_a_poem_toward_a_poet_and_an_era(browser, server):
+    from selenium.webdriver.common.by import By
+    fresh_page(browser, server.url)
+    browser.find_element(By.CSS_SELECTOR, '.tab[data-tab="restyle"]').click()
+    browser.find_element(By.ID, "restyle-like").send_keys("杜甫")
+    choose(browser, "restyle-era", "tang")
+    browser.find_element(By.ID, "restyle-button").click()
+    wait_for(browser, "#restyled .poem", 1)
+    [restyled] = poem_texts(browser, "#restyled .poem")
+    body = dict(text=POEMS[0], like="杜甫", era="tang", seed=0)
+    assert restyled == httpx.post(f"{server.url}/api/restyle", json=body).json()["restyled"]
+    assert poem_texts(browser, "#restyle-input .poem") == [POEMS[0]] and form_of(split_lines(restyled)) == "5x4"
+    assert re.fullmatch(r"原位保留：\d+ %", browser.find_element(By.ID, "kept-line").text)
+    assert not browser.find_element(By.ID, "error").is_displayed()
+
+
+def test_a_model_without_attribute_models_hides_the_style_but_keeps_keywords(browser, bare_server):
+    from selenium.webdriver.common.by import By
+    fresh_page(browser, bare_server.url)
+    assert not browser.find_element(By.ID, "style").is_displayed()
+    assert browser.find_element(By.ID, "keywords").is_displayed()
+    browser.find_element(By.CSS_SELECTOR, '.tab[data-tab="restyle"]').click()
+    assert "textvae fit-attributes" in browser.find_element(By.ID, "restyle-note").text
+    assert not browser.find_element(By.ID, "restyle-button").is_enabled()
+
+
 def test_a_bad_input_shows_a_message_on_the_page(browser, server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -136,14 +193,15 @@ def choose(browser, select_id: str, value: str) -> None:
 
 def test_the_page_speaks_traditional_then_simplified_chinese_then_english(browser, server):
     fresh_page(browser, server.url)
-    assert texts(browser, ".tab") == ["作詩", "重構・變化", "插值", "隱空間圖", "模型卡"]
+    assert texts(browser, ".tab") == ["作詩", "重構・變化", "風格改寫", "插值", "隱空間圖", "模型卡"]
     assert "體裁" in texts(browser, "#write-form label")[0] and browser.find_element("id", "seed").get_attribute(
         "placeholder") == "隨機"
     choose(browser, "language", "zh-Hans")
-    assert texts(browser, ".tab") == ["作诗", "重构・变化", "插值", "隐空间图", "模型卡"]
+    assert texts(browser, ".tab") == ["作诗", "重构・变化", "风格改写", "插值", "隐空间图", "模型卡"]
     assert browser.find_element("id", "script").get_attribute("value") == "simplified"  # follows the language
     choose(browser, "language", "en")
-    assert texts(browser, ".tab") == ["Write", "Reconstruct / Vary", "Interpolate", "Latent map", "Model card"]
+    assert texts(browser, ".tab") == ["Write", "Reconstruct / Vary", "Restyle", "Interpolate", "Latent map",
+                                      "Model card"]
     browser.get(server.url)  # the choice is remembered
     wait_for(browser, "#model option", 1)
     assert texts(browser, ".tab")[0] == "Write"
@@ -160,8 +218,7 @@ def test_the_script_switch_writes_the_same_poems_in_simplified_characters(browse
         box.send_keys(value)
     browser.find_element(By.ID, "write-button").click()
     wait_for(browser, "#poems .poem", 4)
-    shown = ["".join(line.text for line in poem.find_elements(By.CLASS_NAME, "line"))
-             for poem in browser.find_elements(By.CSS_SELECTOR, "#poems .poem")]
+    shown = poem_texts(browser, "#poems .poem")
     native = httpx.post(f"{server.url}/api/sample", json=dict(form="5x4", n=4, seed=11)).json()["poems"]
     to_simplified = opencc.OpenCC("t2s").convert
     assert shown == [to_simplified(p) for p in native] and shown != native

@@ -3,9 +3,10 @@
 `create_app({name: model_dir}, data_dir)` loads every model once, up front. One lock serialises the model
 calls: torch runs one request at a time, and a seeded request (which seeds the global generator inside
 `generate`) cannot interleave with another. Body fields carry the Python API's names and types
-(docs/vocabulary.md) and are validated with limits (n ≤ 100 samples or 20 variations, steps ≤ 20, text ≤ 200
-characters). A bad body, an unknown model or a TextVAEError is an HTTP 400 with {"error": message}; anything
-else is a 500 with a one-line message, never a traceback.
+(docs/vocabulary.md), steering's like, era, theme and strength (textvae.steering) among them, and are validated
+with limits (n ≤ 100 samples or 20 variations, steps ≤ 20, text ≤ 200 characters, strength in (0, 100]). A bad
+body, an unknown model or a TextVAEError is an HTTP 400 with {"error": message}; anything else is a 500 with a
+one-line message, never a traceback.
 """
 
 import json
@@ -20,13 +21,16 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from textvae import generate
+from textvae import generate, metrics
 from textvae.errors import TextVAEError
+from textvae.poetry import in_script, to_model_script
 from textvae.serve import latent_map
+from textvae.steering import MAX_STRENGTH, RESTYLE_STRENGTH, Steering
 from textvae.vae import TextVAE
 
 STATIC = Path(__file__).parent / "static"
 MAX_N, MAX_STEPS, MAX_TEXT, MAX_VARIATIONS = 100, 20, 200, 20
+MAX_NAME = 40  # a poet's, an era's or a theme's name; the library names the known ones when one is wrong
 
 
 class _Body(BaseModel):
@@ -36,13 +40,26 @@ class _Body(BaseModel):
     script: Literal["traditional", "simplified"] | None = None
 
 
-class SampleBody(_Body):
+class _SteeringBody(_Body):
+    like: str = Field("", max_length=MAX_NAME, description="write in the manner of this poet (GET /api/models "
+                                                           "lists a model's poets)")
+    era: str = Field("", max_length=MAX_NAME)
+    theme: str = Field("", max_length=MAX_NAME)
+    strength: float = Field(Steering.strength, gt=0, le=MAX_STRENGTH, description="how hard like, era and theme "
+                                                                                  "pull: s in p(z) p(y|z)^s")
+
+    def steering(self) -> Steering:
+        return Steering(like=self.like, era=self.era, theme=self.theme, strength=self.strength)
+
+
+class SampleBody(_SteeringBody):
     form: str | None = Field(None, description="5x4 | 7x4 | 5x8 | 7x8 | auto | drawn | free; null: automatic")
     n: int = Field(5, ge=1, le=MAX_N)
     rhyme: bool | str = Field(False, description="true: the group line 2 ends in; a group (七陽) or one of its "
                                                  "characters; random; false: none (as the Python API's rhyme)")
     meter: bool = False
     acrostic: str = Field("", max_length=8)
+    keywords: str = Field("", max_length=20, description="words each poem holds, as `--keywords 月,江,酒`")
     temperature: float = Field(1.0, gt=0, le=5)
     top_p: float = Field(1.0, gt=0, le=1)
     prior: Literal[generate.PRIORS] = "auto"
@@ -60,6 +77,11 @@ class InterpolateBody(_Body):
     steps: int = Field(5, ge=2, le=MAX_STEPS)
     path: Literal[generate.PATHS] = Field(generate.DEFAULT_PATH, description="linear | slerp | prior | crossings "
                                           "(as `textvae interpolate --path`)")
+
+
+class RestyleBody(_SteeringBody):
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    strength: float = Field(RESTYLE_STRENGTH, gt=0, le=MAX_STRENGTH)
 
 
 class ProjectBody(_Body):
@@ -89,7 +111,10 @@ class Studio:
         card = dict(name=name, posterior=c.posterior, latent_dim=c.latent_dim if c.has_latent else 0,
                     decoder=f"{c.decoder}-{c.decoder_hidden}", parameters=sum(p.numel() for p in model.parameters()),
                     priors=list(model.priors), default_prior=model.default_prior, default_path=generate.DEFAULT_PATH,
-                    latent_map=self.data_dir is not None, eval=None)
+                    latent_map=self.data_dir is not None, eval=None, attributes=None)
+        if model.attributes is not None:  # what the page's poet, era and theme menus offer
+            card["attributes"] = {f"{kind}s": list(model.attributes.values(kind))
+                                  for kind in ("author", "era", "theme")}
         if report.is_file():
             latent = json.loads(report.read_text())["latent"]
             card["eval"] = {k: latent.get(k) for k in ("iw_nll", "iw_estimator", "elbo", "rec", "kl", "mi",
@@ -110,10 +135,18 @@ def _options(body: _Body, **decoding) -> dict:
 
 
 def _sample(model: TextVAE, body: SampleBody) -> dict:
-    constraint = generate.constraint_for(model.tokenizer, body.form, body.acrostic, body.rhyme, body.meter)
+    constraint = generate.constraint_for(model.tokenizer, body.form, body.acrostic, body.rhyme, body.meter,
+                                         keywords=body.keywords)
     decoding = dict(strategy="sample", temperature=body.temperature, top_p=body.top_p)
     return dict(poems=generate.sample(model, body.n, constraint=constraint, prior=body.prior,
-                                      **_options(body, **decoding)))
+                                      steering=body.steering(), **_options(body, **decoding)))
+
+
+def _restyle(model: TextVAE, body: RestyleBody) -> dict:
+    restyled = generate.restyle(model, body.text, body.steering(), **_options(body))
+    # the input as the model read it, in the answer's script, so that a simplified poem is compared like for like
+    read = in_script([to_model_script(model.tokenizer, body.text.strip())], body.script, model.tokenizer)[0]
+    return dict(restyled=restyled, kept=metrics.kept_in_place(read, restyled))
 
 
 def _reconstruct(model: TextVAE, body: ReconstructBody) -> dict:
@@ -169,6 +202,10 @@ def create_app(model_dirs: dict[str, Path], data_dir: Path | None = None) -> Fas
     @app.post("/api/reconstruct")
     def reconstruct(body: ReconstructBody) -> dict:
         return call(body, _reconstruct)
+
+    @app.post("/api/restyle")
+    def restyle(body: RestyleBody) -> dict:
+        return call(body, _restyle)
 
     @app.post("/api/interpolate")
     def interpolate(body: InterpolateBody) -> dict:

@@ -88,6 +88,7 @@ async function loadModels() {
     cards = (await api("/api/models")).models;
     $("model").replaceChildren(...cards.map((card) => new Option(card.name, card.name)));
     fillPriors();
+    fillStyle();
   } catch (error) {
     showError(error);
   }
@@ -105,6 +106,7 @@ applyLanguage(language);
 $("language").addEventListener("change", () => {
   applyLanguage($("language").value);
   fillPriors();
+  fillStyle();
   if (localStorage.getItem("textvae-script") === null && language in SCRIPT_OF) $("script").value = SCRIPT_OF[language];
   if ($("map").classList.contains("active")) {
     showMapNote();
@@ -136,8 +138,33 @@ function fillPaths(card) {
   $("path-kind").value = kinds.includes(chosen) ? chosen : card.default_path;
 }
 
+// the poets, eras and themes the model's attribute models know, in both tabs' menus; the Write tab's Style group
+// shows only where it has them (keywords need none), and the Restyle tab says what it lacks
+function fillStyle() {
+  const card = currentCard();
+  if (!card) return;
+  const known = card.attributes || {authors: [], eras: [], themes: []};
+  $("poets").replaceChildren(...known.authors.map((poet) => new Option(poet)));
+  for (const [id, values] of [["era", known.eras], ["theme", known.themes], ["restyle-era", known.eras],
+                              ["restyle-theme", known.themes]]) {
+    const chosen = $(id).value;
+    $(id).replaceChildren(new Option(t("any"), ""), ...values.map((value) => new Option(t(value), value)));
+    $(id).value = values.includes(chosen) ? chosen : "";
+  }
+  $("style").hidden = !card.attributes;
+  $("restyle-button").disabled = !card.attributes;
+  $("restyle-note").textContent = card.attributes ? "" : t("restyle needs attributes");
+}
+
+// the steering fields from a tab's poet, era, theme and strength controls (no strength: the server's default)
+function steering(prefix) {
+  return {like: $(prefix + "like").value.trim(), era: $(prefix + "era").value, theme: $(prefix + "theme").value,
+          strength: number(prefix + "strength") ?? undefined};
+}
+
 $("model").addEventListener("change", () => {
   fillPriors();
+  fillStyle();
   mapData = null;
   if ($("map").classList.contains("active")) loadMap();
   if ($("card").classList.contains("active")) loadCard();
@@ -152,7 +179,8 @@ $("write-form").addEventListener("submit", (event) => {
       model: $("model").value || null, form: $("form").value || null, n: number("count"),
       rhyme: $("rhyme").checked, meter: $("meter").checked, acrostic: $("acrostic").value.trim(),
       temperature: number("temperature"), top_p: number("top-p"), seed: number("seed"), script: script(),
-      prior: $("prior").value || "auto",
+      prior: $("prior").value || "auto", keywords: $("keywords").value.trim(),
+      ...($("style").hidden ? {} : steering("")),
     });
     lastPoems = answer.poems;
     showPoems($("poems"), answer.poems);
@@ -172,6 +200,23 @@ $("edit-form").addEventListener("submit", (event) => {
     showPoems($("input-poem"), [$("source").value.trim()]);
     showPoems($("reconstruction"), [answer.reconstruction]);
     showPoems($("variations-out"), answer.variations);
+    showWarnings(answer);
+  });
+});
+
+// --- restyle -------------------------------------------------------------------------------------------
+
+$("restyle-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  run($("restyle-button"), async () => {
+    const text = $("restyle-source").value.trim();
+    const answer = await api("/api/restyle", {
+      model: $("model").value || null, text, seed: 0, script: script(), ...steering("restyle-"),
+    });
+    showPoems($("restyle-input"), [text]);
+    showPoems($("restyled"), [answer.restyled]);
+    $("kept").textContent = `${(100 * answer.kept).toFixed(0)} %`;
+    $("kept-line").hidden = false;
     showWarnings(answer);
   });
 });
