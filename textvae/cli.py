@@ -369,8 +369,11 @@ def cmd_fit_attributes(args) -> None:
     model.attributes.info |= dict(data=str(args.data), validation_accuracy=scores)
     model.save_attributes(args.model_dir)
     sizes = ", ".join(f"{len(model.attributes.values(kind))} {kind}s" for kind in model.attributes.classifiers)
-    accuracy = ", ".join(f"{kind} {score:.1%}" for kind, score in scores.items())
-    print(f"fitted {sizes}; validation accuracy: {accuracy}; wrote {args.model_dir / 'attributes.safetensors'}")
+    multi = {kind for kind, clf in model.attributes.classifiers.items() if clf.multi}
+    scores_text = ", ".join(f"{kind} {'ROC AUC ' if kind in multi else 'top-1 '}{score:.3f}"
+                            for kind, score in scores.items())
+    print(f"fitted {sizes}; on the validation split: {scores_text}; wrote "
+          f"{args.model_dir / 'attributes.safetensors'}")
 
 
 def _add_fit_attributes(sub) -> None:
