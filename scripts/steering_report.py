@@ -11,8 +11,10 @@ tang/song; author: the 10 most prolific poets, 杜甫, 李白 and 王維, agains
 theme of textvae.attributes.THEMES, with balanced class weights, a poem assigned where p > 0.5. Each row samples
 --samples poems (seeded) with its steering and reports the share the classifier assigns to the target, the rhyme
 and tonal-pattern rates, the judge's nats per character (a model the sampled one never trained with), copies of
-training poems, and the time against unsteered sampling. Writes steering.json and steering.png (target share,
-steered against unsteered, per row) under --out.
+training poems, and the time against unsteered sampling. Restyle rows rewrite --restyle-poems test poems toward a
+target. Keyword rows sample with each of KEYWORDS, with and without --meter --rhyme, beside unsteered samples of
+the same settings. Writes steering.json and steering.png (target share, steered against unsteered, per row) and
+keywords.json under --out.
 """
 
 import argparse
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib import font_manager
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import SGDClassifier
 
@@ -185,6 +188,8 @@ def keyword_rows(model, judge, args, decoding) -> list[dict]:
         plain = sample(model, args.samples, decoding=decoding, seed=args.seed,
                        constraint=constraint_for(model.tokenizer, "drawn", **options))
         base = statistics.mean(nats_per_character(judge, plain)) if judge else None
+        plain_report = text_report(plain, set(), set(), poems=True)
+        unsteered = dict(rhyme=plain_report["rhyme"], tonal=plain_report["tonal"], judge_nats=base)
         for words in KEYWORDS:
             started = time.perf_counter()
             poems = sample(model, args.samples, decoding=decoding, seed=args.seed,
@@ -196,18 +201,23 @@ def keyword_rows(model, judge, args, decoding) -> list[dict]:
             rows.append(dict(keywords=words, meter_rhyme=meter, contain_all=held, rhyme=report["rhyme"],
                              tonal=report["tonal"], form=report["form"], seconds=seconds,
                              judge_nats=statistics.mean(nats_per_character(judge, poems)) if judge else None,
-                             unsteered_judge_nats=base, examples=poems[:3]))
+                             unsteered=unsteered, examples=poems[:3]))
             print(f"keywords {words} {'meter+rhyme ' if meter else ''}: all words {held:.1%}, rhyme "
-                  f"{report['rhyme']:.1%}, tonal {report['tonal']:.1%}, judge {rows[-1]['judge_nats'] or 0:.3f} "
-                  f"against {base or 0:.3f}", flush=True)
+                  f"{report['rhyme']:.1%} (unsteered {unsteered['rhyme']:.1%}), tonal {report['tonal']:.1%} "
+                  f"({unsteered['tonal']:.1%}), judge {rows[-1]['judge_nats'] or 0:.3f} ({base or 0:.3f})", flush=True)
     return rows
 
 
 def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    # the poets' names need a CJK font: the first of these that is installed draws them
-    plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK TC", "Noto Serif CJK TC", "WenQuanYi Zen Hei"]
+    # the poets' names need a CJK font: an installed one (matplotlib does not list .ttc collections by itself)
+    cjk = [path for path in font_manager.findSystemFonts() if "CJK" in path and "Regular" in path]
+    families = ["DejaVu Sans"]
+    if cjk:
+        font_manager.fontManager.addfont(cjk[0])
+        families.append(font_manager.FontProperties(fname=cjk[0]).get_name())
+    plt.rcParams["font.family"] = families
     steered = [r for r in rows if r["kind"] != "unsteered"]
     labels = [f"{r['kind']}: {r['value']}" for r in steered]
     fig, ax = plt.subplots(figsize=(10, 0.32 * len(steered) + 1.5))
@@ -266,11 +276,14 @@ def main() -> None:
         print(f"restyle {r['kind']} {r['value']}: kept {r['kept']:.1%}, target probability "
               f"{r['target_probability']:.3f} against {r['reconstruction_probability']:.3f} ({r['ratio']:.1f}x)")
     args.out.mkdir(parents=True, exist_ok=True)
-    keywords = keyword_rows(model, judge, args, decoding) if "keywords" in args.only else []
-    report = dict(model=str(args.model), judge=str(args.judge), samples=args.samples, strength=args.strength,
-                  seed=args.seed, rows=rows, restyle=restyled, keywords=keywords)
-    write_text(args.out / "steering.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-    plot(rows, args.out / "steering.png")
+    settings = dict(model=str(args.model), judge=str(args.judge), samples=args.samples, seed=args.seed)
+    if len(rows) > 1:
+        report = settings | dict(strength=args.strength, rows=rows, restyle=restyled)
+        write_text(args.out / "steering.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+        plot(rows, args.out / "steering.png")
+    if "keywords" in args.only:
+        report = settings | dict(keywords=keyword_rows(model, judge, args, decoding))
+        write_text(args.out / "keywords.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
 
 
 if __name__ == "__main__":
