@@ -431,7 +431,7 @@ def test_cli_export_writes_a_half_size_copy_that_reconstructs_alike_and_never_re
 @pytest.mark.parametrize("argv,message", [
     (["reconstruct", "MODEL", "床前明月光x"], "warning: not in the model's vocabulary"),
     (["vary", "MODEL", A, "--form", "7x8"], "error: '床前明月光"),
-    (["sample", "MODEL", "--form", "free", "--rhyme"], "error: an acrostic, rhyme or meter steering needs a poem"),
+    (["sample", "MODEL", "--form", "free", "--rhyme"], "error: an acrostic, keywords, or rhyme or meter steering needs a poem"),
     (["sample", "MODEL", "--acrostic", "春夏秋"], "error: the acrostic"),
     (["interpolate", "MODEL", A], "error: interpolate takes two texts"),
     (["sample", "nowhere"], "error: nowhere is not a saved textvae model"),

@@ -49,8 +49,17 @@ def test_every_poem_holds_every_word_within_a_line_and_keeps_its_form(model, for
 def test_words_under_the_meter_sit_only_where_their_tones_fit(model):
     constraint = constraint_for(model.tokenizer, "5x4", keywords="喆", meter=True)
     places = constraint._places("5x4", 0)
-    free = [p for p, (_, _, tone) in enumerate(places) if tone == 0]
-    assert [p for p in range(len(places)) if constraint._can_start("5x4", 0, 0, p)] == free
+    free = [p for p, (line, col, tones) in enumerate(places) if tones == (0,) and not (col == 4 and line % 2)]
+    assert free and [p for p in range(len(places)) if constraint._can_start("5x4", 0, 0, p)] == free
+
+
+def test_without_meter_words_still_keep_to_the_regular_tones_unless_they_cannot(model):
+    fitting = constraint_for(model.tokenizer, "5x4", keywords="喆")
+    assert fitting.fitting and not any(fitting._can_start("5x4", None, 0, p) for p in (9, 19))  # even lines' ends
+    plain = constraint_for(model.tokenizer, "5x4", keywords=RARE)  # no tone of its own: it fits no regular place
+    assert not plain.fitting
+    poems = sample(model, 8, constraint=plain, seed=0, decoding=Decoding(strategy="sample"))
+    assert all(holds(poem, RARE) for poem in poems)
 
 
 def brute_fits(constraint: Keywords, form: str, start, left: frozenset, p: int) -> bool:
@@ -79,7 +88,7 @@ def test_the_feasibility_search_agrees_with_brute_force(model, words, options):
 
 @pytest.mark.parametrize("words,options,message", [
     ("月,江,酒,山,雲", {}, "give 1 to 4 keywords, not 5"),  # a poem has at least 4 lines: one word each fits
-    ("明月光", dict(form="free"), "need a poem"),
+    ("明月光", dict(form="free"), "needs a poem"),
     ("明月光芒", {}, "has 4 characters"),
     ("月,龘", {}, "'龘', which is not a Chinese character in this model's vocabulary"),
     (RARE, dict(meter=True), f"the keyword '{RARE}' fits no place of a 5x4 poem under the meter's tones"),

@@ -199,7 +199,7 @@ def test_the_latent_map_needs_a_dataset(folders):
     ("/api/sample", dict(theme="moon", strength=0), "strength: Input should be greater than 0"),
     ("/api/sample", dict(theme="moon", strength=101), "strength: Input should be less than or equal to 100"),
     ("/api/sample", dict(keywords="月,江,酒,山,雲"), "give 1 to 4 keywords, not 5"),
-    ("/api/sample", dict(keywords="月", form="free"), "need a poem"),
+    ("/api/sample", dict(keywords="月", form="free"), "needs a poem"),
     ("/api/sample", dict(keywords="月", acrostic="床疑舉低"), "keywords and an acrostic"),
     ("/api/restyle", dict(text=POEMS[0]), "restyle needs a target"),
     ("/api/restyle", dict(text=POEMS[0], theme="winter"), "unknown theme 'winter'"),

@@ -46,6 +46,7 @@ MAX_SPREAD = 100  # vary's spread is in (0, MAX_SPREAD]
 # vary's default: draws halfway between q's own and its mode; data/faithful keeps 58 % of a poem's characters in
 # place at 0.5 and 43 % at 1 (scripts/editing_report.py), and a variation that copies the poem is drawn again
 DEFAULT_SPREAD = 0.5
+KEEP_BONUS = 1.0  # restyle: nats that each of the poem's characters gains at its own place
 MAX_REDRAWS = 8  # times vary draws again a variation that decoded to its input (the spread doubling each time)
 PRIORS = priors.CHOICES  # where prior samples z come from: see prior_sample
 MAX_PRIOR_STEPS = 1000  # a diffusion prior's DDIM steps
@@ -123,6 +124,39 @@ class FreeText:
         return self
 
 
+class Anchored:
+    """Another constraint whose allowed tokens at step t gain `bonus` nats where they are token t of an anchor
+    text: restyle keeps more of its poem where the model is close to indifferent. A `Constraint`."""
+
+    def __init__(self, inner: Constraint, anchor: list[int], bonus: float):
+        self.inner, self.anchor, self.bonus = inner, anchor, bonus
+        self.steps, self.device, self.form = inner.steps, inner.device, inner.form
+        self.relaxed = getattr(inner, "relaxed", None)
+
+    def init_state(self, batch_size: int) -> ConstraintState:
+        return self.inner.init_state(batch_size)
+
+    def forced(self, t: int, state: ConstraintState) -> int | None:
+        return self.inner.forced(t, state)
+
+    def bias(self, t: int, state: ConstraintState) -> torch.Tensor:
+        bias = self.inner.bias(t, state)
+        if t >= len(self.anchor):
+            return bias
+        bias = bias.clone()
+        bias[..., self.anchor[t]] += self.bonus  # -inf stays -inf: a rule the anchor breaks still holds
+        return bias
+
+    def update(self, t: int, tokens: torch.Tensor, state: ConstraintState) -> ConstraintState:
+        return self.inner.update(t, tokens, state)
+
+    def reorder_state(self, state: ConstraintState, index: torch.Tensor) -> ConstraintState:
+        return self.inner.reorder_state(state, index)
+
+    def for_text(self, text: str) -> "Anchored":
+        return self
+
+
 def check_rhyme(rhyme: bool | str | None) -> str | None:
     """The rhyme setting as poetry.Verse takes it. True (or "auto"): the level-tone group line 2 ends in; False
     or None: no rhyme steering; a string: a group (下平聲七陽, 七陽, 陽) or a character in it, or "random" (a
@@ -155,7 +189,7 @@ def constraint_for(tokenizer: Tokenizer, form: str | None = None, acrostic: str 
     if form not in FORM_CHOICES:
         raise TextVAEError(f"form must be one of {', '.join(FORM_CHOICES)} (characters x lines), not {form!r}")
     if form == "free" and poem_options:
-        raise TextVAEError("an acrostic, keywords, rhyme or meter steering need a poem: give a form (or auto), "
+        raise TextVAEError("an acrostic, keywords, or rhyme or meter steering needs a poem: give a form (or auto), "
                            "not free")
     if form == "free":
         return FreeText(tokenizer, device)
@@ -563,15 +597,18 @@ def vary(model: TextVAE, text: str, n: int = 5, *, spread: float = DEFAULT_SPREA
 
 def restyle(model: TextVAE, text: str, steering: Steering, *, decoding: Decoding = Decoding(),
             constraint: Constraint | str | None = None, seed: int | None = None, script: str | None = None,
-            steps: int = 200) -> str:
+            steps: int = 200, keep: float = KEEP_BONUS) -> str:
     """`text` rewritten toward the poet, era or theme `steering` asks for: its code z0 moves to the maximum of
-    s log p(y|z) - ½‖(z - z0)/σ‖² (textvae.steering.restyled_code) and decodes in the text's own form."""
+    s log p(y|z) - ½‖(z - z0)/σ‖² (textvae.steering.restyled_code) and decodes in the text's own form, each of
+    the text's characters raised by `keep` nats at its own place (Anchored)."""
     _require_latent(model, "restyle")
     if not steering.active:
         raise TextVAEError("restyle needs a target: give a poet (--like), an era (--era) or a theme (--theme)")
     wanted = steering.wanted(model)
     texts = _check_texts(model, [text])
     fitted = _default(model, constraint).for_text(texts[0])
+    if keep:
+        fitted = Anchored(fitted, model.tokenizer.encode(texts[0]), keep)
     with seeded(seed, next(model.parameters()).device):
         with torch.no_grad():
             z0 = _posterior(model, texts).mode

@@ -8,7 +8,9 @@ nats so that the words come where the model finds room for them rather than all 
 longer fit, only those first characters are allowed; once a word's first character is written, the rest of it
 is forced. A word
 fits at a place when it stays within the line, keeps the meter's tones there (with meter), and covers no rhyme
-position (with rhyme: the last character of an even line). Whether the unplaced words still fit is an exact
+position (with rhyme: the last character of an even line). Where meter and rhyme are not asked for, words still
+go only where their tones fit one of the two regular patterns and not at the end of an even line, so that the
+poem can keep the tones and rhymes it would have had, unless the words fit no such place. Whether the unplaced words still fit is an exact
 search over the places left, memoised per (form, meter start, words, place). Shapes: B rows, V vocabulary,
 W keywords.
 """
@@ -42,9 +44,18 @@ class Keywords:
         self.relaxed = verse.relaxed
         forms = [verse.form] if verse.form else list(FORMS)
         starts = (0, 1) if verse.meter else (None,)
-        self.usable = {(f, s): self._fits(f, s, frozenset(range(len(self.words))), 0) for f in forms for s in starts}
+        self.fitting = True  # also where no rule asks it: tones that fit the regular patterns, no rhyme place
+        self.usable = self._usable(forms, starts)
+        if not any(self.usable.values()) and not (verse.meter and verse.rhyme is not None):
+            self.fitting = False  # the words fit no regular place: only the rules asked for bind them
+            for cached in (Keywords._places, Keywords._can_start, Keywords._fits):
+                cached.cache_clear()
+            self.usable = self._usable(forms, starts)
         if not any(self.usable.values()):
             raise TextVAEError(self._impossible(forms))
+
+    def _usable(self, forms: list[str], starts: tuple) -> dict:
+        return {(f, s): self._fits(f, s, frozenset(range(len(self.words))), 0) for f in forms for s in starts}
 
     @property
     def form(self) -> str | None:
@@ -79,14 +90,16 @@ class Keywords:
     # -- where a word may go ------------------------------------------------------------------------------
 
     @functools.lru_cache(maxsize=None)
-    def _places(self, form: str, start: int | None) -> tuple[tuple[int, int, int], ...]:
-        """Every character place of the form in reading order, as (line, col, required tone index)."""
+    def _places(self, form: str, start: int | None) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+        """Every character place of the form in reading order, as (line, col, the tone indices a character there
+        may have one of: the meter start's, or while fitting either start's; (0,) for any)."""
         chars, lines = (int(x) for x in form.split("x"))
         places = []
         for line in range(lines):
             for col in range(chars):
-                tone = 0 if start is None else int(self.verse.required[start, int(chars != 5), line, col])
-                places.append((line, col, tone))
+                required = self.verse.required[:, int(chars != 5), line, col].tolist()  # by start
+                tones = (required[start],) if start is not None else tuple(required) if self.fitting else (0,)
+                places.append((line, col, tones))
         return tuple(places)
 
     @functools.lru_cache(maxsize=None)
@@ -97,12 +110,12 @@ class Keywords:
         line, col, _ = places[p]
         if col + len(word) > chars:
             return False
-        tones = tone_masks(self.verse.tokenizer)
+        masks = tone_masks(self.verse.tokenizer)
         for k, i in enumerate(word):
-            at_col, tone = col + k, places[p + k][2]
-            if self.verse.rhyme is not None and at_col == chars - 1 and line % 2 == 1:
+            at_col, tones = col + k, places[p + k][2]
+            if (self.verse.rhyme is not None or self.fitting) and at_col == chars - 1 and line % 2 == 1:
                 return False
-            if tone and not tones[tone, i]:
+            if not any(masks[tone, i] for tone in tones):
                 return False
         return True
 
