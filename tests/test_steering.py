@@ -177,3 +177,19 @@ def test_the_commands_refuse_bad_steering_in_one_line(tmp_path, capsys):
             main(argv)
         error = capsys.readouterr().err
         assert exit_info.value.code == 1 and words in error and error.count("\n") == 1, (argv, error)
+
+
+def test_the_anchor_raises_the_poem_s_own_character_at_its_place_and_keeps_every_rule(labelled):
+    from textvae.generate import Anchored, constraint_for
+    directory, _ = labelled
+    model = TextVAE.from_pretrained(directory)
+    poem = "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。"
+    verse = constraint_for(model.tokenizer, "5x4", meter=True)
+    anchored = Anchored(verse, model.tokenizer.encode(poem), 1.5)
+    state = anchored.init_state(1)
+    for t, token in enumerate(model.tokenizer.encode(poem)[:5]):
+        plain, raised = verse.bias(t, state).reshape(-1), anchored.bias(t, state).reshape(-1)
+        moved = (raised != plain).nonzero()[:, 0].tolist()
+        assert moved in ([token], []) and (not moved or raised[token] == plain[token] + 1.5)
+        assert torch.equal(torch.isinf(raised), torch.isinf(plain))  # a forbidden token stays forbidden
+        state = anchored.update(t, torch.tensor([token]), state)
