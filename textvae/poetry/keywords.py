@@ -91,8 +91,9 @@ class Keywords:
 
     @functools.lru_cache(maxsize=None)
     def _places(self, form: str, start: int | None) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
-        """Every character place of the form in reading order, as (line, col, the tone indices a character there
-        may have one of: the meter start's, or while fitting either start's; (0,) for any)."""
+        """Every character place of the form in reading order, as (line, col, the tone index a character there
+        must have under each pattern the word may follow: the meter start's, or while fitting either start's;
+        (0,) for any)."""
         chars, lines = (int(x) for x in form.split("x"))
         places = []
         for line in range(lines):
@@ -110,14 +111,11 @@ class Keywords:
         line, col, _ = places[p]
         if col + len(word) > chars:
             return False
+        if (self.verse.rhyme is not None or self.fitting) and line % 2 == 1 and col + len(word) == chars:
+            return False
         masks = tone_masks(self.verse.tokenizer)
-        for k, i in enumerate(word):
-            at_col, tones = col + k, places[p + k][2]
-            if (self.verse.rhyme is not None or self.fitting) and at_col == chars - 1 and line % 2 == 1:
-                return False
-            if not any(masks[tone, i] for tone in tones):
-                return False
-        return True
+        patterns = zip(*(places[p + k][2] for k in range(len(word))))  # each pattern's tones over the word
+        return any(all(masks[tone, i] for tone, i in zip(tones, word)) for tones in patterns)
 
     @functools.lru_cache(maxsize=None)
     def _fits(self, form: str, start: int | None, left: frozenset, p: int) -> bool:
