@@ -46,7 +46,7 @@ MAX_SPREAD = 100  # vary's spread is in (0, MAX_SPREAD]
 # vary's default: draws halfway between q's own and its mode; data/faithful keeps 58 % of a poem's characters in
 # place at 0.5 and 43 % at 1 (scripts/editing_report.py), and a variation that copies the poem is drawn again
 DEFAULT_SPREAD = 0.5
-KEEP_BONUS = 1.0  # restyle: nats that each of the poem's characters gains at its own place
+KEEP_BONUS = 2.0  # restyle: nats that each of the poem's characters gains at its own place
 MAX_REDRAWS = 8  # times vary draws again a variation that decoded to its input (the spread doubling each time)
 PRIORS = priors.CHOICES  # where prior samples z come from: see prior_sample
 MAX_PRIOR_STEPS = 1000  # a diffusion prior's DDIM steps
