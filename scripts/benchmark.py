@@ -190,7 +190,8 @@ def inference(path: str, args) -> dict:
     keep_freed_memory()
     dataset, tokenizer = data.load(args.data)
     torch.manual_seed(0)
-    model = TextVAE(VAEConfig.from_dict({**PRESETS[PATHS[path]].model, "vocab_size": tokenizer.vocab_size}), tokenizer).eval()
+    config = VAEConfig.from_dict({**PRESETS[PATHS[path]].model, "vocab_size": tokenizer.vocab_size})
+    model = TextVAE(config, tokenizer).eval()
     decoding = Decoding(strategy="sample", precision=INFERENCE_PRECISION[path])
     rates = {}
     for form in ("5x4", "7x8"):
@@ -289,8 +290,8 @@ def main() -> None:
     rate = {p: tokens_per_s(records[p]) for p in PATHS}
     report["train_tokens_per_s"] = rate | dict(speedup=rate["new"] / rate["reference"])
     ceiling = max(r[report["precision"]] for r in report["gemm"].values())
-    report["flops_per_token"] = {p: flops_per_token(VAEConfig.from_dict({**PRESETS[PATHS[p]].model, "vocab_size": tokenizer.vocab_size}),
-                                                    tokens_per_sentence, shares) for p in PATHS}
+    configs = {p: VAEConfig.from_dict({**PRESETS[PATHS[p]].model, "vocab_size": tokenizer.vocab_size}) for p in PATHS}
+    report["flops_per_token"] = {p: flops_per_token(configs[p], tokens_per_sentence, shares) for p in PATHS}
     report["mfu"] = {p: rate[p] * report["flops_per_token"][p] / 1e9 / ceiling for p in PATHS}
     report["sampling_poems_per_s"] = report["inference"]["new"]["sampling_poems_per_s"]
     report["iw_nll_k500_seconds_per_1000"] = report["inference"]["new"]["iw_seconds_per_1000"]

@@ -227,7 +227,8 @@ def load(directory: Path) -> AttributeModels | None:
     try:
         tensors, meta = load_file(str(directory / FILES[0])), json.loads((directory / FILES[1]).read_text())
         classifiers = {kind: Classifier(tuple(spec["classes"]), tensors[f"{kind}.weight"].float(),
-                                        tensors[f"{kind}.bias"], spec["multi"]) for kind, spec in meta.pop("kinds").items()}
+                                        tensors[f"{kind}.bias"], spec["multi"])
+                       for kind, spec in meta.pop("kinds").items()}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise TextVAEError(f"{directory}: the attribute models are corrupt ({e}); fit them again with "
                            "`textvae fit-attributes`") from e

@@ -1,11 +1,12 @@
 """Saved models and runs on disk: their files, the format of their settings, checksums and trainer state.
 
 A saved model is a folder (the HF convention): config.json, model.safetensors, tokenizer.model, and the learned
-priors (textvae.priors) and attribute models (textvae.attributes) fitted to it. config.json holds the model's settings as flat fields, the `format` they
-are written in, the sha256 of every other file and the default learned prior; loading refuses a file whose
-checksum does not match. A run folder's run_config.json holds the model's and the trainer's settings, and
-its last/ checkpoint adds trainer_state.pt. This is the one place that reads settings written by older
-versions (`model_fields`). Nothing here knows the model class: callers pass the module and its parts.
+priors (textvae.priors) and attribute models (textvae.attributes) fitted to it. config.json holds the model's
+settings as flat fields, the `format` they are written in, the sha256 of every other file and the default learned
+prior; loading refuses a file whose checksum does not match. A run folder's run_config.json holds the model's and
+the trainer's settings, and its last/ checkpoint adds trainer_state.pt. This is the one place that reads settings
+written by older versions (`model_fields`). Nothing here knows the model class: callers pass the module and its
+parts.
 """
 
 import copy

@@ -382,7 +382,8 @@ def _add_fit_attributes(sub) -> None:
     parser.add_argument("model_dir", type=model_dir, help="a saved poem model")
     parser.add_argument("--data", type=Path, default=Path("data/poems"),
                         help="the prepared poem dataset it was trained on (default data/poems)")
-    parser.add_argument("--max-points", type=int, help="fit on a seeded subset of this many training poems (default all)")
+    parser.add_argument("--max-points", type=int,
+                        help="fit on a seeded subset of this many training poems (default all)")
     parser.set_defaults(func=cmd_fit_attributes)
 
 

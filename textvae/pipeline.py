@@ -6,13 +6,13 @@
     z = vae.encode(["床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。"])  # (1, D)
     vae.decode(z)
 
-`vae.module` is the `TextVAE` nn.Module (tensors in, tensors out). Keyword arguments carry the names and
-meanings of the CLI's flags and the studio's JSON fields (docs/vocabulary.md): n (how many outputs), form,
-acrostic, keywords ("月,江,酒" or a tuple of words: each poem holds them), rhyme (True: the CLI's bare --rhyme, the group line 2 ends in; a string names a group or one of its
-characters; see generate.check_rhyme), meter, prior, seed, script, the steering settings (like, era, theme,
-strength, candidates, langevin_steps: textvae.steering) and the decoding settings (strategy, beam, temperature,
-top_k, top_p, max_tokens, precision). An unknown keyword is refused, with the nearest known one
-named. Shapes: B texts, D latent size.
+`vae.module` is the `TextVAE` nn.Module (tensors in, tensors out). Keyword arguments carry the names and meanings
+of the CLI's flags and the studio's JSON fields (docs/vocabulary.md): n (how many outputs), form, acrostic,
+keywords ("月,江,酒" or a tuple of words: each poem holds them), rhyme (True: the CLI's bare --rhyme, the group line 2
+ends in; a string names a group or one of its characters; see generate.check_rhyme), meter, prior, seed, script,
+the steering settings (like, era, theme, strength, candidates, langevin_steps: textvae.steering) and the decoding
+settings (strategy, beam, temperature, top_k, top_p, max_tokens, precision). An unknown keyword is refused, with
+the nearest known one named. Shapes: B texts, D latent size.
 """
 
 import dataclasses

@@ -1,17 +1,16 @@
 """Given words: a constraint that writes each of 1-4 keywords (1-3 characters) contiguously within one line of
 every poem, around a `Verse` that keeps the form, rhyme and meter.
 
-Lexically constrained decoding in the spirit of Post & Vilar 2018: the model chooses where each word goes. At
-every character position a row may write anything the verse allows as long as the words it has not placed yet
-still fit in what is left of the poem, the first characters of the words that can start there raised by `boost`
-nats so that the words come where the model finds room for them rather than all at the end; where they would no
-longer fit, only those first characters are allowed; once a word's first character is written, the rest of it
-is forced. A word
-fits at a place when it stays within the line, keeps the meter's tones there (with meter), and covers no rhyme
-position (with rhyme: the last character of an even line). Where meter and rhyme are not asked for, words still
-go only where their tones fit one of the two regular patterns and not at the end of an even line, so that the
-poem can keep the tones and rhymes it would have had, unless the words fit no such place. Whether the unplaced words still fit is an exact
-search over the places left, memoised per (form, meter start, words, place). Shapes: B rows, V vocabulary,
+Lexically constrained decoding in the spirit of Post & Vilar 2018: the model chooses where each word goes. At every
+character position a row may write anything the verse allows as long as the words it has not placed yet still fit
+in what is left of the poem, the first characters of the words that can start there raised by `boost` nats so that
+the words come where the model finds room for them rather than all at the end; where they would no longer fit, only
+those first characters are allowed; once a word's first character is written, the rest of it is forced. A word fits
+at a place when it stays within the line, keeps the meter's tones there (with meter), and covers no rhyme position
+(with rhyme: the last character of an even line). Where meter and rhyme are not asked for, words still go only
+where their tones fit one of the two regular patterns and not at the end of an even line, so that the poem can keep
+the tones and rhymes it would have had, unless the words fit no such place. Whether the unplaced words still fit is
+an exact search over the places left, memoised per (form, meter start, words, place). Shapes: B rows, V vocabulary,
 W keywords.
 """
 
