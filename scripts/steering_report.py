@@ -13,8 +13,8 @@ theme of textvae.attributes.THEMES, with balanced class weights, a poem assigned
 and tonal-pattern rates, the judge's nats per character (a model the sampled one never trained with), copies of
 training poems, and the time against unsteered sampling. Restyle rows rewrite --restyle-poems test poems toward a
 target. Keyword rows sample with each of KEYWORDS, with and without --meter --rhyme, beside unsteered samples of
-the same settings. Writes steering.json and steering.png (target share, steered against unsteered, per row) and
-keywords.json under --out.
+the same settings. Writes steering.json and steering.png (target share, steered against unsteered, per row),
+restyle.json and keywords.json under --out.
 """
 
 import argparse
@@ -34,7 +34,7 @@ from textvae import data
 from textvae.atomic import check_can_write, write_text
 from textvae.attributes import THEMES, themes_of
 from textvae.evaluate import nats_per_character, text_report
-from textvae.generate import Decoding, constraint_for, load_model, reconstruct, restyle, sample
+from textvae.generate import KEEP_BONUS, Decoding, constraint_for, load_model, reconstruct, restyle, sample
 from textvae.metrics import kept_in_place
 from textvae.poetry import split_lines
 from textvae.steering import RESTYLE_STRENGTH, Steering
@@ -278,9 +278,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     settings = dict(model=str(args.model), judge=str(args.judge), samples=args.samples, seed=args.seed)
     if len(rows) > 1:
-        report = settings | dict(strength=args.strength, rows=rows, restyle=restyled)
+        report = settings | dict(strength=args.strength, rows=rows)
         write_text(args.out / "steering.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
         plot(rows, args.out / "steering.png")
+        report = dict(settings, poems=len(test), strength=args.restyle_strength, keep=KEEP_BONUS, restyle=restyled)
+        write_text(args.out / "restyle.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     if "keywords" in args.only:
         report = settings | dict(keywords=keyword_rows(model, judge, args, decoding))
         write_text(args.out / "keywords.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
