@@ -66,6 +66,18 @@ def test_resampling_reaches_the_tilted_density(strength):
     assert abs(z[:, 1].std().item() - 1) < 0.05  # the orthogonal direction keeps the prior's spread
 
 
+def test_resampling_in_chunks_draws_as_many_candidates_and_keeps_n(monkeypatch):
+    import textvae.steering as steering_module
+    monkeypatch.setattr(steering_module, "CANDIDATE_CHUNK", 100)  # 100 candidates a chunk: 10 codes of 10 each
+    drawn = []
+
+    def draw(m):
+        drawn.append(m)
+        return torch.randn(m, 2, dtype=torch.float64)
+    z = tilted_codes(toy_model(), 25, {"theme": 0}, Steering(theme="a", candidates=10), draw)
+    assert z.shape == (25, 2) and drawn == [100, 100, 50]
+
+
 def test_langevin_steps_reach_the_tilted_density_from_the_prior():
     torch.manual_seed(0)
     model = toy_model()

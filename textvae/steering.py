@@ -21,6 +21,7 @@ from textvae.latent_stats import posterior_means
 from textvae.vae import TextVAE
 
 MAX_STRENGTH = 100.0
+CANDIDATE_CHUNK = 1 << 18  # candidates drawn at once (256 MB of codes at D = 256)
 RESTYLE_STRENGTH = 30.0  # restyle's default: a poem's own code holds it fast, so it takes a stronger pull
 
 
@@ -76,11 +77,17 @@ def fit_attributes(model: TextVAE, dataset, max_points: int | None = None, progr
 
 def tilted_codes(model: TextVAE, n: int, wanted: dict[str, int], steering: Steering, draw) -> torch.Tensor:
     """n codes (n, D) from p(z) p(y|z)^s: `draw(m)` gives m prior codes; K = steering.candidates of them per code
-    are weighted by p(y|z)^s and n kept without replacement."""
-    z = draw(n * steering.candidates)  # (n K, D)
-    log_weight = steering.strength * model.attributes.log_prob(z, wanted)  # (n K,)
-    gumbel = -torch.empty_like(log_weight).exponential_().log()
-    return z[(log_weight + gumbel).topk(n).indices]
+    are weighted by p(y|z)^s and the codes kept without replacement, in chunks of at most CANDIDATE_CHUNK
+    candidates so that memory stays bounded whatever n is."""
+    per_chunk = max(1, CANDIDATE_CHUNK // steering.candidates)
+    kept = []
+    for start in range(0, n, per_chunk):
+        m = min(per_chunk, n - start)
+        z = draw(m * steering.candidates)  # (m K, D)
+        log_weight = steering.strength * model.attributes.log_prob(z, wanted)  # (m K,)
+        gumbel = -torch.empty_like(log_weight).exponential_().log()
+        kept.append(z[(log_weight + gumbel).topk(m).indices])
+    return torch.cat(kept)
 
 
 def langevin(model: TextVAE, z: torch.Tensor, wanted: dict[str, int], strength: float, log_prior, steps: int,
