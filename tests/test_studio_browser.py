@@ -64,6 +64,15 @@ def wait_for(browser, css: str, count: int):
     return browser.find_elements(By.CSS_SELECTOR, css)
 
 
+def type_into(browser, **values: str) -> None:
+    """Replace the text of each field (by id) with its value."""
+    from selenium.webdriver.common.by import By
+    for field, value in values.items():
+        box = browser.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value)
+
+
 def test_write_a_rhymed_5x4_poem_then_interpolate(browser, server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -87,10 +96,7 @@ def test_write_a_rhymed_5x4_poem_then_interpolate(browser, server):
     assert not browser.find_element(By.ID, "error").is_displayed()
 
     browser.find_element(By.CSS_SELECTOR, '.tab[data-tab="interpolate"]').click()
-    for field, text in (("poem-a", POEMS[0]), ("poem-b", POEMS[1])):
-        box = browser.find_element(By.ID, field)
-        box.clear()
-        box.send_keys(text)
+    type_into(browser, **{"poem-a": POEMS[0], "poem-b": POEMS[1]})
     steps = browser.find_element(By.ID, "steps")
     steps.clear()
     steps.send_keys("4")
@@ -121,10 +127,7 @@ def test_write_with_a_theme_and_a_keyword(browser, server):
     choose(browser, "theme", "moon")
     choose(browser, "form", "5x4")
     browser.find_element(By.ID, "keywords").send_keys("江")
-    for field, value in (("count", "3"), ("seed", "5")):
-        box = browser.find_element(By.ID, field)
-        box.clear()
-        box.send_keys(value)
+    type_into(browser, count="3", seed="5")
     browser.find_element(By.ID, "write-button").click()
     wait_for(browser, "#poems .poem", 3)
     shown = poem_texts(browser, "#poems .poem")
@@ -212,10 +215,7 @@ def test_the_script_switch_writes_the_same_poems_in_simplified_characters(browse
     fresh_page(browser, server.url)
     choose(browser, "script", "simplified")
     choose(browser, "form", "5x4")
-    for field, value in (("count", "4"), ("seed", "11")):
-        box = browser.find_element(By.ID, field)
-        box.clear()
-        box.send_keys(value)
+    type_into(browser, count="4", seed="11")
     browser.find_element(By.ID, "write-button").click()
     wait_for(browser, "#poems .poem", 4)
     shown = poem_texts(browser, "#poems .poem")

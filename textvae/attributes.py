@@ -13,6 +13,7 @@ small), checksummed with it. Shapes: N codes, D latent, C classes.
 
 import difflib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from textvae.data import seeded_subset
 from textvae.errors import TextVAEError
 
 MIN_POEMS = 200  # a poet needs this many training poems to be an author class
@@ -137,11 +139,8 @@ def _fit_one(x: torch.Tensor, y: torch.Tensor, classes: int, multi: bool, l2: fl
 
 
 def commonest_chars(records: list[dict]) -> tuple[str, ...]:
-    counts = {}
-    for r in records:
-        for c in r["text"]:
-            if "\u4e00" <= c <= "\u9fff":
-                counts[c] = counts.get(c, 0) + 1
+    """The CHAR_CLASSES commonest characters of the poems' texts (in the CJK unified block), ties by code point."""
+    counts = Counter(c for r in records for c in r["text"] if "\u4e00" <= c <= "\u9fff")
     return tuple(sorted(counts, key=lambda c: (-counts[c], c))[:CHAR_CLASSES])
 
 
@@ -167,12 +166,10 @@ def fit(means: torch.Tensor, records: list[dict], *, l2: float = 1e-4, steps: in
     dynasty, title and text)."""
     loc, scale = means.mean(dim=0), means.std(dim=0).clamp_min(1e-6)
     x = ((means - loc) / scale).float()
-    counts = {}
-    for r in records:
-        counts[r["author"]] = counts.get(r["author"], 0) + 1
+    counts = Counter(r["author"] for r in records)
     classes = {"author": authors_of(counts), "era": tuple(sorted({r["dynasty"] for r in records})),
                "theme": tuple(THEMES), "char": commonest_chars(records)}
-    some = torch.randperm(len(records), generator=torch.Generator().manual_seed(0))[:CHAR_POINTS].sort().values
+    some = torch.tensor(seeded_subset(len(records), CHAR_POINTS, seed=0))
     classifiers = {}
     for kind in KINDS:
         rows = some if kind == "char" else torch.arange(len(records))

@@ -22,7 +22,7 @@ from textvae.checkpoint import WEIGHT_DTYPES, is_saved_model, read_run_config
 from textvae.presets import DEFAULT as DEFAULT_PRESET
 from textvae.presets import PRESETS
 from textvae.train import TrainConfig, train
-from textvae.vae import FAMILIES, VAEConfig, knob_owners, override
+from textvae.vae import VAEConfig, knob_owners, override, settings_class
 
 
 def _print_counts(parsed: corpus.Corpus, table: dict[str, dict[str, int]] | None) -> None:
@@ -181,15 +181,6 @@ def _add_dataclass_flags(parser, cls, skip=(), title: str | None = None) -> None
             _add_flag(group, f.name, f.default, helps[f.name])
 
 
-def _settings_classes() -> dict[type, list[str]]:
-    """Every kind's settings dataclass, with the kinds that use it ("bn posterior", ...)."""
-    classes = {}
-    for family, registry in FAMILIES.items():
-        for kind, cls in registry.items():
-            classes.setdefault(cls.settings, []).append(f"{kind} {family.replace('_', ' ')}")
-    return classes
-
-
 _SHARED_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(VAEConfig)
                              if f.name != "vocab_size" and not f.name.endswith("_settings"))
 
@@ -202,10 +193,10 @@ def _add_model_flags(parser) -> None:
         _add_flag(group, name, getattr(VAEConfig, name), helps[name])
     group = parser.add_argument_group("model kinds", "settings of one kind of encoder, posterior, decoder or output "
                                                      "layer each: giving one for another kind is an error")
-    for cls, users in _settings_classes().items():
-        helps = help_of(cls)
-        for f in dataclasses.fields(cls):
-            _add_flag(group, f.name, f.default, f"{' / '.join(users)}: {helps[f.name]}")
+    for name, owners in knob_owners().items():
+        cls = settings_class(*owners[0])
+        users = " / ".join(f"{kind} {family.replace('_', ' ')}" for family, kind in owners)
+        _add_flag(group, name, getattr(cls, name), f"{users}: {help_of(cls)[name]}")
 
 
 def _flags_set(args, cls) -> dict:

@@ -197,6 +197,13 @@ def warn_if_cut(sequences: list[list[int]], max_len: int, what: str) -> int:
     return cut
 
 
+def seeded_subset(count: int, n: int, seed: int) -> list[int]:
+    """The sorted indices of a seeded n of `count` items; all of them where n >= count."""
+    if count <= n:
+        return list(range(count))
+    return sorted(torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n].tolist())
+
+
 def token_ids(split: Dataset) -> list[list[int]]:
     """The `ids` column as Python lists, read column-wise through Arrow (much faster than row access)."""
     return split.select_columns(["ids"]).to_dict()["ids"]

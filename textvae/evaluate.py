@@ -113,7 +113,7 @@ def fit_prior(model: TextVAE, dataset: DatasetDict, kind: str = "gmm", *, fit_on
     each poem's posterior mean, or draws z ~ q(z|x) (textvae.priors.fitting). On a poem dataset the prior also
     learns p(z | form), which `sample --form` uses. Options are the kind's own."""
     _check_prior_fit(model, dataset, kind, fit_on)
-    picked = _subsample(list(range(len(dataset["train"]))), max_points, seed)
+    picked = data.seeded_subset(len(dataset["train"]), max_points, seed)
     classes = (*FORMS, "other") if "lines" in dataset["train"].column_names else ()
     points = []
     for split in (dataset["train"].select(picked), dataset["validation"]):
@@ -158,10 +158,7 @@ def text_report(texts: list[str], train_texts: set[str], train_lines: set[str] |
 
 
 def _subsample(items: list, n: int, seed: int) -> list:
-    if len(items) <= n:
-        return items
-    pick = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:n]
-    return [items[i] for i in sorted(pick.tolist())]
+    return [items[i] for i in data.seeded_subset(len(items), n, seed)]
 
 # -----------------------------------------------------------------------------
 # the whole evaluation
@@ -183,7 +180,7 @@ def select_split(dataset: DatasetDict, config: EvalConfig):
     split = dataset[config.split]
     if config.max_examples and config.max_examples < len(split):
         # flatten_indices: the Arrow table (`.data`, read column-wise below) then holds only the selection
-        split = split.select(_subsample(list(range(len(split))), config.max_examples, config.seed)).flatten_indices()
+        split = split.select(data.seeded_subset(len(split), config.max_examples, config.seed)).flatten_indices()
     if len(split) < 2:
         raise TextVAEError(f"the {config.split} split has {len(split)} examples; evaluation needs at least 2")
     return split

@@ -64,9 +64,8 @@ def fit_attributes(model: TextVAE, dataset, max_points: int | None = None, progr
         raise TextVAEError(f"attribute models need poems labelled with author, dynasty and title; this dataset "
                            f"lacks {', '.join(sorted(missing))} (prepare it with `textvae prepare poems`)")
     train = dataset["train"]
-    if max_points is not None and max_points < len(train):  # a seeded subset: the split is ordered by dynasty
-        train = train.select(sorted(torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[
-            :max_points].tolist()))
+    if max_points is not None:  # a seeded subset, not the first poems: the split is ordered by dynasty
+        train = train.select(data.seeded_subset(len(train), max_points, seed=0))
     columns = ["author", "dynasty", "title", "text"]
     means = posterior_means(model, data.token_ids(train), progress=progress)
     model.attributes = attributes.fit(means, train.select_columns(columns).to_list(), progress=progress)

@@ -44,14 +44,21 @@ class Keywords:
         forms = [verse.form] if verse.form else list(FORMS)
         starts = (0, 1) if verse.meter else (None,)
         self.fitting = True  # also where no rule asks it: tones that fit the regular patterns, no rhyme place
+        self._memoise()
         self.usable = self._usable(forms, starts)
         if not any(self.usable.values()) and not (verse.meter and verse.rhyme is not None):
             self.fitting = False  # the words fit no regular place: only the rules asked for bind them
-            for cached in (Keywords._places, Keywords._can_start, Keywords._fits):
-                cached.cache_clear()
+            self._memoise()
             self.usable = self._usable(forms, starts)
         if not any(self.usable.values()):
             raise TextVAEError(self._impossible(forms))
+
+    def _memoise(self) -> None:
+        """Fresh memo tables of this object's place search, whose answers depend on `fitting` (kept per object,
+        so that they go with it)."""
+        self._places = functools.cache(self._list_places)
+        self._can_start = functools.cache(self._word_fits_at)
+        self._fits = functools.cache(self._words_fit_from)
 
     def _usable(self, forms: list[str], starts: tuple) -> dict:
         return {(f, s): self._fits(f, s, frozenset(range(len(self.words))), 0) for f in forms for s in starts}
@@ -88,8 +95,7 @@ class Keywords:
 
     # -- where a word may go ------------------------------------------------------------------------------
 
-    @functools.lru_cache(maxsize=None)
-    def _places(self, form: str, start: int | None) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+    def _list_places(self, form: str, start: int | None) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
         """Every character place of the form in reading order, as (line, col, the tone index a character there
         must have under each pattern the word may follow: the meter start's, or while fitting either start's;
         (0,) for any)."""
@@ -102,8 +108,7 @@ class Keywords:
                 places.append((line, col, tones))
         return tuple(places)
 
-    @functools.lru_cache(maxsize=None)
-    def _can_start(self, form: str, start: int | None, w: int, p: int) -> bool:
+    def _word_fits_at(self, form: str, start: int | None, w: int, p: int) -> bool:
         """Whether word w may occupy the places p, p + 1, ... of the form."""
         chars = int(form.split("x")[0])
         places, word = self._places(form, start), self.words[w]
@@ -116,8 +121,7 @@ class Keywords:
         patterns = zip(*(places[p + k][2] for k in range(len(word))))  # each pattern's tones over the word
         return any(all(masks[tone, i] for tone, i in zip(tones, word)) for tones in patterns)
 
-    @functools.lru_cache(maxsize=None)
-    def _fits(self, form: str, start: int | None, left: frozenset, p: int) -> bool:
+    def _words_fit_from(self, form: str, start: int | None, left: frozenset, p: int) -> bool:
         """Whether the words `left` can still be placed from place p on."""
         if not left:
             return True
@@ -173,24 +177,22 @@ class Keywords:
     def bias(self, t: int, state: dict) -> torch.Tensor:
         inner = self.verse.bias(t, self._inner(state))
         at_char = self._at_character(t, state)
-        rows = [b for b in range(len(at_char)) if at_char[b]]
-        choices = {b: self._allowed(state, b) for b in rows}
+        choices = {b: self._allowed(state, b) for b in at_char.nonzero()[:, 0].tolist()}
         choices = {b: c for b, c in choices.items() if c[0]}
         if not choices:
             return inner
-        bias = inner.expand(len(at_char), -1).clone() if inner.dim() == 1 else inner.clone()
-        for b, (ids, must) in choices.items():
-            mask = torch.zeros(bias.size(1), dtype=torch.bool, device=self.device)
-            mask[list(ids)] = True
-            kept = mask & (bias[b] == 0)
-            if not must:  # the words may wait: their first characters are only made likelier
-                bias[b] += self.boost * kept
-                continue
-            if not kept.any():  # the verse's rules give way to the word, which is guaranteed
-                self.relaxed["keyword"] += 1
-                kept = mask
-            bias[b] = _bias(kept)
-        return bias
+        bias = inner.expand(len(at_char), -1) if inner.dim() == 1 else inner
+        words = torch.zeros(bias.shape, dtype=torch.bool, device=self.device)  # (B, V) the word tokens of each row
+        pairs = [(b, i) for b, (ids, _) in choices.items() for i in ids]
+        words[[b for b, _ in pairs], [i for _, i in pairs]] = True
+        must = torch.zeros(len(at_char), dtype=torch.bool, device=self.device)
+        must[[b for b, (_, forced) in choices.items() if forced]] = True
+        kept = words & (bias == 0)
+        give_way = must & ~kept.any(dim=-1)  # the verse's rules give way to the word, which is guaranteed
+        self.relaxed["keyword"] += int(give_way.sum())
+        kept = torch.where(give_way[:, None], words, kept)
+        # rows that must start or go on with a word write only its tokens; the others find them likelier
+        return torch.where(must[:, None], _bias(kept), bias + self.boost * kept)
 
     def _allowed(self, state: dict, b: int) -> tuple[set[int], bool]:
         """The keyword tokens row b may write at its next character place, and whether it must write one."""
