@@ -108,3 +108,9 @@ def test_the_keyword_boost_leaves_rows_free_to_write_before_the_deadline(model):
     month = model.tokenizer.piece_to_id("月")
     assert torch.all(bias[:, month] == constraint.boost)
     assert int((bias == 0).sum()) > 2  # other characters stay allowed: nothing is forced at the start
+
+
+def test_no_rule_is_reported_as_given_way_when_none_did(model):
+    constraint = constraint_for(model.tokenizer, "5x4", keywords="月,山", meter=True, rhyme=True)
+    sample(model, 8, constraint=constraint, seed=0, decoding=Decoding(strategy="sample"))
+    assert "keyword" not in constraint.relaxed  # the CLI warns about every rule named there

@@ -189,7 +189,8 @@ class Keywords:
         must[[b for b, (_, forced) in choices.items() if forced]] = True
         kept = words & (bias == 0)
         give_way = must & ~kept.any(dim=-1)  # the verse's rules give way to the word, which is guaranteed
-        self.relaxed["keyword"] += int(give_way.sum())
+        if give_way.any():
+            self.relaxed["keyword"] += int(give_way.sum())
         kept = torch.where(give_way[:, None], words, kept)
         # rows that must start or go on with a word write only its tokens; the others find them likelier
         return torch.where(must[:, None], _bias(kept), bias + self.boost * kept)
