@@ -71,24 +71,6 @@ def assert_poem(text, form, tok):
 # strategies
 
 
-def test_sampler_matches_the_distribution_and_never_draws_a_masked_token():
-    torch.manual_seed(0)
-    probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
-    draws = generate._inverse_cdf(probs.expand(40000, -1).clone())
-    freq = torch.bincount(draws, minlength=5) / draws.numel()
-    assert freq[1] == freq[4] == 0
-    assert torch.allclose(freq, probs, atol=0.01)
-
-
-def test_top_k_and_top_p_keep_what_a_direct_implementation_keeps():
-    logits = torch.log(torch.tensor([[0.05, 0.4, 0.1, 0.3, 0.15]]))
-    kept = lambda out: set(torch.isfinite(out[0]).nonzero()[:, 0].tolist())  # noqa: E731
-    assert kept(generate._filter_top_k_top_p(logits, 2, 1.0)) == {1, 3}
-    assert kept(generate._filter_top_k_top_p(logits, 0, 0.7)) == {1, 3}  # 0.4 + 0.3 reaches 0.7
-    assert kept(generate._filter_top_k_top_p(logits, 0, 0.71)) == {1, 3, 4}
-    assert kept(generate._filter_top_k_top_p(logits, 0, 0.01)) == {1}  # the top token always stays
-
-
 def modes(model, texts):
     """Posterior modes: latents the trained model decodes with clear margins (no near-ties to flip)."""
     ids, mask = pad_batch(model.tokenizer.encode_batch(texts))

@@ -172,7 +172,7 @@ def test_every_constraint_follows_the_protocol(tok, make):
     assert isinstance(constraint, Constraint) and isinstance(constraint.for_text(POEMS[0]), Constraint)
     state = constraint.init_state(3)
     for t in range(2):  # one pass through what a decoding loop calls, the bias of every row a (V,) mask
-        assert constraint.bias(t, state).shape[-1] == tok.vocab_size
+        assert constraint.bias(t, state).dense().shape[-1] == tok.vocab_size
         tokens = torch.full((3,), constraint.forced(t, state) or tok.piece_to_id("春"))
         state = constraint.reorder_state(constraint.update(t, tokens, state), torch.tensor([2, 0, 1]))
 
@@ -274,3 +274,24 @@ def test_a_vocabulary_without_level_characters_relaxes_the_meter_and_never_crash
     for text in generate.sample(tiny(tok), 8, constraint=constraint, seed=0):
         assert_poem(text, "5x4", tok)
     assert constraint.relaxed["meter"] > 0 and constraint.relaxed["rhyme"] > 0
+
+
+@pytest.mark.parametrize("options", [dict(rhyme="auto", meter=True), dict(form="7x4", rhyme="random"),
+                                     dict(acrostic="春花秋月", meter=True)])
+def test_each_rows_bias_is_the_bias_it_has_alone(tok, options):
+    """The bias table and its row index (shared rows, rhyme rows of their own) give every row of a batch the
+    allowed set it would have decoding alone, at every step of poems written from the allowed tokens."""
+    constraint, rows = Verse(tok, **options), 6
+    torch.manual_seed(0)
+    state = constraint.init_state(rows)
+    for t in range(constraint.steps):
+        forced = constraint.forced(t, state)
+        bias = constraint.bias(t, state).dense().expand(rows, -1)
+        for b in range(rows):
+            alone = constraint.bias(t, constraint.reorder_state(state, torch.tensor([b]))).dense()
+            assert torch.equal(bias[b:b + 1], alone)
+        if forced is not None:
+            tokens = torch.full((rows,), forced)
+        else:
+            tokens = torch.multinomial(torch.isfinite(bias).float(), 1)[:, 0]
+        state = constraint.update(t, tokens, state)  # rows that wrote EOS go on writing it

@@ -200,7 +200,7 @@ def test_the_anchor_raises_the_poem_s_own_character_at_its_place_and_keeps_every
     anchored = Anchored(verse, model.tokenizer.encode(poem), 1.5)
     state = anchored.init_state(1)
     for t, token in enumerate(model.tokenizer.encode(poem)[:5]):
-        plain, raised = verse.bias(t, state).reshape(-1), anchored.bias(t, state).reshape(-1)
+        plain, raised = verse.bias(t, state).dense().reshape(-1), anchored.bias(t, state).dense().reshape(-1)
         moved = (raised != plain).nonzero()[:, 0].tolist()
         assert moved in ([token], []) and (not moved or raised[token] == plain[token] + 1.5)
         assert torch.equal(torch.isinf(raised), torch.isinf(plain))  # a forbidden token stays forbidden

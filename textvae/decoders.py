@@ -335,8 +335,12 @@ class GRUDecoder(nn.Module):
         out, h = self.rnn(self._inputs(state.z, ids_t[:, None], position, reads), state.h)  # (B, 1, H)
         return out[:, 0], state._replace(h=h, where=where, t=state.t + 1)
 
+    def output_features(self, features):
+        """What the output layer reads of advance's features (B, H)."""
+        return self.drop(features)
+
     def output(self, features):
-        return self.lm_head(self.drop(features))  # (B, V)
+        return self.lm_head(self.output_features(features))  # (B, V)
 
     def step(self, ids_t, state: RecurrentState) -> tuple[torch.Tensor, RecurrentState]:
         features, state = self.advance(ids_t, state)
@@ -536,8 +540,12 @@ class TransformerDecoder(nn.Module):
             kv.append(layer_kv)
         return x[:, 0], state._replace(kv=kv, pos=pos + 1)
 
+    def output_features(self, features):
+        """What the output layer reads of advance's features (B, C)."""
+        return self.ln_f(features)
+
     def output(self, features):
-        return self.lm_head(self.ln_f(features))  # (B, V)
+        return self.lm_head(self.output_features(features))  # (B, V)
 
     def step(self, ids_t, state: TransformerState) -> tuple[torch.Tensor, TransformerState]:
         features, state = self.advance(ids_t, state)

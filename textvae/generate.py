@@ -25,12 +25,13 @@ from textvae import priors
 from textvae.data import pad_batch
 from textvae.errors import TextVAEError
 from textvae.fields import check_choice, check_float, check_int, setting
-from textvae.poetry import (FORMS, Constraint, ConstraintState, Verse, check_script, find_group, form_of, in_script,
-                            is_verse_vocabulary, join_lines, split_lines, to_model_script)
+from textvae.poetry import (FORMS, Bias, Constraint, ConstraintState, Verse, check_script, find_group, form_of,
+                            in_script, is_verse_vocabulary, join_lines, split_lines, to_model_script)
 from textvae.poetry.keywords import Keywords
 from textvae.poetry.keywords import parse as parse_keywords
 from textvae.posteriors import slerp
 from textvae.precision import DTYPES, PRECISION_HELP, check_precision, resolve_precision
+from textvae.sampling import choose
 from textvae.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, WordTokenizer
 from textvae.steering import Steering, langevin, restyled_code, tilted_codes
 from textvae.vae import TextVAE
@@ -100,10 +101,10 @@ class FreeText:
 
     def __init__(self, tokenizer: Tokenizer, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
-        self.banned = torch.zeros(tokenizer.vocab_size, device=self.device)
-        self.banned[[PAD_ID, BOS_ID, UNK_ID]] = _NEG_INF
+        self.banned = torch.zeros(1, tokenizer.vocab_size, device=self.device)
+        self.banned[:, [PAD_ID, BOS_ID, UNK_ID]] = _NEG_INF
         self.banned_first = self.banned.clone()
-        self.banned_first[EOS_ID] = _NEG_INF
+        self.banned_first[:, EOS_ID] = _NEG_INF
 
     def init_state(self, batch_size: int) -> None:
         return None
@@ -111,8 +112,8 @@ class FreeText:
     def forced(self, t: int, state: ConstraintState) -> None:
         return None
 
-    def bias(self, t: int, state: ConstraintState) -> torch.Tensor:
-        return self.banned_first if t == 0 else self.banned
+    def bias(self, t: int, state: ConstraintState) -> Bias:
+        return Bias(self.banned_first if t == 0 else self.banned)
 
     def update(self, t: int, tokens: torch.Tensor, state: ConstraintState) -> None:
         return None
@@ -139,13 +140,10 @@ class Anchored:
     def forced(self, t: int, state: ConstraintState) -> int | None:
         return self.inner.forced(t, state)
 
-    def bias(self, t: int, state: ConstraintState) -> torch.Tensor:
+    def bias(self, t: int, state: ConstraintState) -> Bias:
         bias = self.inner.bias(t, state)
-        if t >= len(self.anchor):
-            return bias
-        bias = bias.clone()
-        bias[..., self.anchor[t]] += self.bonus  # -inf stays -inf: a rule the anchor breaks still holds
-        return bias
+        # -inf stays -inf: a rule the anchor breaks still holds
+        return bias.shift(self.anchor[t], self.bonus) if t < len(self.anchor) else bias
 
     def update(self, t: int, tokens: torch.Tensor, state: ConstraintState) -> ConstraintState:
         return self.inner.update(t, tokens, state)
@@ -202,49 +200,9 @@ def constraint_for(tokenizer: Tokenizer, form: str | None = None, acrostic: str 
 # strategies and decoding loops
 
 
-def _draw(weights: torch.Tensor) -> torch.Tensor:
-    """One index per row of (B, N) nonnegative weights by inverse CDF, from one uniform each."""
-    cdf = weights.cumsum(dim=-1)
-    total = cdf[:, -1:]
-    # u < total strictly, so the first cdf entry above u exists, and its weight is > 0
-    u = (torch.rand_like(total) * total).minimum(total.nextafter(torch.zeros_like(total)))
-    return torch.searchsorted(cdf, u, right=True)[:, 0]
-
-
-def _inverse_cdf(probs: torch.Tensor, block: int = 64) -> torch.Tensor:
-    """One draw per row of (B, V) unnormalised probabilities: a block of `block` tokens by its mass, then
-    a token within it. Exact, and on CPU about 10x cheaper than torch.multinomial or Gumbel noise over the
-    vocabulary; the two levels replace a sequential V-long cumsum by a vectorised sum."""
-    B, V = probs.shape
-    blocks = (F.pad(probs, (0, -V % block)) if V % block else probs).view(B, -1, block)  # padding: p = 0
-    first = _draw(blocks.sum(dim=-1))  # (B,)
-    return first * block + _draw(blocks[torch.arange(B, device=probs.device), first])
-
-
-def _filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    if top_k:
-        kth = logits.topk(min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, _NEG_INF)
-    if top_p < 1:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        drop = probs.cumsum(dim=-1) - probs >= top_p  # the tokens before these already hold top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), _NEG_INF)
-    return logits
-
-
-def _choose(logits: torch.Tensor, decoding: Decoding) -> torch.Tensor:
-    """(B, V) masked logits -> (B,) next tokens, greedily or by sampling."""
-    if decoding.strategy == "greedy":
-        return logits.max(dim=-1).indices  # several times faster than argmax on CPU, bf16 especially
-    if decoding.temperature != 1 or decoding.top_k or decoding.top_p < 1:
-        logits = _filter_top_k_top_p(logits / decoding.temperature, decoding.top_k, decoding.top_p)
-    return _inverse_cdf(torch.softmax(logits, dim=-1))
-
-
-def _masked(t: int, logits: torch.Tensor, constraint: Constraint, state: ConstraintState) -> torch.Tensor:
-    """fp32 logits with the disallowed tokens at -inf."""
-    return logits + constraint.bias(t, state)
+def _shaping(decoding: Decoding) -> dict:
+    return dict(strategy=decoding.strategy, temperature=decoding.temperature, top_k=decoding.top_k,
+                top_p=decoding.top_p)
 
 
 def _decode_stepwise(decoder, z, batch_size: int, steps: int, decoding: Decoding,
@@ -261,7 +219,8 @@ def _decode_stepwise(decoder, z, batch_size: int, steps: int, decoding: Decoding
         if forced is not None:  # no output layer where the constraint fixes the token
             tokens = torch.full_like(tokens, forced)
         else:
-            tokens = _choose(_masked(t, decoder.output(features), constraint, track), decoding)
+            tokens = choose(decoder.lm_head, decoder.output_features(features), constraint.bias(t, track),
+                            **_shaping(decoding))
         track = constraint.update(t, tokens, track)
         out[rows, t] = tokens
         done = tokens == EOS_ID
@@ -295,7 +254,7 @@ def _decode_beam(decoder, z, batch_size: int, steps: int, width: int, constraint
             logp = torch.full(logits.shape, _NEG_INF, device=device)
             logp[:, forced] = 0
         else:
-            logp = F.log_softmax(_masked(t, logits, constraint, track), dim=-1)  # (B K, V)
+            logp = F.log_softmax(logits + constraint.bias(t, track).dense(), dim=-1)  # (B K, V)
         logp[finished] = _NEG_INF
         logp[finished, PAD_ID] = 0
         scores, flat = (scores.view(-1, 1) + logp).view(B, -1).topk(K, dim=-1)  # (B, K) over K * V candidates

@@ -10,7 +10,7 @@ kinds.
 import functools
 import warnings
 from collections import Counter
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 
@@ -36,6 +36,33 @@ CORPUS_FORMS = {"5x4": 17_269, "7x4": 83_461, "5x8": 60_800, "7x8": 68_781}
 ConstraintState = dict[str, torch.Tensor] | None  # per-row tensors, each (B, ...); None for a stateless one
 
 
+class Bias(NamedTuple):
+    """The logit bias of one step for B rows, each distinct row stored once: row b's (V,) bias is
+    table[index[b]]; without an index, table[b], or table[0] for every row when the table has one row. Rows
+    sharing a bias share its statistics (the band-first draw of textvae.sampling reads them per table row)."""
+
+    table: torch.Tensor  # (M, V) fp32: 0 where a token is allowed, -inf where not, other values add nats
+    index: torch.Tensor | None = None  # (B,) long
+
+    def dense(self) -> torch.Tensor:
+        """(B, V), or (1, V) where one row serves every row: the bias to add to logits."""
+        return self.table if self.index is None else self.table[self.index]
+
+    def row_index(self, batch_size: int) -> torch.Tensor:
+        """(B,) the table row of each row."""
+        if self.index is not None:
+            return self.index
+        if len(self.table) == 1:
+            return torch.zeros(batch_size, dtype=torch.long, device=self.table.device)
+        return torch.arange(batch_size, device=self.table.device)
+
+    def shift(self, column: int, nats: float) -> "Bias":
+        """The bias with `nats` added to one column of every row (-inf stays -inf)."""
+        table = self.table.clone()
+        table[:, column] += nats
+        return Bias(table, self.index)
+
+
 @runtime_checkable
 class Constraint(Protocol):
     """What the decoding loops read and call on a constraint, step t = 0, 1, ... of B rows."""
@@ -50,8 +77,8 @@ class Constraint(Protocol):
     def forced(self, t: int, state: ConstraintState) -> int | None:
         """The one token every row takes at step t (the decoder's output layer is skipped), or None."""
 
-    def bias(self, t: int, state: ConstraintState) -> torch.Tensor:
-        """(V,) or (B, V) fp32 logit bias at step t: 0 where a token is allowed, -inf elsewhere."""
+    def bias(self, t: int, state: ConstraintState) -> Bias:
+        """The logit bias of each row at step t: 0 where a token is allowed, -inf elsewhere."""
 
     def update(self, t: int, tokens: torch.Tensor, state: ConstraintState) -> ConstraintState:
         """The state after the tokens (B,) of step t are chosen."""
@@ -321,20 +348,20 @@ class Verse:
         """(B,) whether each row's next character ends an even line, where it rhymes."""
         return (slot == _CHAR) & (state["col"] == state["chars"] - 1) & (state["line"] % 2 == 1)
 
-    def bias(self, t: int, state: ConstraintState) -> torch.Tensor:
+    def bias(self, t: int, state: ConstraintState) -> Bias:
+        """Rows of the precomputed table, by slot kind and tone; a row at a rhyme position gets a row of its own."""
         if state is None:  # a fixed form without rhyme or meter: every row is at the same kind of step
-            return self.table[3 * _CHAR]
+            return Bias(self.table[3 * _CHAR, None])
         slot = self._slots(state)
         index = 3 * slot + self._tones(state, slot)  # (B,)
         if self.meter_may_relax:
             self.relaxed["meter"] += int(self.table_relaxed[index].sum())
         rows = self._at_rhyme(state, slot).nonzero()[:, 0] if self.rhyme is not None else index[:0]
-        if not rows.numel() and bool((index == index[0]).all()):
-            return self.table[index[0]]
-        bias = self.table[index]  # (B, V)
-        if rows.numel():
-            bias[rows] = _bias(self._rhyme_mask(state, rows))
-        return bias
+        if not rows.numel():
+            return Bias(self.table[index[:1]]) if bool((index == index[0]).all()) else Bias(self.table, index)
+        index = index.clone()
+        index[rows] = len(self.table) + torch.arange(len(rows), device=self.device)
+        return Bias(torch.cat([self.table, _bias(self._rhyme_mask(state, rows))]), index)
 
     def _rhyme_mask(self, state: dict, rows: torch.Tensor) -> torch.Tensor:
         """(R, V) the characters the rows at a rhyme position may take: their group, unused, of the tone."""
@@ -372,5 +399,5 @@ class Verse:
         return None if state is None else {k: v[index] for k, v in state.items()}
 
 
-__all__ = ["Constraint", "ConstraintState", "LINE_COUNTS", "LINE_LENGTHS", "RELAXATION_ORDER", "TONES", "Verse",
+__all__ = ["Bias", "Constraint", "ConstraintState", "LINE_COUNTS", "LINE_LENGTHS", "RELAXATION_ORDER", "TONES", "Verse",
            "is_verse_vocabulary", "rhyme_masks", "tone_masks"]

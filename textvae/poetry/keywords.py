@@ -19,7 +19,7 @@ import functools
 import torch
 
 from textvae.errors import TextVAEError
-from textvae.poetry.constraints import Verse, _bias, tone_masks
+from textvae.poetry.constraints import Bias, Verse, _bias, tone_masks
 from textvae.poetry.forms import FORMS
 from textvae.poetry.writing import to_model_script
 from textvae.tokenizer import UNK_ID
@@ -174,14 +174,14 @@ class Keywords:
         return torch.full_like(state["word"], (t % width) < self.verse.chars and t < self.verse.lines * width,
                                dtype=torch.bool)
 
-    def bias(self, t: int, state: dict) -> torch.Tensor:
+    def bias(self, t: int, state: dict) -> Bias:
         inner = self.verse.bias(t, self._inner(state))
         at_char = self._at_character(t, state)
         choices = {b: self._allowed(state, b) for b in at_char.nonzero()[:, 0].tolist()}
         choices = {b: c for b, c in choices.items() if c[0]}
         if not choices:
             return inner
-        bias = inner.expand(len(at_char), -1) if inner.dim() == 1 else inner
+        bias = inner.dense().expand(len(at_char), -1)  # (B, V)
         words = torch.zeros(bias.shape, dtype=torch.bool, device=self.device)  # (B, V) the word tokens of each row
         pairs = [(b, i) for b, (ids, _) in choices.items() for i in ids]
         words[[b for b, _ in pairs], [i for _, i in pairs]] = True
@@ -193,7 +193,7 @@ class Keywords:
             self.relaxed["keyword"] += int(give_way.sum())
         kept = torch.where(give_way[:, None], words, kept)
         # rows that must start or go on with a word write only its tokens; the others find them likelier
-        return torch.where(must[:, None], _bias(kept), bias + self.boost * kept)
+        return Bias(torch.where(must[:, None], _bias(kept), bias + self.boost * kept))
 
     def _allowed(self, state: dict, b: int) -> tuple[set[int], bool]:
         """The keyword tokens row b may write at its next character place, and whether it must write one."""
