@@ -1,9 +1,12 @@
 """The studio's JSON API (textvae.serve): each endpoint against the library it wraps (steered sampling and
-restyling among them), bad bodies and limits as 400s with a one-line JSON error, 20 concurrent requests against a
-real server, and `textvae serve`'s own checks."""
+restyling among them), bad bodies and limits as 400s with a one-line JSON error, concurrent unseeded samples decoded
+as one batch, 20 concurrent requests against a real server, and `textvae serve`'s own checks."""
 
 import json
 import socket
+import threading
+import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -15,7 +18,9 @@ from studio import POEMS, Server, make_model_and_data
 from textvae import generate, metrics
 from textvae.attributes import THEMES
 from textvae.cli import main
+from textvae.errors import TextVAEError
 from textvae.poetry import Verse, follows_tonal_pattern, form_of, poem_rhymes, split_lines
+from textvae.serve import batching
 from textvae.serve.app import create_app
 from textvae.steering import RESTYLE_STRENGTH, Steering
 
@@ -246,6 +251,108 @@ def test_20_concurrent_requests_give_what_20_sequential_ones_give(folders):
         assert concurrent == sequential  # seeded requests do not disturb each other
     finally:
         server.stop()
+
+
+@pytest.fixture
+def calls(monkeypatch) -> list:
+    """(n, poems) of each generate.sample call; each call also warns, naming its n."""
+    made, real = [], generate.sample
+
+    def sample(model, n, **options):
+        warnings.warn(f"a call for {n}")
+        made.append((n, real(model, n, **options)))
+        return made[-1][1]
+    monkeypatch.setattr(generate, "sample", sample)
+    return made
+
+
+def queued(client, bodies: list[dict]) -> list:
+    """The answers to `bodies` posted at once while the model lock is held, so that all of them queue; the lock
+    is let go once every unseeded one has joined a batch (the test waits on the batcher's state, not a clock)."""
+    studio, unseeded = client.app.state.studio, sum(b["n"] for b in bodies if b.get("seed") is None)
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        with studio.lock:
+            answers = [pool.submit(client.post, "/api/sample", json=body) for body in bodies]
+            deadline = time.monotonic() + 60
+            while sum(group.total for group in list(studio.batcher.pending.values())) < unseeded:
+                assert time.monotonic() < deadline, "the requests never joined a batch"
+                time.sleep(0.001)
+        return [answer.result() for answer in answers]
+
+
+def test_concurrent_unseeded_requests_are_one_call_and_each_gets_its_own_poems(client, calls):
+    ns = [1, 2, 3, 4]
+    answers = [ok(a) for a in queued(client, [dict(form="5x4", rhyme=True, temperature=0.9, n=n) for n in ns])]
+    assert [n for n, _ in calls] == [sum(ns)]
+    made = calls[0][1]
+    for n, answer in zip(ns, answers):
+        poems = answer["poems"]
+        assert len(poems) == n and answer["warnings"] == [f"a call for {sum(ns)}"] and answer["model"] == "poem"
+        assert any(made[i:i + n] == poems for i in range(len(made)))  # a slice of the one call's poems
+        assert all(form_of(split_lines(p)) == "5x4" and poem_rhymes(split_lines(p)) for p in poems), poems
+    assert sorted(p for answer in answers for p in answer["poems"]) == sorted(made)  # each poem to one member
+    assert not client.app.state.studio.batcher.pending
+
+
+def test_a_seeded_request_is_never_batched(client, calls):
+    seeded = dict(form="5x4", n=3, seed=11)
+    alone = ok(client.post("/api/sample", json=seeded))["poems"]
+    answers = queued(client, [dict(form="5x4", n=2), seeded, dict(form="5x4", n=2)])  # beside a batch of its form
+    assert ok(answers[1])["poems"] == alone
+    assert all(len(ok(answers[i])["poems"]) == 2 for i in (0, 2))
+    assert sorted(n for n, _ in calls) == [3, 3, 4]
+
+
+def test_different_settings_are_different_calls(client, calls):
+    bodies = [dict(form="5x4", n=2), dict(form="7x4", n=2), dict(form="5x4", n=2, temperature=0.5),
+              dict(form="5x4", n=2, model="plain")]
+    answers = [ok(a) for a in queued(client, bodies)]
+    assert [n for n, _ in calls] == [2, 2, 2, 2]
+    assert [form_of(split_lines(a["poems"][0])) for a in answers] == ["5x4", "7x4", "5x4", "5x4"]
+    assert [a["model"] for a in answers] == ["poem", "poem", "poem", "plain"]
+
+
+@pytest.mark.parametrize("error, status", [(TextVAEError("the decoder broke"), 400),
+                                           (RuntimeError("the decoder broke"), 500)])
+def test_an_error_in_a_batch_reaches_every_member(client, monkeypatch, error, status):
+    real = generate.sample
+
+    def once(model, n, **options):
+        monkeypatch.setattr(generate, "sample", real)
+        raise error
+    monkeypatch.setattr(generate, "sample", once)
+    answers = queued(TestClient(client.app, raise_server_exceptions=False), [dict(n=n) for n in (1, 2, 3)])
+    assert [a.status_code for a in answers] == [status] * 3
+    assert all("the decoder broke" in a.json()["error"] for a in answers)
+    assert len(ok(client.post("/api/sample", json=dict(n=2)))["poems"]) == 2  # the next batch is unharmed
+
+
+def test_a_leader_waits_for_company_only_when_the_studio_is_busy(client, monkeypatch):
+    batcher, now, waited = client.app.state.studio.batcher, [1000.0], []
+    monkeypatch.setattr(batcher, "clock", lambda: now[0])
+    monkeypatch.setattr(batcher, "_gather", waited.append)
+    monkeypatch.setattr(batcher, "finished", float("-inf"))  # an idle studio
+    ok(client.post("/api/sample", json=dict(n=1)))
+    ok(client.post("/api/sample", json=dict(n=1)))  # one client sending request after request
+    assert waited == []
+    queued(client, [dict(n=1), dict(n=1)])  # a batch of two requests, just finished
+    assert waited == []
+    ok(client.post("/api/sample", json=dict(n=1)))
+    assert len(waited) == 1  # under load: the clients just answered may join
+    queued(client, [dict(n=1), dict(n=1)])  # after a batch of one: no wait
+    now[0] += 2 * batching.BUSY  # no batch for longer than BUSY: idle again
+    ok(client.post("/api/sample", json=dict(n=1)))
+    assert len(waited) == 1
+
+
+def test_gathering_ends_once_the_group_is_as_large_as_the_last_batch(monkeypatch):
+    batcher = batching.SampleBatcher(threading.Lock())
+    batcher.served = 2
+    full, short = batching._Group(members=2), batching._Group(members=1)
+    monkeypatch.setattr(batching, "GATHER", 600.0)
+    assert batcher._gather(full)  # at once: a wait of GATHER would stall the test for ten minutes
+    monkeypatch.setattr(batching, "GATHER", 0.001)
+    assert not batcher._gather(short)
 
 
 def fails(argv, capsys) -> str:

@@ -2,11 +2,14 @@
 
 `create_app({name: model_dir}, data_dir)` loads every model once, up front. One lock serialises the model
 calls: torch runs one request at a time, and a seeded request (which seeds the global generator inside
-`generate`) cannot interleave with another. Body fields carry the Python API's names and types
-(docs/vocabulary.md), steering's like, era, theme and strength (textvae.steering) among them, and are validated
-with limits (n ≤ 100 samples or 20 variations, steps ≤ 20, text ≤ 200 characters, strength in (0, 100]). A bad
-body, an unknown model or a TextVAEError is an HTTP 400 with {"error": message}; anything else is a 500 with a
-one-line message, never a traceback.
+`generate`) cannot interleave with another. Unseeded sample requests that arrive together with the same settings
+apart from n are decoded as one batch (textvae.serve.batching), each taking its own n poems, since a decode of
+many rows costs little more than one of a few; a seeded request is never batched, so that it gives the poems it
+gives alone. Body fields carry the Python API's names and types (docs/vocabulary.md), steering's like, era,
+theme and strength (textvae.steering) among them, and are validated with limits (n ≤ 100 samples or 20
+variations, steps ≤ 20, text ≤ 200 characters, strength in (0, 100]). A bad body, an unknown model or a
+TextVAEError is an HTTP 400 with {"error": message}; anything else is a 500 with a one-line message, never a
+traceback.
 """
 
 import json
@@ -25,6 +28,7 @@ from textvae import generate, metrics
 from textvae.errors import TextVAEError
 from textvae.poetry import in_script, to_model_script
 from textvae.serve import latent_map
+from textvae.serve.batching import SampleBatcher
 from textvae.steering import MAX_STRENGTH, RESTYLE_STRENGTH, Steering
 from textvae.vae import TextVAE
 
@@ -89,7 +93,8 @@ class ProjectBody(_Body):
 
 
 class Studio:
-    """The loaded models, their lazily built latent maps, and the lock around every model call."""
+    """The loaded models, their lazily built latent maps, the lock around every model call, and the batcher that
+    decodes concurrent unseeded sample requests under that lock."""
 
     def __init__(self, model_dirs: dict[str, Path], data_dir: Path | None):
         if not model_dirs:
@@ -97,6 +102,7 @@ class Studio:
         self.dirs = {name: Path(d) for name, d in model_dirs.items()}
         self.models = {name: generate.load_model(d) for name, d in self.dirs.items()}
         self.data_dir, self.maps, self.lock = data_dir, {}, threading.Lock()
+        self.batcher = SampleBatcher(self.lock)
 
     def model(self, name: str | None) -> tuple[str, TextVAE]:
         name = name or next(iter(self.models))
@@ -140,6 +146,15 @@ def _sample(model: TextVAE, body: SampleBody) -> dict:
     decoding = dict(strategy="sample", temperature=body.temperature, top_p=body.top_p)
     return dict(poems=generate.sample(model, body.n, constraint=constraint, prior=body.prior,
                                       steering=body.steering(), **_options(body, **decoding)))
+
+
+def _recorded(work) -> tuple[dict, list[str]]:
+    """work()'s result and the library warnings (unknown characters) it raised. Callers hold the model lock:
+    catch_warnings swaps process-wide state, so two at once would lose or mix warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = work()
+    return result, [str(w.message) for w in caught]
 
 
 def _restyle(model: TextVAE, body: RestyleBody) -> dict:
@@ -186,10 +201,9 @@ def create_app(model_dirs: dict[str, Path], data_dir: Path | None = None) -> Fas
     def call(body: _Body, work) -> dict:
         """Run `work(model, body)` under the lock, with library warnings (unknown characters) returned."""
         name, model = studio.model(body.model)
-        with studio.lock, warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = work(model, body)
-        return dict(model=name, **result, warnings=[str(w.message) for w in caught])
+        with studio.lock:
+            result, caught = _recorded(lambda: work(model, body))
+        return dict(model=name, **result, warnings=caught)
 
     @app.get("/api/models")
     def models() -> dict:
@@ -197,7 +211,17 @@ def create_app(model_dirs: dict[str, Path], data_dir: Path | None = None) -> Fas
 
     @app.post("/api/sample")
     def sample(body: SampleBody) -> dict:
-        return call(body, _sample)
+        if body.seed is not None:  # alone, so that it gives the poems it gives alone
+            return call(body, _sample)
+        name, model = studio.model(body.model)
+        settings = (name, tuple(sorted(body.model_dump(exclude={"model", "n"}).items())))
+
+        def decode(total: int) -> tuple[list[str], list[str]]:
+            result, caught = _recorded(lambda: _sample(model, body.model_copy(update=dict(n=total))))
+            return result["poems"], caught
+
+        poems, caught = studio.batcher.sample(settings, body.n, decode)
+        return dict(model=name, poems=poems, warnings=caught)
 
     @app.post("/api/reconstruct")
     def reconstruct(body: ReconstructBody) -> dict:
