@@ -180,8 +180,9 @@ def train_run(path: str, args, run_dir: Path) -> list[dict]:
     config = run_dir.parent / f"{path}.json"
     config.write_text(json.dumps(dict(model=model, train=training)))
     progress(f"{path}: textvae train, preset {PATHS[path]} ({args.steps} steps on {args.device})")
-    subprocess.run([sys.executable, "-m", "textvae", "train", "--config", str(config)], check=True,
-                   env=child_env(path), stdout=subprocess.DEVNULL)
+    # the preset too: a bare `textvae train` starts from the default preset, which --config only overrides
+    subprocess.run([sys.executable, "-m", "textvae", "train", "--preset", PATHS[path], "--config", str(config)],
+                   check=True, env=child_env(path), stdout=subprocess.DEVNULL)
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
