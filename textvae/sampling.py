@@ -97,14 +97,11 @@ def band_stats(layer: AdaptiveSoftmax, table: torch.Tensor) -> tuple[torch.Tenso
 def head_logits(layer: AdaptiveSoftmax, features: torch.Tensor, bias: Bias, top: torch.Tensor) -> torch.Tensor:
     """(B, S + N) fp32 head logits with the head tokens' bias added and each band's column raised by the largest
     bias in the band (`top` of band_stats: -inf closes it, 0 leaves p(band) where the band's bias is all 0)."""
-    S, B = layer.shortlist, len(features)
-    logits = layer.head(features).float()  # (B, S + N)
-    index = bias.row_index(B)
-    if bias.index is None and len(bias.table) == 1:  # one bias for every row: broadcast it
-        logits += torch.cat([bias.table[:, :S], top], dim=-1)
-    else:
-        logits += torch.cat([bias.table[:, :S], top], dim=-1)[index]
-    return logits
+    S = layer.shortlist
+    shift = torch.cat([bias.table[:, :S], top], dim=-1)  # (M, S + N)
+    if bias.index is not None or len(bias.table) > 1:  # else one row serves every row: broadcast it
+        shift = shift[bias.row_index(len(features))]
+    return layer.head(features).float() + shift  # (B, S + N)
 
 
 def _sample_band_first(layer: AdaptiveSoftmax, features: torch.Tensor, bias: Bias) -> torch.Tensor:
