@@ -16,7 +16,8 @@ restart it each time, and check that the finished run is bit-identical to one th
   polls the run dir and kills the moment the k-th new .last-tmp-* / .best-tmp-* folder of that process
   appears (k = 1..3); one in four waits a random part of a write's duration (measured in the reference)
   first, to reach the files and the swap. A kill counts as inside a checkpoint write when the dead process
-  left such a folder, or the .last-old-* / .best-old-* copy a swap moves aside, behind. After each kill the
+  left such a folder (after an exchange swap, it holds the old checkpoint), or the .last-old-* / .best-old-*
+  copy a two-rename swap (where the filesystem cannot exchange two names) moves aside, behind. After each kill the
   run restarts with --resume once a checkpoint exists, fresh before that; the first kill always lands in
   the fresh run's first write (best/ at the first validation), so a fresh restart is always taken.
 - check: last/ and best/ model.safetensors, trainer_state.pt (timing aside) and metrics.jsonl (tokens_per_s

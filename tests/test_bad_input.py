@@ -2,6 +2,7 @@
 line `error: ...` that names the offending value, no traceback, and, where the user's files were at
 stake, leaves them byte-identical."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,19 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_text import QUICK, TINY, prepare_corpus, train_model
 
 from textvae import data, evaluate, shipped
 from textvae.cli import build_parser, main
 from textvae.errors import TextVAEError
 from textvae.precision import PRECISION_HELP
+from textvae.tokenizer import Tokenizer
 from textvae.train import TrainConfig
 from textvae.vae import VAEConfig
 
 CHARS = "春夏秋冬山水風月花鳥雲雨"
-# a tiny Gaussian VAE with the full softmax (the default preset's adaptive bands need a larger vocabulary)
-TINY = ["--embed-dim", "16", "--encoder-hidden", "16", "--decoder-hidden", "32", "--latent-dim", "4",
-        "--max-len", "40", "--posterior", "gaussian", "--output-layer", "full"]
-QUICK = ["--max-steps", "4", "--batch-size", "8", "--eval-every", "4", "--warmup-steps", "1", "--precision", "fp32"]
 
 
 def corpus_lines(n: int = 400) -> list[str]:
@@ -35,18 +34,12 @@ def corpus_lines(n: int = 400) -> list[str]:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "corpus.txt").write_text("\n".join(corpus_lines()) + "\n")
-    main(["prepare", "text", str(root / "corpus.txt"), "--out", str(root), "--name", "tiny", "--tokenizer", "char",
-          "--vocab-size", "300"])
-    return root / "tiny"
+    return prepare_corpus(tmp_path_factory.mktemp("data"), corpus_lines())
 
 
 @pytest.fixture(scope="module")
 def model_dir(data_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "run"
-    main(["train", "--data-dir", str(data_dir), "--run-dir", str(run), *TINY, *QUICK])
-    return run / "best"
+    return train_model(data_dir, tmp_path_factory.mktemp("runs"))
 
 
 def fails(argv: list[str], capsys, *words: str) -> str:
@@ -136,8 +129,19 @@ def test_prepare_text_drops_a_huge_line_and_says_so(tmp_path, capsys):
     (tmp_path / "c.txt").write_text("春" * 200_000 + "\n" + "\n".join(corpus_lines()))
     main(["prepare", "text", str(tmp_path / "c.txt"), "--out", str(tmp_path), "--name", "x", "--tokenizer", "char"])
     assert "1  longer than 10,000 characters" in capsys.readouterr().out
-    (tmp_path / "huge.txt").write_text("春" * 200_000 + "\n")
-    fails(["prepare", "text", str(tmp_path / "huge.txt"), "--out", str(tmp_path), "--name", "y"], capsys, "empty")
+
+
+@pytest.mark.parametrize("files,words", [
+    ({"c.txt": ["春" * 12_000]}, ["1 line read", "longer than 10,000 characters (1)"]),
+    ({"a.txt": ["", "春" * 10_001], "b.txt": ["  ", ""]}, ["4 lines read", "empty line (3)", "characters (1)"]),
+])
+def test_prepare_names_the_files_that_came_out_empty_and_why(tmp_path, capsys, files, words):
+    for name, lines in files.items():
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    paths = [str(tmp_path / name) for name in files]
+    fails(["prepare", "text", *paths, "--out", str(tmp_path), "--name", "x"], capsys, ", ".join(paths),
+          "nothing left to prepare", *words)
+    assert not (tmp_path / "x").exists()
 
 
 def test_one_line_corpus_warns_of_empty_splits_and_training_refuses_it_before_step_one(tmp_path, capsys):
@@ -148,6 +152,20 @@ def test_one_line_corpus_warns_of_empty_splits_and_training_refuses_it_before_st
     fails(["train", "--data-dir", str(tmp_path / "one"), "--run-dir", str(tmp_path / "run"), *TINY, *QUICK], capsys,
           "validation split is empty")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_whose_tokenizer_was_swapped_is_refused_before_step_one(data_dir, model_dir, tmp_path, capsys):
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    smaller = Tokenizer.train([CHARS[:2]], kind="char", vocab_size=300)  # 2 of the 12 characters
+    smaller.save(copy / "tokenizer.model")
+    dataset, _ = data.load(data_dir)
+    largest = max(max(ids) for split in dataset.values() for ids in data.token_ids(split))
+    assert largest >= smaller.vocab_size  # the embedding lookup of the first step would fail
+    words = [str(copy), f"largest id {largest:,}", f"vocabulary of {smaller.vocab_size:,}", "textvae prepare"]
+    fails(["train", "--data-dir", str(copy), "--run-dir", str(tmp_path / "run"), *TINY, *QUICK], capsys, *words)
+    assert not (tmp_path / "run").exists()
+    fails(["evaluate", str(model_dir), "--data", str(copy), "-n", "0"], capsys, *words)
 
 
 @pytest.mark.parametrize("argv,words", [
@@ -407,6 +425,31 @@ def test_a_damaged_model_config_names_the_file(model_dir, tmp_path, capsys, cont
     shutil.copytree(model_dir, copy)
     (copy / "config.json").write_text(content)
     fails(["sample", str(copy)], capsys, str(copy / "config.json"), words)
+
+
+@pytest.mark.parametrize("edit,words", [
+    ({"encoder": "gcnn"}, ["missing from the weights: encoder.", "not in config.json's model: encoder.rnn."]),
+    ({"encoder_hidden": 24}, [f"encoder.rnn.weight_ih_l0 [{3 * 16}, 16] vs [{3 * 24}, 16]"]),  # a GRU's 3 gates
+])
+def test_a_config_that_does_not_describe_the_weights_is_not_called_corrupt(model_dir, tmp_path, capsys, edit, words):
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir, copy)
+    config = json.loads((copy / "config.json").read_text())  # it records the checksums of the other files only
+    (copy / "config.json").write_text(json.dumps(config | edit))
+    error = fails(["sample", str(copy)], capsys, str(copy), "config.json and model.safetensors describe different "
+                  "models", "restore the config.json", *words)
+    assert "corrupt" not in error
+
+
+def test_weights_safetensors_cannot_read_are_corrupt(model_dir, tmp_path, capsys):
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    config = json.loads((copy / "config.json").read_text())
+    config["checksums"]["model.safetensors"] = hashlib.sha256(weights.read_bytes()).hexdigest()  # past that check
+    (copy / "config.json").write_text(json.dumps(config))
+    fails(["sample", str(copy)], capsys, f"{weights} is corrupt", "Copy the whole model folder again")
 
 
 @pytest.mark.parametrize("section,field,value,owner", [("train", "lr", float("nan"), "TrainConfig"),

@@ -126,7 +126,7 @@ def test_evaluate_command_prints_a_table_and_writes_eval_json_and_plots(tmp_path
 
 def test_evaluate_command_refuses_a_dataset_with_another_tokenizer(tmp_path, tokenizer, dataset, capsys):
     other = Tokenizer.train(POEMS[:6], kind="char", vocab_size=600)
-    data.save(dataset, other, {}, tmp_path / "data")
+    data.save(dataset.map(lambda row: dict(ids=other.encode(row["text"]))), other, {}, tmp_path / "data")
     tiny(tokenizer).save_pretrained(tmp_path / "model")
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", str(tmp_path / "model"), "--data", str(tmp_path / "data")])

@@ -76,9 +76,9 @@ def fails(argv, capsys):
 
 
 def assert_nothing_written(out, name="x"):
-    """No dataset folder, and no temporary folder left beside it."""
+    """No dataset folder, and no temporary folder left beside it (the lock file of textvae.locking may be)."""
     assert not (out / name).exists()
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not out.exists() or [p.name for p in out.iterdir()] in ([], [f".{name}.lock"])
 
 
 def fake_npm(bin_dir, body):
@@ -159,7 +159,7 @@ def test_prepare_poems_end_to_end(make_source, tmp_path, monkeypatch, capsys, ki
     main(["prepare", "poems", "--source", str(source), "--out", str(out), "--name", "x"])
     printed = capsys.readouterr().out
 
-    assert [p.name for p in out.iterdir()] == ["x"]
+    assert sorted(p.name for p in out.iterdir()) == [".x.lock", "x"]  # the lock stays (textvae.locking)
     assert sorted(p.name for p in (out / "x").iterdir()) == [".textvae-dataset", "dataset", "manifest.json", "tokenizer.model"]
     dataset, tok = data.load(out / "x")
     assert set(dataset) == set(data.SPLITS)
@@ -227,7 +227,7 @@ def test_prepare_replaces_an_old_dataset(make_source, tmp_path):
                                                      "輕舟已過萬重山"], "b")] + FILLER}, name="second")
     for source in (first, second):
         main(["prepare", "poems", "--source", str(source), "--out", str(out), "--name", "x"])
-    assert [p.name for p in out.iterdir()] == ["x"]
+    assert sorted(p.name for p in out.iterdir()) == [".x.lock", "x"]
     dataset, _ = data.load(out / "x")
     assert sorted(row["id"] for split in dataset.values() for row in split) == ["b", "filler0", "filler1"]
 
@@ -245,7 +245,7 @@ def test_download_once_then_reuse_the_cache(make_source, tmp_path, monkeypatch):
     calls = log.read_text().splitlines()
     assert len(calls) == 1 and calls[0].startswith("pack chinese-poetry@2.0.1 --pack-destination ")
     assert [p.name for p in cache.iterdir()] == ["chinese-poetry-2.0.1.tgz"]
-    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
+    assert sorted(p.name for p in out.iterdir()) == [".a.lock", ".b.lock", "a", "b"]
     manifest = json.loads((out / "b" / "manifest.json").read_text())
     assert manifest["source"] == str(cache / "chinese-poetry-2.0.1.tgz") and manifest["kept"] == 4
 
@@ -269,7 +269,7 @@ def test_prepare_text(tmp_path, capsys, tokenizer):
     manifest = json.loads((out / "en" / "manifest.json").read_text())
     assert manifest["corpus"] == "text" and manifest["kept"] == 34
     assert manifest["dropped"] == {"empty line": 1, "duplicate text": 1}
-    assert [p.name for p in out.iterdir()] == ["en"]
+    assert sorted(p.name for p in out.iterdir()) == [".en.lock", "en"]
 
 
 # --- bad input: a clear message, and nothing written --------------------------------------------------
@@ -339,7 +339,8 @@ GOOD = poem(["白日依山盡", "黃河入海流", "欲窮千里目", "更上一
     ({"poet.tang.0.json": {"author": "李白", "paragraphs": ["床前明月光"]}}, None, ["not a list of poem objects"]),
     ({"poet.tang.0.json": [GOOD, {"author": "李白", "title": "靜夜思", "id": "x"}]}, None,
      ["'paragraphs'", "poet.tang.0.json"]),
-    ({"poet.tang.0.json": [poem(["白日依山盡兮", "黃河入海流兮"], "six")]}, None, ["empty after filtering"]),
+    ({"poet.tang.0.json": [poem(["白日依山盡兮", "黃河入海流兮"], "six")]}, None,
+     ["nothing left to prepare: 1 poem read, none kept: irregular form (1)"]),
     ({"notes.json": [GOOD]}, None, ["no poem files"]),
 ])
 def test_bad_source_content(make_source, tmp_path, capsys, files, strains, words):
@@ -365,7 +366,7 @@ def test_failure_leaves_an_old_dataset_alone(make_source, tmp_path, capsys):
     before = (out / "x" / "manifest.json").read_text()
     bad = make_source({"poet.tang.0.json": "not json"}, name="bad")
     fails(["prepare", "poems", "--source", str(bad), "--out", str(out), "--name", "x"], capsys)
-    assert [p.name for p in out.iterdir()] == ["x"]
+    assert sorted(p.name for p in out.iterdir()) == [".x.lock", "x"]
     assert (out / "x" / "manifest.json").read_text() == before
     dataset, _ = data.load(out / "x")
     assert sorted(row["id"] for split in dataset.values() for row in split) == ["filler0", "filler1", "good"]
@@ -391,7 +392,7 @@ def test_unwritable_output(make_source, tmp_path, capsys, out):
 @pytest.mark.parametrize("content, words", [
     (None, "does not exist"),
     ("café\n".encode("latin-1"), "not UTF-8"),
-    (b"\n  \n\n", "empty after filtering"),
+    (b"\n  \n\n", "input.txt: nothing left to prepare: 3 lines read, none kept: empty line (3)"),
 ])
 def test_bad_text_file(tmp_path, capsys, content, words):
     file = tmp_path / "input.txt"

@@ -1,6 +1,7 @@
 """The studio's JSON API (textvae.serve): each endpoint against the library it wraps (steered sampling and
 restyling among them), bad bodies and limits as 400s with a one-line JSON error, concurrent unseeded samples decoded
-as one batch, 20 concurrent requests against a real server, and `textvae serve`'s own checks."""
+as one batch, a full queue or a long wait as a 503, 20 concurrent requests against a real server, and `textvae
+serve`'s own checks."""
 
 import json
 import socket
@@ -8,6 +9,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import opencc
@@ -20,7 +22,7 @@ from textvae.attributes import THEMES
 from textvae.cli import main
 from textvae.errors import TextVAEError
 from textvae.poetry import Verse, follows_tonal_pattern, form_of, poem_rhymes, split_lines
-from textvae.serve import batching
+from textvae.serve import batching, queue
 from textvae.serve.app import create_app
 from textvae.steering import RESTYLE_STRENGTH, Steering
 
@@ -271,13 +273,18 @@ def queued(client, bodies: list[dict]) -> list:
     is let go once every unseeded one has joined a batch (the test waits on the batcher's state, not a clock)."""
     studio, unseeded = client.app.state.studio, sum(b["n"] for b in bodies if b.get("seed") is None)
     with ThreadPoolExecutor(len(bodies)) as pool:
-        with studio.lock:
+        with studio.queue.lock:
             answers = [pool.submit(client.post, "/api/sample", json=body) for body in bodies]
-            deadline = time.monotonic() + 60
-            while sum(group.total for group in list(studio.batcher.pending.values())) < unseeded:
-                assert time.monotonic() < deadline, "the requests never joined a batch"
-                time.sleep(0.001)
+            until(lambda: sum(group.total for group in list(studio.batcher.pending.values())) >= unseeded)
         return [answer.result() for answer in answers]
+
+
+def until(condition) -> None:
+    """Wait for the server's threads to reach a state (polled: no clock decides the outcome)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, "the requests never reached the state waited for"
+        time.sleep(0.001)
 
 
 def test_concurrent_unseeded_requests_are_one_call_and_each_gets_its_own_poems(client, calls):
@@ -346,13 +353,68 @@ def test_a_leader_waits_for_company_only_when_the_studio_is_busy(client, monkeyp
 
 
 def test_gathering_ends_once_the_group_is_as_large_as_the_last_batch(monkeypatch):
-    batcher = batching.SampleBatcher(threading.Lock())
+    batcher = batching.SampleBatcher(queue.ModelQueue())
     batcher.served = 2
     full, short = batching._Group(members=2), batching._Group(members=1)
     monkeypatch.setattr(batching, "GATHER", 600.0)
     assert batcher._gather(full)  # at once: a wait of GATHER would stall the test for ten minutes
     monkeypatch.setattr(batching, "GATHER", 0.001)
     assert not batcher._gather(short)
+
+
+def busy(response) -> str:
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == str(queue.RETRY_AFTER)
+    error = response.json()["error"]
+    assert error.startswith("the studio is busy: ") and "\n" not in error
+    return error
+
+
+def test_a_request_behind_a_full_queue_is_refused_at_once(client, monkeypatch):
+    studio = client.app.state.studio
+    monkeypatch.setattr(queue, "MAX_WAITING", 2)
+    with ThreadPoolExecutor(2) as pool:
+        with studio.queue.lock:
+            waiting = [pool.submit(client.post, "/api/sample", json=dict(form="5x4", n=1)),
+                       pool.submit(client.post, "/api/reconstruct", json=dict(text=POEMS[0]))]
+            until(lambda: studio.queue.waiting == 2 and studio.batcher.pending)
+            assert "2 requests are waiting" in busy(client.post("/api/sample", json=dict(form="5x4", n=3)))
+            busy(client.post("/api/interpolate", json=dict(a=POEMS[0], b=POEMS[1])))
+            assert [group.total for group in studio.batcher.pending.values()] == [1]  # the refused one never joined
+            assert ok(client.get("/api/models"))["models"]  # what needs no model still answers
+        assert len(ok(waiting[0].result())["poems"]) == 1 and ok(waiting[1].result())["reconstruction"]
+    assert studio.queue.waiting == 0 and not studio.batcher.pending
+
+
+def test_a_request_that_waits_too_long_for_the_model_is_refused(client, monkeypatch):
+    studio = client.app.state.studio
+    monkeypatch.setattr(queue, "WAIT_TIMEOUT", 0.01)
+    with studio.queue.lock:
+        assert "not free within 0.01 s" in busy(client.post("/api/reconstruct", json=dict(text=POEMS[0], n=2)))
+        busy(client.post("/api/sample", json=dict(form="7x4", n=2)))
+        busy(client.get("/api/latent-map"))
+    assert not studio.batcher.pending and studio.queue.waiting == 0  # the refused leader's group is gone
+    assert len(ok(client.post("/api/sample", json=dict(form="7x4", n=2)))["poems"]) == 2  # the normal path
+
+
+def test_a_leader_refused_the_model_refuses_its_members_and_closes_its_group(monkeypatch):
+    model_queue, decoded, everyone_in = queue.ModelQueue(), [], threading.Event()
+    batcher = batching.SampleBatcher(model_queue)
+
+    @contextmanager
+    def refused():
+        everyone_in.wait()
+        raise queue.Busy("the studio is busy: a test")
+        yield  # never reached: it makes `refused` a generator, as contextmanager needs
+    monkeypatch.setattr(model_queue, "model", refused)
+    with ThreadPoolExecutor(3) as pool:
+        answers = [pool.submit(batcher.sample, "key", n, lambda total: decoded.append(total)) for n in (1, 2, 3)]
+        until(lambda: "key" in batcher.pending and batcher.pending["key"].members == 3)
+        everyone_in.set()
+        for answer in answers:
+            with pytest.raises(queue.Busy, match="a test"):
+                answer.result()
+    assert decoded == [] and not batcher.pending
 
 
 def fails(argv, capsys) -> str:

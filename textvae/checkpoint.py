@@ -12,20 +12,19 @@ parts.
 import copy
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from textvae import attributes, priors
-from textvae.atomic import atomic_directory, set_default_modes, write_text
+from textvae.atomic import atomic_directory, read_consistently, updated_directory, write_text
 from textvae.errors import TextVAEError
+from textvae.locking import writer_lock
 from textvae.shipped import resolve
 from textvae.tokenizer import Tokenizer, load_tokenizer
 
@@ -193,12 +192,50 @@ def open_model(directory: str | Path) -> SavedModel:
     return SavedModel(directory, config, tokenizer)
 
 
+def read_whole(directory: str | Path, read):
+    """read(folder) of a saved model's folder (or a shipped model's, by its short name), again where a writer swapped
+    the folder meanwhile (atomic.read_consistently): what it returns comes from one version of the folder."""
+    folder = resolve(directory)
+    return read_consistently(folder, lambda: read(folder))
+
+
 def load_weights(module: nn.Module, directory: Path, device) -> None:
+    """Load model.safetensors into `module`, which was built from config.json. A file safetensors cannot read is
+    corrupt; a readable one whose tensors differ from the module's was saved with another config.json."""
+    path = directory / "model.safetensors"
     try:
-        load_model(module, str(directory / "model.safetensors"), device=str(device))
-    except (SafetensorError, RuntimeError, OSError) as e:
-        raise TextVAEError(f"{directory}/model.safetensors is corrupt or does not match "
-                           f"config.json ({e}).") from e
+        with safe_open(path, framework="pt") as f:  # the header alone: names and shapes, no tensor is read
+            shapes = {name: f.get_slice(name).get_shape() for name in f.keys()}
+        check_weights_fit(module, shapes, directory)
+        load_model(module, str(path), device=str(device))
+    except (SafetensorError, RuntimeError, OSError) as e:  # the names and shapes fit: the file is damaged
+        raise TextVAEError(f"{path} is corrupt ({e}). Copy the whole model folder again from where it was "
+                           "saved.") from e
+
+
+def check_weights_fit(module: nn.Module, shapes: dict[str, list[int]], directory: Path) -> None:
+    """Refuse weights whose names or shapes differ from the module's: config.json (edited, or copied from another
+    model) describes another architecture than model.safetensors holds. The checksums cannot tell, as config.json
+    records those of the other files only."""
+    expected = module.state_dict()
+    saved = {t.data_ptr() for name, t in expected.items() if name in shapes}  # a tied weight is saved once
+    missing = [name for name, t in expected.items() if name not in shapes and t.data_ptr() not in saved]
+    unexpected = [name for name in shapes if name not in expected]
+    resized = [f"{name} {shapes[name]} vs {list(t.shape)}" for name, t in expected.items()
+               if name in shapes and shapes[name] != list(t.shape)]
+    found = [f"{what} {_first(names)}" for what, names in (("missing from the weights:", missing),
+                                                           ("not in config.json's model:", unexpected),
+                                                           ("shapes in the file vs config.json:", resized)) if names]
+    if found:
+        raise TextVAEError(f"{directory}: config.json and model.safetensors describe different models "
+                           f"({'; '.join(found)}): restore the config.json saved with these weights, or copy the "
+                           "whole model folder again from where it was saved.")
+
+
+def _first(names: list[str], n: int = 2) -> str:
+    """The first n names, and how many more: enough to see which part differs on one line."""
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
 
 
 def load_priors(directory: Path, latent_dim: int, default_prior: str | None) -> tuple[dict, str | None]:
@@ -244,26 +281,23 @@ def save_model_folder(directory: str | Path, *args, **kwargs) -> None:
         write_model(tmp, *args, **kwargs)
 
 
-def add_files(directory: str | Path, write, names: tuple[str, ...], fields: dict, default_prior: str | None) -> None:
-    """Add (or replace) the files `names`, which `write(folder)` writes, in a saved model's folder, leaving its
-    other files as they are: each by rename, then config.json with the checksums. An interrupted fit leaves the
-    folder as it was."""
-    directory = Path(directory)
-    with tempfile.TemporaryDirectory(prefix=".add-", dir=directory) as tmp:
-        write(Path(tmp))
-        set_default_modes(Path(tmp))
-        for name in names:
-            os.replace(Path(tmp) / name, directory / name)
-    write_config(directory, fields, default_prior)
+def add_files(directory: str | Path, write, names: tuple[str, ...], fields: dict, default_prior: str | None,
+              stale: tuple[str, ...] = ()) -> None:
+    """Add (or replace) the files `names`, which `write(folder)` writes, in a saved model's folder, and delete the
+    `stale` ones, leaving its other files as they are: the new folder is built whole beside it (the files it keeps
+    hard-linked) with its config.json, then swapped in, so that readers find the old folder or the new one and an
+    interrupted fit (or a full disk) leaves it as it was. One process at a time writes it."""
+    leave_out = {*names, *stale, "config.json"}
+    with writer_lock(directory), updated_directory(directory, leave_out) as tmp:
+        write(tmp)
+        write_config(tmp, fields, default_prior)
 
 
 def add_prior(directory: str | Path, prior, kind: str, fields: dict, default_prior: str | None) -> None:
     """Add (or replace) one learned prior in a saved model's folder (a lone legacy mixture is removed) and make
     `default_prior` the kind `--prior auto` uses."""
-    if kind == "gmm":
-        for name in priors.LEGACY:
-            (Path(directory) / name).unlink(missing_ok=True)
-    add_files(directory, lambda folder: priors.save(prior, folder), priors.files(kind), fields, default_prior)
+    add_files(directory, lambda folder: priors.save(prior, folder), priors.files(kind), fields, default_prior,
+              stale=priors.LEGACY if kind == "gmm" else ())
 
 
 def add_attributes(directory: str | Path, models, fields: dict, default_prior: str | None) -> None:
@@ -280,7 +314,9 @@ def load_attributes(directory: Path):
 
 
 def write_trainer_state(directory: Path, state: dict) -> None:
-    torch.save(state, directory / "trainer_state.pt")
+    # through a Python file: given a path, torch reports a full disk as "unexpected pos", without its errno
+    with open(directory / "trainer_state.pt", "wb") as f:
+        torch.save(state, f)
 
 
 def read_trainer_state(directory: Path, device) -> dict:

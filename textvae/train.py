@@ -9,6 +9,7 @@ References: Bowman et al. 2016 (linear KL annealing, word dropout); Fu et al. 20
 Kingma et al. 2016 (free bits); Burda et al. 2016 (active units); Loshchilov & Hutter 2019 (AdamW).
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -25,11 +26,12 @@ from torch.distributions import kl_divergence
 from tqdm import tqdm
 
 from textvae import checkpoint, data
-from textvae.atomic import atomic_directory, check_can_write, recover, remove_leftovers, write_text
+from textvae.atomic import append_whole, atomic_directory, check_can_write, recover, remove_leftovers, write_text
 from textvae.errors import TextVAEError
 from textvae.corruption import KINDS, Corruption, corrupt
 from textvae.crossing import crossing_loss
 from textvae.latent_stats import validation_figures
+from textvae.locking import writer_lock
 from textvae.fields import SEED_LIMIT, check_choice, check_device, check_float, check_int, setting
 from textvae.malloc import keep_freed_memory
 from textvae.precision import PRECISION_HELP, autocast_for, check_precision
@@ -284,8 +286,9 @@ def collapse_warning(posterior: str) -> str:
 # run directory: config, metrics log, checkpoints
 
 
-def check_run_dir(run_dir: Path, data_dir: Path, resume: bool) -> None:
-    """Refuse, before step 1, a run dir whose files training would overwrite, or that it cannot write."""
+def check_run_dir(run_dir: Path, data_dir: Path) -> None:
+    """Refuse, before step 1 and before its lock is made beside it, a run dir that training must not or cannot
+    write: a file, a dataset (or a folder inside one), a saved model, a folder without write permission."""
     if run_dir.exists() and not run_dir.is_dir():
         raise TextVAEError(f"--run-dir {run_dir} is a file: give a folder (new, empty, or a textvae run)")
     if data.is_inside(run_dir, data_dir) or data.is_dataset(run_dir):
@@ -294,14 +297,19 @@ def check_run_dir(run_dir: Path, data_dir: Path, resume: bool) -> None:
     if is_saved_model(run_dir):
         raise TextVAEError(f"--run-dir {run_dir} is a saved model (config.json, model.safetensors); training "
                            "would overwrite it: choose a folder of its own, such as runs/NAME")
-    if not resume and run_dir.is_dir():
-        recover(run_dir / "last")  # a checkpoint swap cut between its renames still holds a run
-        if (run_dir / "last").exists():
-            raise TextVAEError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir")
-        if not (run_dir / "run_config.json").is_file() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
-            raise TextVAEError(f"--run-dir {run_dir} holds files that are not a textvae run; training writes "
-                               "run_config.json, metrics.jsonl, last/ and best/ there: choose a new or empty folder")
     check_can_write(run_dir, "--run-dir")
+
+
+def check_fresh_run_dir(run_dir: Path) -> None:
+    """Refuse, under the run dir's lock, a fresh run into a folder whose files it would overwrite."""
+    if not run_dir.is_dir():
+        return
+    recover(run_dir / "last")  # a checkpoint swap cut between its renames still holds a run
+    if (run_dir / "last").exists():
+        raise TextVAEError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir")
+    if not (run_dir / "run_config.json").is_file() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
+        raise TextVAEError(f"--run-dir {run_dir} holds files that are not a textvae run; training writes "
+                           "run_config.json, metrics.jsonl, last/ and best/ there: choose a new or empty folder")
 
 
 def check_same_data(run_dir: Path, data_dir: str) -> None:
@@ -384,7 +392,14 @@ def check_in_sync(model: TextVAE) -> None:
 
 
 def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict:
-    """Train, validating and checkpointing every eval_every steps. Returns the last validation figures."""
+    """Train, validating and checkpointing every eval_every steps. Returns the last validation figures. The run
+    folder stays locked (textvae.locking) from before its first write until this returns."""
+    with contextlib.ExitStack() as held:
+        return _train(model_config, c, resume, held)
+
+
+def _train(model_config: VAEConfig, c: TrainConfig, resume: bool, held: contextlib.ExitStack) -> dict:
+    """The body of `train`; the lock it enters into `held` is released when train returns or raises."""
     check_compatible(model_config, c)
     if c.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise TextVAEError("TrainConfig.tensorboard needs the tensorboard package: pip install tensorboard")
@@ -396,9 +411,13 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
                            "outside the DDP-wrapped forward; train without torchrun, or without the crossing loss")
     is_main = rank == 0
     run_dir = Path(c.run_dir)
-    check_run_dir(run_dir, Path(c.data_dir), resume)
+    check_run_dir(run_dir, Path(c.data_dir))
+    if is_main:  # before recover() and remove_leftovers, which would undo the swaps of another writer
+        held.enter_context(writer_lock(run_dir, "choose another --run-dir"))
     if resume:
         check_same_data(run_dir, c.data_dir)
+    else:
+        check_fresh_run_dir(run_dir)
     dataset, tokenizer = data.load(c.data_dir)
     check_data(dataset, model_config.max_len)
     model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size)
@@ -444,8 +463,10 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
     if is_main and c.tensorboard:
         from torch.utils.tensorboard import SummaryWriter  # optional dependency: pip install tensorboard
         writer = SummaryWriter(str(run_dir / "tb"))
-    log = open(metrics_path, "a" if resume else "w") if is_main else None  # a fresh run starts a fresh log
-    bar = tqdm(total=c.max_steps, initial=step, desc="training", unit="step", disable=not is_main)
+    # a fresh run starts a fresh log; unbuffered, so that append_whole sees each record's write succeed or fail
+    log = open(metrics_path, "ab" if resume else "wb", buffering=0) if is_main else None
+    # closed on an error too, so that the error's line starts on a line of its own
+    bar = held.enter_context(tqdm(total=c.max_steps, initial=step, desc="training", unit="step", disable=not is_main))
     bad_steps, last_valid, tick, tokens_since = 0, {}, time.perf_counter(), 0
     while step < c.max_steps:
         started = time.perf_counter()
@@ -492,8 +513,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
             if crossing is not None:
                 record["crossing"] = crossing.item()
             tokens_since = 0
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            append_whole(log, (json.dumps(record) + "\n").encode())
             bar.set_postfix(loss=f"{record['loss']:.2f}", rec=f"{record['rec']:.2f}", kl=f"{record['kl']:.2f}",
                             beta=f"{beta:.2f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if writer:
@@ -504,8 +524,7 @@ def train(model_config: VAEConfig, c: TrainConfig, resume: bool = False) -> dict
             if is_main:
                 last_valid = validation_figures(model, valid, seed=c.seed, precision=c.precision)
                 record = dict(step=step, split="validation", train_seconds=round(train_seconds, 3), **last_valid)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                append_whole(log, (json.dumps(record) + "\n").encode())
                 if writer:
                     for key, value in last_valid.items():
                         writer.add_scalar(f"validation/{key}", value, step)

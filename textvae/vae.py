@@ -293,7 +293,13 @@ class TextVAE(nn.Module):
         """The model saved in `directory` by `save_pretrained` (config.json, model.safetensors, tokenizer.model,
         and the learned priors fitted to it), each file checked against the checksums config.json
         records; or a shipped model by its short name, "poem" or "faithful" (textvae.shipped). In eval mode,
-        on `device`. For text in and text out, see `textvae.load`."""
+        on `device`. For text in and text out, see `textvae.load`. A folder that a writer swaps meanwhile (`textvae
+        fit-prior`) is read again: the model is one version of it, whole."""
+        return checkpoint.read_whole(directory, lambda folder: cls._from_folder(folder, device))
+
+    @classmethod
+    def _from_folder(cls, directory: Path, device: str | torch.device) -> "TextVAE":
+        """One pass of from_pretrained over the files of a model folder."""
         saved = checkpoint.open_model(directory)
         try:
             config = VAEConfig.from_dict(saved.config.fields)

@@ -33,6 +33,15 @@ class Corpus:
     dropped: Counter = field(default_factory=Counter)
     files: int = 0
 
+    def check_not_empty(self, source: str, unit: str) -> None:
+        """Refuse a corpus that filtering left empty, naming its source and why its `unit`s were dropped."""
+        if self.texts:
+            return
+        read = sum(self.dropped.values())
+        reasons = ", ".join(f"{reason} ({n:,})" for reason, n in self.dropped.most_common() if n)
+        raise TextVAEError(f"{source}: nothing left to prepare: {read:,} {unit}{'' if read == 1 else 's'} read, "
+                           "none kept" + (f": {reasons}" if reasons else ""))
+
 
 def clean(paragraphs: list[str]) -> str:
     """Join a poem's paragraphs and strip editorial marks; a described rare character becomes □."""

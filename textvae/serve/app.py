@@ -1,19 +1,19 @@
 """The poem studio: a local web app over saved models, and the JSON API its page and other programs call.
 
-`create_app({name: model_dir}, data_dir)` loads every model once, up front. One lock serialises the model
-calls: torch runs one request at a time, and a seeded request (which seeds the global generator inside
-`generate`) cannot interleave with another. Unseeded sample requests that arrive together with the same settings
-apart from n are decoded as one batch (textvae.serve.batching), each taking its own n poems, since a decode of
-many rows costs little more than one of a few; a seeded request is never batched, so that it gives the poems it
-gives alone. Body fields carry the Python API's names and types (docs/vocabulary.md), steering's like, era,
-theme and strength (textvae.steering) among them, and are validated with limits (n ≤ 100 samples or 20
-variations, steps ≤ 20, text ≤ 200 characters, strength in (0, 100]). A bad body, an unknown model or a
-TextVAEError is an HTTP 400 with {"error": message}; anything else is a 500 with a one-line message, never a
-traceback.
+`create_app({name: model_dir}, data_dir)` loads every model once, up front. One lock serialises the model calls:
+torch runs one request at a time, and a seeded request (which seeds the global generator inside `generate`) cannot
+interleave with another. The queue for that lock is bounded (textvae.serve.queue): a request that would wait behind
+too many others, or that waited too long, is an HTTP 503 with {"error": message} and a Retry-After header. Unseeded
+sample requests that arrive together with the same settings apart from n are decoded as one batch
+(textvae.serve.batching), each taking its own n poems, since a decode of many rows costs little more than one of a
+few; a seeded request is never batched, so that it gives the poems it gives alone. Body fields carry the Python
+API's names and types (docs/vocabulary.md), steering's like, era, theme and strength (textvae.steering) among them,
+and are validated with limits (n ≤ 100 samples or 20 variations, steps ≤ 20, text ≤ 200 characters, strength in (0,
+100]). A bad body, an unknown model or a TextVAEError is an HTTP 400 with {"error": message}; anything else is a 500
+with a one-line message, never a traceback in the answer.
 """
 
 import json
-import threading
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -29,6 +29,7 @@ from textvae.errors import TextVAEError
 from textvae.poetry import in_script, to_model_script
 from textvae.serve import latent_map
 from textvae.serve.batching import SampleBatcher
+from textvae.serve.queue import RETRY_AFTER, Busy, ModelQueue
 from textvae.steering import MAX_STRENGTH, RESTYLE_STRENGTH, Steering
 from textvae.vae import TextVAE
 
@@ -93,16 +94,16 @@ class ProjectBody(_Body):
 
 
 class Studio:
-    """The loaded models, their lazily built latent maps, the lock around every model call, and the batcher that
-    decodes concurrent unseeded sample requests under that lock."""
+    """The loaded models, their lazily built latent maps, the bounded queue for the lock around every model call,
+    and the batcher that decodes concurrent unseeded sample requests under that lock."""
 
     def __init__(self, model_dirs: dict[str, Path], data_dir: Path | None):
         if not model_dirs:
             raise TextVAEError("the studio needs at least one model folder")
         self.dirs = {name: Path(d) for name, d in model_dirs.items()}
         self.models = {name: generate.load_model(d) for name, d in self.dirs.items()}
-        self.data_dir, self.maps, self.lock = data_dir, {}, threading.Lock()
-        self.batcher = SampleBatcher(self.lock)
+        self.data_dir, self.maps, self.queue = data_dir, {}, ModelQueue()
+        self.batcher = SampleBatcher(self.queue)
 
     def model(self, name: str | None) -> tuple[str, TextVAE]:
         name = name or next(iter(self.models))
@@ -194,14 +195,18 @@ def create_app(model_dirs: dict[str, Path], data_dir: Path | None = None) -> Fas
     async def invalid_body(request: Request, error: RequestValidationError):
         return _bad_request(_validation_message(error))
 
+    @app.exception_handler(Busy)
+    async def busy(request: Request, error: Busy):
+        return JSONResponse({"error": str(error)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception):
         return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
 
     def call(body: _Body, work) -> dict:
-        """Run `work(model, body)` under the lock, with library warnings (unknown characters) returned."""
+        """Run `work(model, body)` in its turn at the model, with library warnings (unknown characters) returned."""
         name, model = studio.model(body.model)
-        with studio.lock:
+        with studio.queue.turn():
             result, caught = _recorded(lambda: work(model, body))
         return dict(model=name, **result, warnings=caught)
 
@@ -220,7 +225,8 @@ def create_app(model_dirs: dict[str, Path], data_dir: Path | None = None) -> Fas
             result, caught = _recorded(lambda: _sample(model, body.model_copy(update=dict(n=total))))
             return result["poems"], caught
 
-        poems, caught = studio.batcher.sample(settings, body.n, decode)
+        with studio.queue.place():
+            poems, caught = studio.batcher.sample(settings, body.n, decode)
         return dict(model=name, poems=poems, warnings=caught)
 
     @app.post("/api/reconstruct")
@@ -239,7 +245,7 @@ def create_app(model_dirs: dict[str, Path], data_dir: Path | None = None) -> Fas
     @app.get("/api/latent-map")
     def latent_map_points(model: str | None = None) -> dict:
         name, _ = studio.model(model)
-        with studio.lock:
+        with studio.queue.turn():
             found = studio.latent_map(name)
         return dict(model=name, points=found.points, labels=found.labels, texts=found.texts,
                     explained=found.explained)
@@ -249,7 +255,7 @@ def create_app(model_dirs: dict[str, Path], data_dir: Path | None = None) -> Fas
         if any(not t.strip() or len(t) > MAX_TEXT for t in body.texts):
             raise TextVAEError(f"each text must be 1 to {MAX_TEXT} characters")
         name, model = studio.model(body.model)
-        with studio.lock:
+        with studio.queue.turn():
             points = latent_map.project_texts(model, studio.latent_map(name), body.texts)
         return dict(model=name, points=points)
 

@@ -1,8 +1,8 @@
 """Unseeded sample requests that arrive together, decoded as one `generate.sample` call.
 
 Requests with the same settings apart from n (the same key) form a group; the first is its leader. The leader takes
-the studio's model lock, closes the group once it holds it (under load after a short wait for company: see
-SampleBatcher), decodes the members' n summed in one call and hands each member its own slice. Arrivals while a
+the model lock (textvae.serve.queue), closes the group once it holds it (under load after a short wait for company:
+see SampleBatcher), decodes the members' n summed in one call and hands each member its own slice. Arrivals while a
 batch decodes join the next group, whose leader waits on the lock, so under load whatever came in during one batch
 decodes in the next. An unseeded poem is drawn independently of the others in its call, so a slice of a larger call
 is distributed as a call of its own; a seeded request has no such freedom (its poems must equal those it gives
@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+
+from textvae.serve.queue import ModelQueue
 
 # Under load, clients resend as soon as they are answered. Without a wait, the next batch would start with whoever
 # came back first (often a lone request that queued during the last batch) and the others would form a second
@@ -35,16 +37,19 @@ class _Group:
 
 
 class SampleBatcher:
-    """Groups unseeded sample requests by their settings and decodes each group under `lock` in one call.
+    """Groups unseeded sample requests by their settings and decodes each group in one call with the model lock
+    of `queue` held.
 
     The gather rule: once it holds the lock, and before it closes its group, a leader whose last batch served
     several requests and finished less than BUSY seconds ago waits for company (`_gather`), so that the clients
     it just answered join this batch; a lone request on an idle studio, or one client sending request after
     request, starts at once. `clock` is a parameter so that a test can drive the rule without timing anything.
+    A member waits for its leader, which waits for the lock WAIT_TIMEOUT seconds at most: a leader refused the
+    lock closes its group and every member answers with the leader's Busy.
     """
 
-    def __init__(self, lock: threading.Lock, clock: Callable[[], float] = time.monotonic):
-        self.lock, self.clock = lock, clock
+    def __init__(self, queue: ModelQueue, clock: Callable[[], float] = time.monotonic):
+        self.queue, self.clock = queue, clock
         self.guard = threading.Lock()  # over `pending` only: never held while decoding
         self.joined = threading.Condition(self.guard)  # notified whenever a request joins a group
         self.pending: dict[Hashable, _Group] = {}  # key -> the group that has not started yet
@@ -71,17 +76,25 @@ class SampleBatcher:
         return group.poems[start:start + n], group.warnings
 
     def _lead(self, key: Hashable, group: _Group, decode: Callable[[int], tuple[list[str], list[str]]]) -> None:
-        with self.lock:
-            if self.served > 1 and self.clock() - self.finished < BUSY:
-                self._gather(group)
-            with self.guard:
-                del self.pending[key]  # closed: later arrivals start the next group
-            try:
-                group.poems, group.warnings = decode(group.total)
-            except BaseException as error:  # every member must wake, and each answers with the same error
-                group.error = error
-            self.finished, self.served = self.clock(), group.members
-        group.done.set()
+        try:
+            with self.queue.model():
+                if self.served > 1 and self.clock() - self.finished < BUSY:
+                    self._gather(group)
+                self._close(key, group)  # later arrivals start the next group
+                try:
+                    group.poems, group.warnings = decode(group.total)
+                finally:
+                    self.finished, self.served = self.clock(), group.members
+        except BaseException as error:  # Busy or the decode's error: every member must wake and answer with it
+            group.error = error
+        finally:
+            self._close(key, group)  # a leader refused the lock: no later request may join a group none will lead
+            group.done.set()
+
+    def _close(self, key: Hashable, group: _Group) -> None:
+        with self.guard:
+            if self.pending.get(key) is group:
+                del self.pending[key]
 
     def _gather(self, group: _Group) -> bool:
         """Wait until the group has as many requests as the last batch served, GATHER seconds at most; whether
