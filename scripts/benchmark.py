@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from textvae import data
+from textvae import checkpoint, data
 from textvae.atomic import write_text
 from textvae.generate import Decoding, load_model, sample
 from textvae.latent_stats import iw_nll
@@ -178,7 +178,7 @@ def train_run(path: str, args, run_dir: Path) -> list[dict]:
                 "eval_every": args.eval_every, "eval_examples": args.eval_examples, "log_every": 10,
                 "device": args.device} | ({"batch_size": args.batch_size} if args.batch_size else {})
     config = run_dir.parent / f"{path}.json"
-    config.write_text(json.dumps(dict(model=model, train=training)))
+    config.write_text(checkpoint.run_config_text(model, training))
     progress(f"{path}: textvae train, preset {PATHS[path]} ({args.steps} steps on {args.device})")
     # the preset too: a bare `textvae train` starts from the default preset, which --config only overrides
     subprocess.run([sys.executable, "-m", "textvae", "train", "--preset", PATHS[path], "--config", str(config)],

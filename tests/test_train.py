@@ -6,11 +6,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from textvae import data, train as train_module
+from textvae import data, presets, train as train_module
 from textvae.atomic import atomic_directory, recover
 from textvae.cli import main
 from textvae.errors import TextVAEError
@@ -178,6 +179,12 @@ def test_every_preset_is_a_valid_compatible_configuration(preset):
     lm = train_configs(build_parser().parse_args(["train", "--preset", preset, *no_rate]))
     check_compatible(*lm)
     assert not lm[0].has_latent and lm[1] == dataclasses.replace(config, free_bits=0.0, target_kl=0.0)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_reads_back_the_settings_its_file_holds(preset):
+    written = json.loads((Path(presets.__file__).parent / f"{preset}.json").read_text())
+    assert PRESETS[preset].model == written["model"] and PRESETS[preset].train == written["train"]
 
 
 def test_cli_reads_adaptive_cutoffs_as_integers():

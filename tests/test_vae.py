@@ -138,6 +138,8 @@ def test_override_drops_the_knobs_of_a_kind_that_a_later_layer_replaces():
     assert override(preset, dict(posterior="bn-tau", tau=0.3)) == dict(posterior="bn-tau", tau=0.3, latent_dim=32)
     with pytest.raises(TextVAEError, match="gamma"):  # a knob given in the same layer as another kind
         VAEConfig.from_dict(override(preset, dict(posterior="gaussian", gamma=0.9)))
+    # a preset that leaves a kind at its default (gru) still loses that kind's knobs to another kind
+    assert override(dict(segment_marks="，。"), dict(decoder="transformer")) == dict(decoder="transformer")
 
 
 def test_format_1_fields_migrate_to_the_chosen_kinds_knobs_and_two_dropouts():

@@ -63,10 +63,9 @@ def override(fields: dict, changes: dict) -> dict:
     old kind took are dropped, so a preset's gamma does not follow its bn posterior out."""
     kept = dict(fields)
     for family in FAMILIES:
-        if family in changes and changes[family] != fields.get(family):
-            old = set(knobs(settings_class(family, fields.get(family, "")))) if family in fields else set()
-            new = set(knobs(settings_class(family, changes[family]))) if changes[family] in FAMILIES[family] else set()
-            for name in old - new:
+        was = fields.get(family, getattr(VAEConfig, family))  # a kind left out is the default kind
+        if family in changes and changes[family] != was:
+            for name in set(knobs(settings_class(family, was))) - set(knobs(settings_class(family, changes[family]))):
                 kept.pop(name, None)
     return kept | changes
 
