@@ -14,7 +14,6 @@ client side, in ms, and the requests answered per second; `ratio` divides each p
 import argparse
 import http.client
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -117,7 +116,7 @@ def main() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "textvae", "serve", args.model, "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until_up(base, server)
         rows = []

@@ -52,7 +52,6 @@ from textvae.vae import TextVAE, VAEConfig
 
 PATHS = {"reference": "poem-base", "new": "poem"}
 INFERENCE_PRECISION = {"reference": "fp32", "new": "auto"}  # the reference's sample and evaluate defaults
-PARTS = ("train", "sampling", "shipped", "studio")
 SHIPPED = ("data/pretrained", "data/faithful")
 SCRIPTS = Path(__file__).parent
 GEMM_SHAPES = {"output layer 2176x256 @ 256x8000": (2176, 256, 8000), "GRU step 128x256 @ 256x768": (128, 256, 768),
@@ -332,6 +331,9 @@ def studio_part(args, tmp: Path) -> dict:
                     "--json", str(out)], check=True)
     return dict(studio=json.loads(out.read_text()))
 
+
+PARTS = dict(train=train_part, sampling=sampling_part, shipped=shipped_part, studio=studio_part)  # --parts names
+
 # -----------------------------------------------------------------------------
 # report
 
@@ -379,7 +381,8 @@ def parse_args():
     parser.add_argument("--data", type=Path, default=Path("data/poems"), help="a prepared poem dataset")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu, cuda or cuda:N (default: cuda where present, else cpu)")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure (default all)")
+    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS),
+                        help="what to measure (default all)")
     parser.add_argument("--steps", type=int, default=300, help="training steps of each path (default 300)")
     parser.add_argument("--batch-size", type=int, help="training batch size of both paths (default: the presets')")
     parser.add_argument("--eval-every", type=int, default=25, help="steps between validations (default 25)")
@@ -416,12 +419,11 @@ def main() -> None:
     if args.inference:
         write_text(args.out, json.dumps(inference(args.inference, args)) + "\n")
         return
-    parts = dict(train=train_part, sampling=sampling_part, shipped=shipped_part, studio=studio_part)
     entry = dict(machine=machine_info(args.device), precision=resolve_precision("auto", args.device),
                  args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.parts:
-            entry |= parts[name](args, Path(tmp))
+            entry |= PARTS[name](args, Path(tmp))
     print()
     print(format_table(entry))
     if args.out:

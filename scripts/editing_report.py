@@ -30,7 +30,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from textvae import data
-from textvae.atomic import check_can_write, keep_previous, write_text
+from textvae.atomic import check_can_write, write_keeping_previous
 from textvae.errors import TextVAEError
 from textvae.evaluate import nats_per_character
 from textvae.generate import (DEFAULT_PATH, DEFAULT_SPREAD, PATHS, Decoding, check_spread, interpolate, load_model,
@@ -143,8 +143,7 @@ def main() -> None:
                   interpolation=interpolation_figures(model, pairs, args.steps, decoding, args.path, judge),
                   variation=variation_figures(model, rng.sample(texts, args.poems), args.variations, args.seed,
                                               args.spread, decoding))
-    keep_previous(out)
-    write_text(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    write_keeping_previous(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     shown = dict(report, interpolation={k: v for k, v in report["interpolation"].items() if k != "paths"})
     print(json.dumps(shown, ensure_ascii=False, indent=1))
     print(f"wrote {out}")

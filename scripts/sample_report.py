@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from textvae.atomic import check_can_write, keep_previous, write_text
+from textvae.atomic import check_can_write, write_keeping_previous
 from textvae.errors import TextVAEError
 from textvae.evaluate import load, nats_per_character, text_report
 from textvae.generate import (PRIORS, Decoding, check_prior, constraint_for, decode, load_model, posterior, sample,
@@ -95,7 +95,7 @@ def sample_row(model, name: str, args, train_texts: set, train_lines: set, judge
     if judge is not None:
         report["judge_nats_per_char"] = judge_nats_per_character(judge, poems)
     return report | dict(constrained_form=form, rhyme_steering=rhyme or "off", meter_steering=meter,
-                         form_shares=shares(counts), relaxed=dict(getattr(constraint, "relaxed", {})),
+                         form_shares=shares(counts), relaxed=dict(constraint.relaxed),
                          examples=poems[:5])
 
 
@@ -168,8 +168,7 @@ def main() -> None:
                                          nats_per_char=judge_nats_per_character(judge, test_texts))
     for name in tqdm(args.rows or list(ROWS), desc="sampling", unit="row"):
         report["rows"][name] = sample_row(model, name, args, train_texts, train_lines, judge, test_texts)
-    kept = keep_previous(out)
-    write_text(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    kept = write_keeping_previous(out, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     print(table(report) + f"\nwrote {out}" + (f" (the previous report is kept as {kept})" if kept else ""))
 
 

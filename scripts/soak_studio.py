@@ -18,7 +18,6 @@ always 400, no traceback in the log, and resident memory at the end within 10 % 
 import argparse
 import http.client
 import json
-import os
 import random
 import socket
 import subprocess
@@ -231,7 +230,7 @@ def soak(args, log: Path) -> dict:
     port = free_port()
     with log.open("w") as stderr:
         server = subprocess.Popen([sys.executable, "-m", "textvae", "serve", args.model, "--port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=stderr, env=dict(os.environ))
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         wait_until_up(f"http://127.0.0.1:{port}", server)
         run(port, warmup, args.clients)

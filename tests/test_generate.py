@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_poems import tiny
 
 from textvae import generate
 from textvae.cli import main
@@ -11,7 +12,6 @@ from textvae.errors import TextVAEError
 from textvae.generate import Decoding, FreeText, constraint_for
 from textvae.poetry import Verse, follows_tonal_pattern, form_of, is_cjk, join_lines, rhyme_rate, split_lines
 from textvae.tokenizer import Tokenizer
-from textvae.vae import TextVAE, VAEConfig
 
 POEMS = [
     "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。",
@@ -25,7 +25,6 @@ POEMS = [
     "烽火連三月，家書抵萬金。白頭搔更短，渾欲不勝簪。",
 ]
 A, B = POEMS[0], POEMS[1]
-TINY = dict(embed_dim=32, encoder_hidden=32, decoder_hidden=64, latent_dim=8, max_len=80)
 FORMS = ["5x4", "7x4", "5x8", "7x8"]
 
 
@@ -35,11 +34,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tok():
     return Tokenizer.train(POEMS, kind="char", vocab_size=1000)
-
-
-def tiny(tok, seed=0, **config):
-    torch.manual_seed(seed)
-    return TextVAE(VAEConfig.from_dict({"vocab_size": tok.vocab_size, **TINY, **config}), tok).eval()
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_poems import tiny
 
 from textvae import generate
 from textvae.errors import TextVAEError
@@ -17,7 +18,6 @@ from textvae.poetry import (Constraint, Verse, char_tones, follows_tonal_pattern
                             rhyme_rate, rhyme_table, rhymes, split_lines, tone_of)
 from textvae.poetry.constraints import CORPUS_FORMS, tone_masks
 from textvae.tokenizer import EOS_ID, Tokenizer
-from textvae.vae import TextVAE, VAEConfig
 
 POEMS = [
     "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。",
@@ -31,7 +31,6 @@ POEMS = [
     "風急天高猿嘯哀，渚清沙白鳥飛回。無邊落木蕭蕭下，不盡長江滾滾來。萬里悲秋常作客，百年多病獨登臺。"
     "艱難苦恨繁霜鬢，潦倒新停濁酒杯。",
 ]
-TINY = dict(embed_dim=32, encoder_hidden=32, decoder_hidden=64, latent_dim=8, max_len=80)
 FORMS = ["5x4", "7x4", "5x8", "7x8"]
 
 
@@ -41,11 +40,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tok():
     return Tokenizer.train(POEMS, kind="char", vocab_size=1000)
-
-
-def tiny(tok, seed=0, **config):
-    torch.manual_seed(seed)
-    return TextVAE(VAEConfig.from_dict({"vocab_size": tok.vocab_size, **TINY, **config}), tok).eval()
 
 
 def hot(strategy="sample"):

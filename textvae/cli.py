@@ -311,7 +311,7 @@ def _generation_options(args, model, **defaults) -> dict:
 
 def _warn_relaxed(options: dict) -> None:
     """Name the rules that gave way where no character could keep them all (a warning, as it is rare)."""
-    relaxed = getattr(options["constraint"], "relaxed", None)
+    relaxed = options["constraint"].relaxed
     if relaxed:
         warnings.warn("no character kept every rule at some positions; there the weakest gave way: "
                       + ", ".join(f"{rule} at {n:,}" for rule, n in relaxed.items()))
@@ -363,11 +363,17 @@ def cmd_restyle(args) -> None:
     _show(args, [{"text": args.text, "restyled": text, "kept": kept}], [text])
 
 
-def cmd_fit_attributes(args) -> None:
+def _fitting_into(args):
+    """Check --max-points and that the model's folder can be rebuilt beside it; the model folder's lock, to hold
+    from before the fit to the last file written."""
     if args.max_points is not None and not 100 <= args.max_points <= 10**7:
         raise TextVAEError(f"--max-points must be from 100 to 10,000,000, not {args.max_points}")
     check_can_write(args.model_dir.resolve().parent, "the folder that holds the model")  # the new copy goes there
-    with _plain_warnings(), writer_lock(args.model_dir):  # held from before the fit to the last file written
+    return writer_lock(args.model_dir)
+
+
+def cmd_fit_attributes(args) -> None:
+    with _plain_warnings(), _fitting_into(args):
         model, dataset = evaluate.load(args.model_dir, args.data)
         scores = steering.fit_attributes(model, dataset, args.max_points, progress=True)
         model.attributes.info |= dict(data=str(args.data), validation_accuracy=scores)
@@ -450,10 +456,7 @@ def _check_fit_options(options: dict) -> None:
 def cmd_fit_prior(args) -> None:
     options = _fit_options(args)
     _check_fit_options(options)
-    if not 100 <= args.max_points <= 10**7:
-        raise TextVAEError(f"--max-points must be from 100 to 10,000,000, not {args.max_points}")
-    check_can_write(args.model_dir.resolve().parent, "the folder that holds the model")  # the new copy goes there
-    with _plain_warnings(), writer_lock(args.model_dir):  # held from before the fit to the last file written
+    with _plain_warnings(), _fitting_into(args):
         model, dataset = evaluate.load(args.model_dir, args.data)
         evaluate.fit_prior(model, dataset, args.kind, fit_on=args.fit_on, max_points=args.max_points,
                            seed=args.seed, progress=True, **options)

@@ -29,8 +29,8 @@ def full_disk_errno(error: BaseException) -> int | None:
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         code = error.errno if isinstance(error, OSError) else None
-        match = None if code else _RUST_OS_ERROR.search(str(error))
-        code = int(match.group(1)) if match else code
+        if not code and (match := _RUST_OS_ERROR.search(str(error))):
+            code = int(match.group(1))
         if code in _WORDING:
             return code
         error = error.__cause__ or error.__context__

@@ -260,7 +260,7 @@ def _text_metrics(model: TextVAE, dataset: DatasetDict, split, stats: dict, conf
         out["samples"] = text_report(samples, train_texts, train_lines, poems) | dict(
             examples=samples[:10], constrained_form=config.form, rhyme_steering=check_rhyme(config.rhyme) or "off",
             meter_steering=config.meter, prior=_prior_name(model, config.prior),
-            relaxed=dict(getattr(constraint, "relaxed", {})))
+            relaxed=dict(constraint.relaxed))
     reference = _subsample(texts, config.n or len(texts), config.seed)
     out["corpus"] = text_report(reference, train_texts, train_lines, poems)
     return out

@@ -15,6 +15,7 @@ References: Bowman et al. 2016 (decoding prior samples, homotopies between sente
 import contextlib
 import copy
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,7 @@ class FreeText:
 
     def __init__(self, tokenizer: Tokenizer, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
+        self.relaxed = Counter()  # no rules, none give way
         self.banned = torch.zeros(1, tokenizer.vocab_size, device=self.device)
         self.banned[:, [PAD_ID, BOS_ID, UNK_ID]] = _NEG_INF
         self.banned_first = self.banned.clone()
@@ -132,7 +134,7 @@ class Anchored:
     def __init__(self, inner: Constraint, anchor: list[int], bonus: float):
         self.inner, self.anchor, self.bonus = inner, anchor, bonus
         self.steps, self.device, self.form = inner.steps, inner.device, inner.form
-        self.relaxed = getattr(inner, "relaxed", None)
+        self.relaxed = inner.relaxed
 
     def init_state(self, batch_size: int) -> ConstraintState:
         return self.inner.init_state(batch_size)
@@ -213,14 +215,14 @@ def _decode_stepwise(decoder, z, batch_size: int, steps: int, decoding: Decoding
     rows = torch.arange(batch_size, device=device)  # the output row of each live row
     tokens = torch.full((batch_size,), BOS_ID, device=device)
     out = torch.full((batch_size, steps), PAD_ID, device=device)
+    shaping = _shaping(decoding)
     for t in range(steps):
         features, state = decoder.advance(tokens, state)
         forced = constraint.forced(t, track)
         if forced is not None:  # no output layer where the constraint fixes the token
             tokens = torch.full_like(tokens, forced)
         else:
-            tokens = choose(decoder.lm_head, decoder.output_features(features), constraint.bias(t, track),
-                            **_shaping(decoding))
+            tokens = choose(decoder.lm_head, decoder.output_features(features), constraint.bias(t, track), **shaping)
         track = constraint.update(t, tokens, track)
         out[rows, t] = tokens
         done = tokens == EOS_ID
@@ -569,8 +571,7 @@ def restyle(model: TextVAE, text: str, steering: Steering, *, decoding: Decoding
     if keep:
         fitted = Anchored(fitted, model.tokenizer.encode(texts[0]), keep)
     with seeded(seed, next(model.parameters()).device):
-        with torch.no_grad():
-            z0 = _posterior(model, texts).mode
+        z0 = _posterior(model, texts).mode
         z = restyled_code(model, z0, wanted, steering.strength, steps)
         with torch.inference_mode():
             return decode_each(model, z, [fitted], decoding=decoding, script=script)[0]

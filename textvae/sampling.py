@@ -99,8 +99,8 @@ def head_logits(layer: AdaptiveSoftmax, features: torch.Tensor, bias: Bias, top:
     bias in the band (`top` of band_stats: -inf closes it, 0 leaves p(band) where the band's bias is all 0)."""
     S = layer.shortlist
     shift = torch.cat([bias.table[:, :S], top], dim=-1)  # (M, S + N)
-    if bias.index is not None or len(bias.table) > 1:  # else one row serves every row: broadcast it
-        shift = shift[bias.row_index(len(features))]
+    if bias.index is not None:  # else the table's rows are the rows already, or one row broadcasts to all
+        shift = shift[bias.index]
     return layer.head(features).float() + shift  # (B, S + N)
 
 

@@ -36,7 +36,6 @@ from textvae.fields import SEED_LIMIT, check_choice, check_device, check_float, 
 from textvae.malloc import keep_freed_memory
 from textvae.precision import PRECISION_HELP, autocast_for, check_precision
 from textvae.tokenizer import check_same_tokenizer
-from textvae.checkpoint import is_saved_model
 from textvae.vae import TextVAE, VAEConfig, parameter_count
 
 SCHEDULES = ("constant", "linear", "sigmoid", "cyclical")
@@ -161,7 +160,7 @@ WEIGHTLESS_FIELDS = ("encoder_dropout", "decoder_dropout", "word_dropout")
 def load_donor(model: TextVAE, source: Path, data_dir: str, option: str) -> TextVAE:
     """The saved model at `source` that TrainConfig.`option` names, refused unless it is one and shares the
     run's tokenizer."""
-    if not is_saved_model(source):
+    if not checkpoint.is_saved_model(source):
         raise TextVAEError(f"TrainConfig.{option}: {source} is not a saved model (config.json, "
                            "model.safetensors, tokenizer.model), such as a run's last/ or best/ folder")
     donor = TextVAE.from_pretrained(source)
@@ -294,7 +293,7 @@ def check_run_dir(run_dir: Path, data_dir: Path) -> None:
     if data.is_inside(run_dir, data_dir) or data.is_dataset(run_dir):
         raise TextVAEError(f"--run-dir {run_dir} is (or lies inside) a dataset folder; training would write "
                            "into it: choose a folder of its own, such as runs/NAME")
-    if is_saved_model(run_dir):
+    if checkpoint.is_saved_model(run_dir):
         raise TextVAEError(f"--run-dir {run_dir} is a saved model (config.json, model.safetensors); training "
                            "would overwrite it: choose a folder of its own, such as runs/NAME")
     check_can_write(run_dir, "--run-dir")

@@ -1,6 +1,5 @@
 """Read a plain one-sentence-per-line corpus (any language) for `textvae prepare text`."""
 
-from collections import Counter
 from pathlib import Path
 
 from textvae.corpus.poems import Corpus
@@ -11,7 +10,7 @@ MAX_CHARS = 10_000  # a longer line is not a sentence; the tokenizer trainer can
 
 def parse_text_files(paths: list[Path]) -> Corpus:
     """Each non-empty line of each UTF-8 file is one example; duplicate lines are kept once."""
-    corpus, seen = Corpus(texts=[], dropped=Counter()), set()
+    corpus, seen = Corpus(texts=[]), set()
     for path in map(Path, paths):
         corpus.files += 1
         for number, line in enumerate(_read_lines(path), start=1):

@@ -70,6 +70,7 @@ class Constraint(Protocol):
     steps: int | None  # the most output tokens (EOS included), or None for the decoding's own limit
     device: torch.device  # where its biases are: the model's device
     form: str | None  # the form every output has (a learned prior conditions on it), or None
+    relaxed: Counter  # positions at which each rule gave way so far, over every row decoded
 
     def init_state(self, batch_size: int) -> ConstraintState:
         """The state before the first step."""
