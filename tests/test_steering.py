@@ -3,6 +3,7 @@ a 2-D toy (computed on a grid), the restyle optimum's stationarity, attribute mo
 with a model, and the one-line errors for bad steering input."""
 
 import math
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -116,8 +117,19 @@ def labelled(tmp_path_factory):
     return directory, dataset
 
 
-def test_attribute_models_fit_save_with_their_checksums_and_load(labelled):
+@pytest.fixture(scope="module")
+def with_attributes(labelled, tmp_path_factory):
+    """The labelled model's folder, copied, with its attribute models fitted and saved."""
     directory, dataset = labelled
+    copy = shutil.copytree(directory, tmp_path_factory.mktemp("steered") / "m")
+    model = TextVAE.from_pretrained(copy)
+    fit_attributes(model, dataset)
+    model.save_attributes(copy)
+    return copy
+
+
+def test_attribute_models_fit_save_with_their_checksums_and_load(labelled, tmp_path):
+    directory, dataset = shutil.copytree(labelled[0], tmp_path / "m"), labelled[1]
     model = TextVAE.from_pretrained(directory)
     assert model.attributes is None
     scores = fit_attributes(model, dataset)
@@ -138,8 +150,8 @@ def test_attribute_models_fit_save_with_their_checksums_and_load(labelled):
     model.save_attributes(directory)  # writes it whole again, with its checksum
 
 
-def test_steered_samples_and_restyle_run_and_keep_the_form(labelled):
-    directory, _ = labelled
+def test_steered_samples_and_restyle_run_and_keep_the_form(with_attributes):
+    directory = with_attributes
     model = TextVAE.from_pretrained(directory)
     steered = sample(model, 6, seed=0, steering=Steering(era="tang", theme="autumn", strength=2.0), constraint="5x4")
     assert len(steered) == 6 and all(len(poem) == 24 for poem in steered)
@@ -152,8 +164,8 @@ def test_steered_samples_and_restyle_run_and_keep_the_form(labelled):
     (dict(era="ming"), "unknown era 'ming': the model knows 2; they are: song, tang"),
     (dict(theme="winter"), "unknown theme 'winter'"),
 ])
-def test_unknown_attributes_are_one_line_errors_naming_what_there_is(labelled, steering, words):
-    directory, _ = labelled
+def test_unknown_attributes_are_one_line_errors_naming_what_there_is(with_attributes, steering, words):
+    directory = with_attributes
     with pytest.raises(TextVAEError, match=words) as error:
         sample(TextVAE.from_pretrained(directory), 2, steering=Steering(**steering))
     assert "\n" not in str(error.value)
